@@ -1,0 +1,17 @@
+"""Shared pytest set-up for tests/ and the notebooks run by nbval.
+
+Notebook kernels inherit this process's environment. Unless the caller chose folders, figures, results and model
+artifacts from a test run go to a temporary folder, so running the tests never overwrites the committed figures.
+"""
+
+import os
+import tempfile
+
+
+def pytest_configure(config):
+    scratch = None
+    for var, sub in (("OCTLIB_FIGURES", "figures"), ("OCTLIB_RESULTS", "results"),
+                     ("OCTLIB_ARTIFACTS", "artifacts")):
+        if not os.environ.get(var):
+            scratch = scratch or tempfile.mkdtemp(prefix="octlib-test-")
+            os.environ[var] = os.path.join(scratch, sub)

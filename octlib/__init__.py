@@ -1,0 +1,20 @@
+"""octlib: helpers for the OCT adversarial-robustness notebook series.
+
+Importing ``octlib`` is cheap: TensorFlow is imported only by the modules that need it.
+"""
+
+import os as _os
+from importlib import metadata as _metadata
+
+# TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features) clutter notebooks and break output comparison; errors
+# still show. Set TF_CPP_MIN_LOG_LEVEL yourself (0 = all) before importing octlib to see them.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .config import CLASSES, URGENT_CLASSES, Profile, get_profile, set_seed
+
+try:
+    __version__ = _metadata.version("octlib")
+except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["CLASSES", "URGENT_CLASSES", "Profile", "get_profile", "set_seed", "__version__"]

@@ -1,0 +1,43 @@
+"""Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib data`` summarises data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m octlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks in order, headlessly")
+    run.add_argument("--profile", choices=["quick", "full"], help="default: OCTLIB_PROFILE, else quick")
+    run.add_argument("--data", help="OCT2017 folder or octmnist[-64|-128|-224]; default: OCTLIB_DATA, else "
+                                    "the OCTMNIST download")
+    run.add_argument("--only", nargs="*", help="notebook name prefixes or patterns, e.g. 00 10")
+    run.add_argument("--out", help="folder for executed copies and manifest.json (default runs/<time>-<profile>)")
+    run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
+    info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
+    info.add_argument("--profile", choices=["quick", "full"])
+    info.add_argument("--data")
+    info.add_argument("--policy", choices=["official", "pooled"])
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from .runner import NotebookFailed, run_series
+
+        try:
+            run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress)
+        except NotebookFailed as exc:
+            print(f"FAILED: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    from .data import load_splits
+
+    splits = load_splits(args.data, args.profile, policy=args.policy)
+    print(splits.summary().to_string())
+    print("leakage check:", splits.info["leakage"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Project settings in one place: class names, paths, profiles and the seed helper.
+
+Two settings are read from the environment (and can be passed as arguments instead):
+
+* ``OCTLIB_PROFILE``: ``quick`` (CI, the sample, minutes on 2 CPU cores) or ``full`` (the study, a GPU).
+* ``OCTLIB_DATA``: which data to use; resolved by :func:`octlib.data.resolve_source`.
+
+Output folders default to the project root (``figures/``, ``results/``, ``artifacts/``, ``data/``) and can be
+moved with ``OCTLIB_FIGURES``, ``OCTLIB_RESULTS``, ``OCTLIB_ARTIFACTS`` and ``OCTLIB_CACHE``. The project root is
+``OCTLIB_HOME`` when set, else the checkout that holds this package, else the current directory (e.g. on Colab
+after a non-editable install).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+#: Class names in label order (the same order as OCTMNIST's labels 0..3).
+CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
+#: Kermany's urgent-referral view: CNV and DME need urgent referral.
+URGENT_CLASSES: tuple[str, ...] = ("CNV", "DME")
+
+PROFILE_ENV = "OCTLIB_PROFILE"
+DATA_ENV = "OCTLIB_DATA"
+DEFAULT_PROFILE = "quick"
+
+
+def project_root() -> Path:
+    """The project folder: ``OCTLIB_HOME``, else the checkout holding this package, else the working directory."""
+    env = os.environ.get("OCTLIB_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file() and (here / "octlib").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+def _dir(env: str, default: str) -> Path:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else project_root() / default
+
+
+def figures_dir() -> Path:
+    """Where :func:`octlib.plotting.save_fig` writes (``OCTLIB_FIGURES`` or ``<root>/figures``)."""
+    return _dir("OCTLIB_FIGURES", "figures")
+
+
+def results_dir() -> Path:
+    """Where the results store writes one JSON per experiment (``OCTLIB_RESULTS`` or ``<root>/results``)."""
+    return _dir("OCTLIB_RESULTS", "results")
+
+
+def artifacts_dir() -> Path:
+    """Where trained models and their sidecars live (``OCTLIB_ARTIFACTS`` or ``<root>/artifacts``)."""
+    return _dir("OCTLIB_ARTIFACTS", "artifacts")
+
+
+def data_dir() -> Path:
+    """Where downloads go (``<root>/data``)."""
+    return project_root() / "data"
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays are cached (``OCTLIB_CACHE`` or ``<root>/data/cache``)."""
+    return _dir("OCTLIB_CACHE", "data/cache")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Settings that differ between the quick (CI) and full (study) runs.
+
+    Attributes:
+        name: ``quick`` or ``full``.
+        image_size: side of the square model input in pixels (images are resized to it).
+        resize: how a non-square B-scan becomes square: ``squash`` (resize the whole scan, aspect ratio not
+            kept), ``pad`` (pad the short side with black, then resize) or ``crop`` (centre square, then resize).
+            ``squash`` is the default: OCT2017 scans of 512, 768 and 1024 px width cover the same field of
+            view at different A-scan densities, so squashing keeps the anatomy's physical scale comparable,
+            while a centre crop of a 1024-px scan shows half the retina that a 512-px scan shows.
+        split_policy: ``official`` (keep the source's test split) or ``pooled`` (pool and split by patient).
+        val_fraction: share of patients held out for validation.
+        test_fraction: share of patients held out for testing under the ``pooled`` policy.
+        max_per_split: cap on images per split (whole patients are kept), or ``None`` for no cap.
+    """
+
+    name: str
+    image_size: int
+    resize: str = "squash"
+    split_policy: str = "official"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_per_split: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(name="quick", image_size=64, max_per_split=3000),
+    "full": Profile(name="full", image_size=128),
+}
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """Resolve the profile: ``name`` if given, else ``OCTLIB_PROFILE``, else ``quick``; then apply overrides."""
+    chosen = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {chosen!r} (from {'the argument' if name else PROFILE_ENV}). "
+            f"Use one of {sorted(PROFILES)}, e.g. `export {PROFILE_ENV}=quick`."
+        )
+    profile = PROFILES[chosen]
+    if overrides:
+        known = {f.name for f in fields(Profile)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"Unknown profile setting(s) {unknown}; known: {sorted(known)}.")
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        profile = replace(profile, **overrides)
+    return profile
+
+
+def set_seed(seed: int) -> int:
+    """Seed Python, NumPy and (when importable) Keras/TensorFlow once, from the notebook's parameters cell."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import keras
+    except ImportError:  # keras is a dependency, but the data layer must work without TensorFlow installed
+        return seed
+    keras.utils.set_random_seed(seed)
+    return seed

@@ -1,0 +1,177 @@
+"""Source B: OCTMNIST (MedMNIST v2 / MedMNIST+; Yang et al. 2023, Sci Data 10:41; CC BY 4.0).
+
+The ``.npz`` files are downloaded once into ``data/`` from Zenodo record 10519652, with a progress bar, into a
+temporary file that is renamed only after its size and MD5 check out: an interrupted or corrupted download never
+leaves a file that looks valid. No ``medmnist`` dependency (it pulls in torch).
+
+OCTMNIST's train/val split is an image-level split of Kermany's training set: it has no patient IDs, so it
+cannot be split by patient. Its test split is Kermany's 1,000-image test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ..config import CLASSES, DATA_ENV, data_dir
+from .dataset import OCTDataset
+from .errors import OCTDataError
+
+_BASE = "https://zenodo.org/records/10519652/files"
+#: Image size -> (file name, URL, MD5), from the MedMNIST+ Zenodo record.
+OCTMNIST_FILES: dict[int, tuple[str, str, str]] = {
+    28: ("octmnist.npz", f"{_BASE}/octmnist.npz?download=1", "c68d92d5b585d8d81f7112f81e2d0842"),
+    64: ("octmnist_64.npz", f"{_BASE}/octmnist_64.npz?download=1", "e229e9440236b774d9f0dfef9d07bdaf"),
+    128: ("octmnist_128.npz", f"{_BASE}/octmnist_128.npz?download=1", "0a97e76651ace45c5d943ee3f65b63ae"),
+    224: ("octmnist_224.npz", f"{_BASE}/octmnist_224.npz?download=1", "abc493b6d529d5de7569faaef2773ba3"),
+}
+NPZ_SPLITS = ("train", "val", "test")
+NO_NETWORK_FIX = (
+    f"No network? Point {DATA_ENV} at an OCT2017 folder instead (`export {DATA_ENV}=/path/to/OCT2017`, the "
+    f"folder holding train/ and test/), e.g. the project sample: `export {DATA_ENV}=../shared/data/oct2017-sample`;"
+    " or copy the .npz into data/ by hand."
+)
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".md5")
+
+
+def _is_verified(path: Path, md5: str) -> bool:
+    """True when ``path`` has the expected MD5 (re-hashed only when the file changed since the last check)."""
+    st = path.stat()
+    stamp = f"{md5} {st.st_size} {st.st_mtime_ns}"
+    marker = _verified_marker(path)
+    if marker.is_file() and marker.read_text().strip() == stamp:
+        return True
+    if md5sum(path) != md5:
+        return False
+    marker.write_text(stamp + "\n")
+    return True
+
+
+def download(url: str, dest: Path | str, md5: str, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` once and verify its MD5.
+
+    An existing ``dest`` with the right MD5 is reused; one with a wrong MD5 raises (delete it to fetch again).
+    The transfer goes to a temporary file beside ``dest``; a short transfer or a wrong MD5 removes it and raises.
+
+    Raises:
+        OCTDataError: network failure, truncated transfer, MD5 mismatch; the message names the URL and file.
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    if dest.exists():
+        if _is_verified(dest, md5):
+            return dest
+        raise OCTDataError(f"{dest} exists but its MD5 is not {md5} (a corrupted or different file). "
+                           f"Delete it and load again to re-download.", [dest])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    tmp = Path(tmp_name)
+    out = os.fdopen(fd, "wb")  # owns fd from here on
+    try:
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (urllib.error.URLError, OSError) as exc:
+            raise OCTDataError(f"Cannot download {url} to {dest}: {exc}. {NO_NETWORK_FIX}", [dest]) from exc
+        h, received = hashlib.md5(), 0
+        with response, out:
+            total = response.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {dest.name}",
+                      disable=not progress) as bar:
+                try:
+                    while block := response.read(1 << 20):
+                        out.write(block)
+                        h.update(block)
+                        received += len(block)
+                        bar.update(len(block))
+                except (http.client.IncompleteRead, OSError) as exc:
+                    raise OCTDataError(f"Download of {url} was interrupted after {received} bytes ({exc}); "
+                                       f"nothing was written to {dest}. Load again to retry.", [dest]) from exc
+        if total is not None and received != total:
+            raise OCTDataError(f"Download of {url} is truncated: {received} of {total} bytes; nothing was "
+                               f"written to {dest}. Load again to retry.", [dest])
+        got = h.hexdigest()
+        if got != md5:
+            raise OCTDataError(f"Download of {url} has MD5 {got}, expected {md5}; nothing was written to {dest}. "
+                               "The server sent a different file: load again to retry, or check the URL.", [dest])
+        os.replace(tmp, dest)
+        _verified_marker(dest).write_text(f"{md5} {dest.stat().st_size} {dest.stat().st_mtime_ns}\n")
+        return dest
+    finally:
+        out.close()
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_octmnist(size: int = 28, *, root: Path | str | None = None, url: str | None = None,
+                   md5: str | None = None, progress: bool = True) -> Path:
+    """Path of the OCTMNIST ``.npz`` at ``size`` px in ``root`` (default ``data/``), downloading it if needed."""
+    if size not in OCTMNIST_FILES:
+        raise OCTDataError(f"OCTMNIST comes in sizes {sorted(OCTMNIST_FILES)} px, not {size!r}; set {DATA_ENV} "
+                           "to octmnist (28 px), octmnist-64, octmnist-128 or octmnist-224.")
+    name, default_url, default_md5 = OCTMNIST_FILES[size]
+    dest = Path(root) if root is not None else data_dir()
+    return download(url or default_url, dest / name, md5 or default_md5, progress=progress)
+
+
+def load_octmnist_npz(path: Path | str, fingerprint: str | None = None) -> OCTDataset:
+    """Read an OCTMNIST ``.npz`` (no pickles) into one :class:`OCTDataset` whose ``origins`` are its splits."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [f"{s}_{k}" for s in NPZ_SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+            if missing:
+                raise OCTDataError(f"{path} is not an OCTMNIST file: keys {missing} are missing (found "
+                                   f"{sorted(npz.files)}). Delete it and load again.", [path])
+            parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in NPZ_SPLITS}
+    except OCTDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip/format errors from a damaged file
+        raise OCTDataError(f"Cannot read {path} as .npz ({exc}). Delete it and load again.", [path]) from exc
+
+    images, labels, origins, paths = [], [], [], []
+    for split, (imgs, labs) in parts.items():
+        if imgs.ndim == 4 and imgs.shape[-1] in (1, 3):
+            imgs = imgs.mean(axis=-1).round().astype(np.uint8) if imgs.shape[-1] == 3 else imgs[..., 0]
+        if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
+            raise OCTDataError(f"{path}: {split}_images has shape {imgs.shape} and dtype {imgs.dtype}; expected "
+                               "uint8 (N, S, S). Delete the file and load again.", [path])
+        labs = np.asarray(labs).reshape(-1).astype(np.int64)
+        if len(labs) != len(imgs) or (len(labs) and (labs.min() < 0 or labs.max() >= len(CLASSES))):
+            raise OCTDataError(f"{path}: {split}_labels must hold {len(imgs)} labels in 0..{len(CLASSES) - 1}.",
+                               [path])
+        images.append(imgs)
+        labels.append(labs)
+        origins += [split] * len(imgs)
+        paths += [f"octmnist:{split}:{i}" for i in range(len(imgs))]
+    images_all = np.concatenate(images)
+    n, size = len(images_all), images_all.shape[1]
+    return OCTDataset(
+        images=images_all, labels=np.concatenate(labels), patient_ids=np.full(n, -1, dtype=np.int64),
+        groups=np.full(n, -1, dtype=np.int64), origins=np.array(origins), paths=np.array(paths),
+        orig_width=np.full(n, size, dtype=np.int32), orig_height=np.full(n, size, dtype=np.int32),
+        orig_mode=np.full(n, "L"), info={
+            "source": "octmnist", "file": str(path), "image_size": int(size), "resize": "none (as published)",
+            "fingerprint": fingerprint or md5sum(path), "n_images": n, "skipped": [], "ignored": [],
+            "patient_level": False,
+            "patient_note": "OCTMNIST has no patient IDs: its train/val split is image-level (patients may "
+                            "repeat between train and val); its test split is Kermany's held-out test set.",
+        })

@@ -1,0 +1,94 @@
+"""One figure style and one ``save_fig`` for the whole series, plus the plots more than one notebook needs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .config import CLASSES, figures_dir
+
+DPI = 300
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: One colour per class, used by every notebook.
+CLASS_COLORS = dict(zip(CLASSES, ("#d62728", "#ff7f0e", "#9467bd", "#2ca02c")))
+
+
+def set_style() -> None:
+    """Apply the project's matplotlib/seaborn style (call once per notebook; ``save_fig`` also applies it)."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    mpl.rcParams.update({
+        "figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight", "figure.constrained_layout.use": True,
+        "axes.titleweight": "bold", "image.cmap": "gray", "pdf.fonttype": 42, "svg.fonttype": "none",
+    })
+
+
+def save_fig(fig, name: str, *, folder: Path | str | None = None, formats=("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as ``<figures>/<name>.png`` (300 dpi) and ``.pdf`` and return the paths.
+
+    ``name`` starts with the notebook number (``00_class_counts``) so a report figure traces back to its source.
+    The folder is ``OCTLIB_FIGURES`` or ``<project>/figures``.
+    """
+    if not isinstance(name, str) or not _NAME.match(name) or Path(name).suffix in (".png", ".pdf"):
+        raise ValueError(f"Figure name {name!r} must be letters, digits, '_', '-' or '.', without an extension, "
+                         "e.g. '00_class_counts'.")
+    out_dir = Path(folder) if folder is not None else figures_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{name}.{fmt}"
+        fig.savefig(path, dpi=DPI, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        paths.append(path)
+    return paths
+
+
+def image_grid(images, titles=None, *, ncols: int = 6, size: float = 1.8, row_labels=None, suptitle=None,
+               vmin: float | None = 0.0, vmax: float | None = 1.0, cmap: str = "gray"):
+    """Show images (``(N, H, W)`` or ``(N, H, W, 1)``, values in [0, 1]) in a grid; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[i], cmap=cmap, vmin=vmin, vmax=vmax)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8, fontweight="normal")
+    if row_labels is not None:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(label, fontsize=10, fontweight="bold")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def intensity_histograms(images, labels, *, bins: int = 64, ax=None):
+    """Per-class histograms of pixel intensity (density, log scale) of ``images`` in [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    images, labels = np.asarray(images), np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    for k, cls in enumerate(CLASSES):
+        sel = images[labels == k]
+        if len(sel) == 0:
+            continue
+        hist, _ = np.histogram(sel.ravel(), bins=edges, density=True)
+        ax.step(edges[:-1], hist, where="post", label=f"{cls} (n={len(sel)})", color=CLASS_COLORS[cls])
+    ax.set(yscale="log", xlabel="pixel intensity [0, 1]", ylabel="density")
+    ax.legend()
+    return ax.figure

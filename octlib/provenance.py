@@ -1,0 +1,63 @@
+"""What ran where: library versions and hardware, recorded in every results file and model sidecar."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+#: Distributions whose versions are recorded (missing ones are recorded as ``None``).
+TRACKED_PACKAGES = (
+    "octlib", "numpy", "scipy", "scikit-learn", "pillow", "pandas", "matplotlib", "seaborn",
+    "tensorflow", "tensorflow-cpu", "keras", "adversarial-robustness-toolbox",
+)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape results (``None`` where not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_devices() -> list[str]:
+    """Names of the GPUs TensorFlow sees; empty when TensorFlow is not imported yet or sees none.
+
+    TensorFlow is not imported here on purpose (it costs seconds and ~750 MB): code that trains imports it first.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return []
+    try:
+        gpus = tf.config.list_physical_devices("GPU")
+        names = []
+        for gpu in gpus:
+            details = tf.config.experimental.get_device_details(gpu)
+            names.append(details.get("device_name", gpu.name))
+        return names
+    except Exception:  # noqa: BLE001 - provenance must never break an experiment
+        return []
+
+
+def hardware() -> dict:
+    """Machine description: platform, CPU count, memory, and GPUs if TensorFlow has been imported."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpus": gpu_devices(),
+    }

@@ -1,0 +1,107 @@
+"""Execute the notebook series headlessly (``python -m octlib run``).
+
+Notebooks ``notebooks/NN_*.ipynb`` run in number order through papermill with the chosen profile and data (passed
+to each kernel as ``OCTLIB_PROFILE`` / ``OCTLIB_DATA``). Executed copies and a ``manifest.json`` (profile, data
+source and fingerprint, library versions, hardware, GPU, time per notebook) go to ``runs/<timestamp>-<profile>/``.
+The run stops at the first failing notebook and names it and the failing cell.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .config import DATA_ENV, PROFILE_ENV, get_profile, project_root
+from .provenance import hardware, library_versions
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the series raised; the message names the notebook, the cell and the executed copy."""
+
+
+def find_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """The series in run order; ``only`` keeps notebooks whose name starts with, or matches, any pattern."""
+    folder = folder or project_root() / "notebooks"
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        books = [b for b in books if any(b.name.startswith(o) or fnmatch.fnmatch(b.name, o) for o in only)]
+    if not books:
+        raise FileNotFoundError(f"No notebooks matching {only or 'NN_*.ipynb'} in {folder}.")
+    return books
+
+
+def nvidia_gpus() -> list[str]:
+    """GPU names from ``nvidia-smi`` (empty without an NVIDIA GPU)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_series(profile: str | None = None, data: str | None = None, *, only: list[str] | None = None,
+               out_dir: Path | str | None = None, kernel: str = "python3", progress: bool = True) -> dict:
+    """Execute the series; returns the manifest (also written to ``<out_dir>/manifest.json``)."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    from .data import load_dataset, resolve_source
+
+    prof = get_profile(profile)
+    source = resolve_source(data, prof)  # fail before starting any kernel if the data setting is wrong
+    os.environ[PROFILE_ENV] = prof.name
+    if data is not None:
+        os.environ[DATA_ENV] = str(source.path or source.spec)
+    books = find_notebooks(only)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(out_dir) if out_dir else project_root() / "runs" / f"{stamp}-{prof.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "started": stamp, "profile": prof.to_dict(),
+        "data": {"spec": source.spec, "kind": source.kind, "origin": source.origin,
+                 "path": str(source.path) if source.path else None},
+        "versions": library_versions(), "hardware": {**hardware(), "nvidia_gpus": nvidia_gpus()},
+        "notebooks": [], "status": "running",
+    }
+    t_all = time.perf_counter()
+    for i, book in enumerate(books, 1):
+        target = out / book.name
+        print(f"[{i}/{len(books)}] {book.name} (profile {prof.name}, data {source.describe()})", flush=True)
+        t0 = time.perf_counter()
+        entry = {"notebook": book.name, "executed": str(target)}
+        try:
+            pm.execute_notebook(str(book), str(target), kernel_name=kernel, cwd=str(book.parent),
+                                progress_bar=progress, log_output=False)
+        except pm.PapermillExecutionError as exc:
+            entry.update(status="failed", seconds=round(time.perf_counter() - t0, 1), cell=exc.exec_count,
+                         error=f"{exc.ename}: {exc.evalue}")
+            manifest["notebooks"].append(entry)
+            manifest.update(status="failed", total_seconds=round(time.perf_counter() - t_all, 1))
+            _write_manifest(out / "manifest.json", manifest)
+            raise NotebookFailed(f"{book.name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}\n"
+                                 f"Executed copy with the traceback: {target}") from None
+        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+        manifest["notebooks"].append(entry)
+        print(f"    done in {entry['seconds']} s", flush=True)
+    ds = load_dataset(data, prof, progress=False)  # cached by now: gives the data fingerprint
+    manifest["data"]["fingerprint"] = ds.info.get("fingerprint")
+    manifest.update(status="ok", total_seconds=round(time.perf_counter() - t_all, 1),
+                    finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    _write_manifest(out / "manifest.json", manifest)
+    print(f"All {len(books)} notebooks ran in {manifest['total_seconds']} s; executed copies and manifest in {out}")
+    return manifest

@@ -1,0 +1,56 @@
+"""Conventions every notebook of the series follows (see ../shared/STYLE.md)."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+URL = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def nb(request):
+    return request.param, nbformat.read(request.param, as_version=4)
+
+
+def test_name_is_numbered_snake_case(nb):
+    path, _ = nb
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name)
+
+
+def test_header_badge_install_parameters(nb):
+    path, book = nb
+    first, install, params = book.cells[:3]
+    slug = URL.split("github.com/")[1]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert f"colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in first.source
+    assert '"google.colab" in sys.modules' in install.source and "%pip install" in install.source
+    assert " -e " not in install.source and URL in install.source
+    assert "parameters" in params.metadata.get("tags", [])
+    assigned = re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", params.source, flags=re.M)
+    assert assigned and all(name.isupper() for name in assigned)
+
+
+def test_committed_clean(nb):
+    _, book = nb
+    assert book.metadata["kernelspec"]["name"] == "python3"
+    for cell in book.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+            assert "sys.path" not in cell.source and "filterwarnings(\"ignore\")" not in cell.source
+
+
+def test_ends_with_asserts_and_one_spelling(nb):
+    _, book = nb
+    last_code = [c for c in book.cells if c.cell_type == "code"][-1]
+    assert "assert " in last_code.source
+    text = " ".join(c.source for c in book.cells)
+    assert not re.search(r"\bdefens", text, flags=re.I), "spell it 'defence'"

@@ -1,0 +1,68 @@
+"""The results store and save_fig."""
+
+import json
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from octlib.plotting import image_grid, save_fig  # noqa: E402
+from octlib.results import ResultsError, list_results, load_results, save_results  # noqa: E402
+
+
+@dataclass
+class Settings:
+    eps: float
+    steps: int
+
+
+def test_roundtrip_keeps_numbers_as_numbers(tmp_path):
+    metrics = {"acc": np.float32(0.875), "n": np.int64(668), "curve": np.array([0.9, 0.5]), "bad": math.nan}
+    path = save_results("20_fgsm", metrics, settings=Settings(2 / 255, 1), seed=0,
+                        data={"fingerprint": "abc"}, runtime_s=1.5, notebook="20_attack_fgsm.ipynb",
+                        results_dir=tmp_path)
+    raw = json.loads(path.read_text())
+    assert isinstance(raw["metrics"]["acc"], float) and raw["metrics"]["n"] == 668
+    assert raw["metrics"]["bad"] is None and raw["settings"]["steps"] == 1
+    rec = load_results("20_fgsm", results_dir=tmp_path)
+    assert rec["schema_version"] == 1 and rec["seed"] == 0 and rec["data"]["fingerprint"] == "abc"
+    assert rec["versions"]["numpy"] and rec["hardware"]["cpu_count"]
+    assert list_results(tmp_path) == ["20_fgsm"]
+    assert [p.name for p in tmp_path.iterdir()] == ["20_fgsm.json"]  # no temporary file left
+
+
+def test_missing_and_malformed_files_are_clear(tmp_path):
+    with pytest.raises(ResultsError, match="Run the notebook"):
+        load_results("30_copycat", results_dir=tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ResultsError, match="not valid JSON") as err:
+        load_results("bad", results_dir=tmp_path)
+    assert "bad.json" in str(err.value)
+    (tmp_path / "old.json").write_text(json.dumps({"schema_version": 1, "name": "old"}))
+    with pytest.raises(ResultsError, match="lacks"):
+        load_results(tmp_path / "old.json")
+
+
+def test_unstorable_values_and_names_are_refused(tmp_path):
+    with pytest.raises(ResultsError, match="metrics.model"):
+        save_results("x", {"model": object()}, results_dir=tmp_path)
+    with pytest.raises(ResultsError, match="name"):
+        save_results("../escape", {}, results_dir=tmp_path)
+
+
+def test_save_fig_writes_png_at_300_dpi_and_pdf(tmp_path):
+    fig = image_grid(np.random.default_rng(0).random((5, 8, 8)), titles=list("abcde"), ncols=3)
+    paths = save_fig(fig, "00_test_grid", folder=tmp_path)
+    plt.close(fig)
+    assert [p.name for p in paths] == ["00_test_grid.png", "00_test_grid.pdf"]
+    dpi = Image.open(paths[0]).info["dpi"]
+    assert round(dpi[0]) == 300
+    assert paths[1].read_bytes().startswith(b"%PDF")
+    with pytest.raises(ValueError, match="without an extension"):
+        save_fig(fig, "grid.png", folder=tmp_path)
