@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,70 @@ def cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """How the victim CNN is built and trained (see :mod:`octlib.models` and :mod:`octlib.training`).
+
+    Attributes:
+        filters: output channels of each conv block (conv 3x3 -> batch norm -> ReLU -> 2x2 max-pool).
+        convs_per_block: conv layers per block.
+        dropout: dropout before the logits layer.
+        dense_units: width of a hidden dense layer after global pooling (0: none).
+        input_norm: ``per_image`` standardises each scan inside the model (mean 0, sd 1), so scanner gain and
+            contrast differences between releases matter less; ``none`` feeds [0, 1] pixels as they are. The
+            model's input stays [0, 1] either way (attacks clip there).
+        augment: ``none``, ``standard`` (horizontal flip, +-5% shift, zoom +-10% height and +-25% width,
+            contrast +-20%: all plausible for B-scans; never a vertical flip) or ``standard+blur`` (also a random
+            Gaussian blur and pixel noise, which mimic the smoother speckle of wide scans squashed to the input).
+        class_weight: ``balanced`` (weights inverse to class frequency; OCT2017 and OCTMNIST are ~47% NORMAL)
+            or ``none``.
+        epochs: the most epochs; early stopping on validation loss usually ends sooner.
+        batch_size: images per step.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 4x).
+        early_stopping_patience: epochs without a better validation loss before stopping (best weights kept).
+        reduce_lr_patience: epochs without a better validation loss before halving the learning rate.
+        mixed_precision: use float16 compute on a GPU (logits stay float32); ignored on CPU.
+    """
+
+    filters: tuple[int, ...] = (32, 64, 128, 128)
+    convs_per_block: int = 1
+    dropout: float = 0.3
+    dense_units: int = 0
+    input_norm: str = "per_image"
+    augment: str = "standard"
+    class_weight: str = "balanced"
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 10
+    reduce_lr_patience: int = 4
+    mixed_precision: bool = True
+
+    def __post_init__(self):
+        checks = {
+            "filters": bool(self.filters) and all(isinstance(f, int) and f > 0 for f in self.filters),
+            "convs_per_block": self.convs_per_block >= 1, "dropout": 0 <= self.dropout < 1,
+            "dense_units": self.dense_units >= 0, "input_norm": self.input_norm in ("none", "per_image"),
+            "augment": self.augment in ("none", "standard", "standard+blur"),
+            "class_weight": self.class_weight in ("none", "balanced"), "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
+            "early_stopping_patience": self.early_stopping_patience >= 1,
+            "reduce_lr_patience": self.reduce_lr_patience >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"Invalid TrainConfig setting(s) {bad}: {[getattr(self, k) for k in bad]}; see the "
+                             "TrainConfig docstring for the allowed values.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Profile:
     """Settings that differ between the quick (CI) and full (study) runs.
 
@@ -87,6 +151,7 @@ class Profile:
         val_fraction: share of patients held out for validation.
         test_fraction: share of patients held out for testing under the ``pooled`` policy.
         max_per_split: cap on images per split (whole patients are kept), or ``None`` for no cap.
+        train: how the victim CNN is built and trained.
     """
 
     name: str
@@ -96,14 +161,21 @@ class Profile:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_per_split: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", image_size=64, max_per_split=3000),
-    "full": Profile(name="full", image_size=128),
+    # Quick: CI on 2 CPU cores, each model trains in well under 3 minutes on the sample.
+    "quick": Profile(name="quick", image_size=64, max_per_split=3000,
+                     train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3)),
+    # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
+    # per epoch at 128 px: ~0.7 GFLOP per training image).
+    "full": Profile(name="full", image_size=128,
+                    train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=60, batch_size=32,
+                                      learning_rate=1e-3)),
 }
 
 

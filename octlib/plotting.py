@@ -92,3 +92,54 @@ def intensity_histograms(images, labels, *, bins: int = 64, ax=None):
     ax.set(yscale="log", xlabel="pixel intensity [0, 1]", ylabel="density")
     ax.legend()
     return ax.figure
+
+
+def plot_confusion(confusion, *, ax=None, title: str = "", normalize: bool = True):
+    """Heatmap of a confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    cm = np.asarray(confusion, dtype=float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6))
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    annot = np.array([[f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
+                       for j in range(cm.shape[1])] for i in range(cm.shape[0])])
+    sns.heatmap(shown, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1 if normalize else None, cbar=False,
+                xticklabels=CLASSES, yticklabels=CLASSES, ax=ax, annot_kws={"fontsize": 8})
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return ax.figure
+
+
+def plot_roc(y_true, probs, *, ax=None, title: str = ""):
+    """One-vs-rest ROC curve per class, with AUC in the legend."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    for k, cls in enumerate(CLASSES):
+        truth = y_true == k
+        if 0 < truth.sum() < len(truth):
+            fpr, tpr, _ = roc_curve(truth, probs[:, k])
+            ax.plot(fpr, tpr, color=CLASS_COLORS[cls], label=f"{cls} (AUC {roc_auc_score(truth, probs[:, k]):.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, aspect="equal")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax.figure
+
+
+def plot_history(history: dict, *, axes=None, label: str = ""):
+    """Training and validation loss and accuracy per epoch from a Keras history dict."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        line, = ax.plot(epochs, history[key], ls="--", label=f"{label} train".strip())
+        ax.plot(epochs, history[f"val_{key}"], color=line.get_color(), label=f"{label} val".strip())
+        ax.set(xlabel="epoch", ylabel=key)
+        ax.legend(fontsize=8)
+    return axes[0].figure

@@ -1,0 +1,176 @@
+"""Trained models on disk: ``artifacts/<name>-<key>/model.keras`` plus a JSON sidecar ``model.json``.
+
+The key hashes everything that determines the model: the training config, image size and resize rule, the seed,
+the data fingerprint and the exact train/val/test membership (a hash of the file lists), and
+:data:`ARTIFACT_VERSION`. A notebook asking for a model (:func:`get_or_train`) therefore gets the cached one
+only when all of these match; otherwise it trains a new one (``retrain="auto"``, the default, so that every
+notebook also runs on its own) or, with ``retrain="never"``, stops with "run 10_train_cnn first". A model is
+never loaded under another key: the sidecar's key and the ``.keras`` file's SHA-256 are checked before Keras
+sees the file, and loading uses ``safe_mode=True``. Writes are atomic (a temporary folder, then a rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig, artifacts_dir
+from .provenance import hardware, library_versions
+from .results import to_jsonable
+
+#: Bump when the model-building or training code changes in a way that changes the trained model.
+ARTIFACT_VERSION = 1
+RETRAIN_MODES = ("auto", "never", "always")
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact is missing, corrupt or does not match what was asked for."""
+
+
+@dataclass
+class TrainedModel:
+    """A model with its sidecar. ``cached`` says whether it was loaded (True) or trained now (False)."""
+
+    model: object
+    sidecar: dict
+    path: Path
+    cached: bool
+
+    @property
+    def key(self) -> str:
+        return self.sidecar["key"]
+
+
+def split_hash(splits) -> str:
+    """Hash of which images are in train, val and test."""
+    h = hashlib.sha256()
+    for name, part in splits.items():
+        h.update(name.encode())
+        h.update("\n".join(sorted(map(str, part.paths))).encode())
+    return h.hexdigest()
+
+
+def artifact_key(splits, cfg: TrainConfig, *, seed: int, extra: dict | None = None) -> tuple[str, dict]:
+    """The artifact key and the JSON description it hashes."""
+    train = splits.train
+    spec = {
+        "artifact_version": ARTIFACT_VERSION, "train_config": cfg.to_dict(), "seed": int(seed),
+        "image_size": int(train.image_size), "resize": train.info.get("resize"),
+        "data_fingerprint": splits.info.get("fingerprint"), "split_hash": split_hash(splits),
+        "policy": splits.info.get("policy"), "extra": extra or {},
+    }
+    text = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest(), spec
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_dir(name: str, key: str, root: Path | None = None) -> Path:
+    return Path(root or artifacts_dir()) / f"{name}-{key[:12]}"
+
+
+def load_artifact(folder: Path | str, expected_key: str | None = None) -> TrainedModel:
+    """Load ``folder/model.keras`` after checking its sidecar (key, file hash); a clear error otherwise."""
+    import keras
+
+    from . import models  # noqa: F401 - registers octlib's custom layers for safe_mode loading
+
+    folder = Path(folder)
+    sidecar_path, model_path = folder / "model.json", folder / "model.keras"
+    fix = f"Delete {folder} and run notebooks/10_train_cnn.ipynb again (or pass retrain='always')."
+    if not sidecar_path.is_file() or not model_path.is_file():
+        raise ArtifactError(f"Model artifact {folder} is incomplete (needs model.keras and model.json). {fix}")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"Sidecar {sidecar_path} is not valid JSON ({exc}). {fix}") from exc
+    if expected_key is not None and sidecar.get("key") != expected_key:
+        raise ArtifactError(f"Model artifact {folder} was trained for key {str(sidecar.get('key'))[:12]}, not the "
+                            f"requested {expected_key[:12]} (different settings or data); refusing to load it. {fix}")
+    if _sha256(model_path) != sidecar.get("model_sha256"):
+        raise ArtifactError(f"{model_path} does not match the SHA-256 in its sidecar: the file is corrupt or was "
+                            f"replaced. {fix}")
+    try:
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any Keras failure becomes one clear message
+        raise ArtifactError(f"Keras cannot load {model_path} ({type(exc).__name__}: {exc}). {fix}") from exc
+    return TrainedModel(model=model, sidecar=sidecar, path=folder, cached=True)
+
+
+def save_artifact(model, sidecar: dict, name: str, key: str, root: Path | None = None) -> Path:
+    """Write model + sidecar into a temporary folder, then rename it to ``<name>-<key>`` (atomic)."""
+    final = artifact_dir(name, key, root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        model.save(tmp / "model.keras")
+        sidecar = {**sidecar, "key": key, "model_sha256": _sha256(tmp / "model.keras")}
+        (tmp / "model.json").write_text(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, retrain: str = "auto",
+                 verbose: int = 2, extra: dict | None = None, root: Path | None = None) -> TrainedModel:
+    """The trained model for these splits and settings: cached when it exists, else trained and cached.
+
+    Args:
+        splits: :class:`octlib.data.Splits` (train and val are used for training, val for model selection).
+        cfg: the training config (normally ``profile.train``).
+        name: artifact name (``cnn-official``, ``cnn-ls0.1``...); the key decides reuse, not the name.
+        seed: the training seed.
+        retrain: ``auto`` (load if cached, else train), ``never`` (load or raise :class:`ArtifactError`),
+            ``always`` (train and overwrite).
+        verbose: Keras ``fit`` verbosity (2: one line per epoch).
+        extra: further settings that change the model (e.g. a defence's parameters); they enter the key.
+    """
+    from .metrics import evaluate
+    from .training import train
+
+    if retrain not in RETRAIN_MODES:
+        raise ValueError(f"`retrain` must be one of {RETRAIN_MODES}, got {retrain!r}.")
+    key, spec = artifact_key(splits, cfg, seed=seed, extra=extra)
+    folder = artifact_dir(name, key, root)
+    if retrain != "always" and folder.exists():
+        trained = load_artifact(folder, expected_key=key)
+        print(f"Loaded cached model {folder.name} (trained {trained.sidecar.get('created')}, "
+              f"{trained.sidecar['training']['epochs_run']} epochs); key matches settings and data.")
+        return trained
+    if retrain == "never":
+        raise ArtifactError(f"No trained model {folder.name} for these settings and data in {folder.parent}. "
+                            "Run notebooks/10_train_cnn.ipynb first (same profile, data and seed).")
+    print(f"Training {name} ({folder.name}): no cached model for these settings and data.")
+    model, info = train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                        image_size=splits.train.image_size, seed=seed, verbose=verbose)
+    sidecar = {
+        "name": name, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "spec": spec, "config_hash": key,
+        "data": {"source": splits.info.get("source"), "fingerprint": splits.info.get("fingerprint"),
+                 "setting": splits.info.get("setting")},
+        "split": {"policy": splits.info.get("policy"), "counts": splits.counts(), "hash": spec["split_hash"]},
+        "training": info,
+        "metrics": {"val": evaluate(model, splits.val.x, splits.val.labels),
+                    "test": evaluate(model, splits.test.x, splits.test.labels)},
+        "versions": library_versions(), "hardware": hardware(),
+    }
+    folder = save_artifact(model, sidecar, name, key, root)
+    trained = load_artifact(folder, expected_key=key)  # the round trip proves the cached file loads
+    trained.cached = False
+    return trained

@@ -1,0 +1,182 @@
+"""Evaluation shared by every notebook: accuracy with a 95% CI, cross-entropy loss, per-class scores, confusion
+matrix, one-vs-rest ROC AUC, and Kermany's urgent-referral view (CNV or DME = urgent).
+
+Functions take integer labels and **logits** (``from_logits=True``, the default) or probabilities, as NumPy
+arrays, and return plain numbers, lists and dicts that the results store writes as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import CLASSES, URGENT_CLASSES
+
+URGENT = np.array([CLASSES.index(c) for c in URGENT_CLASSES])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, numerically stable."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _probs(scores: np.ndarray, from_logits: bool) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(CLASSES):
+        raise ValueError(f"scores must have shape (N, {len(CLASSES)}), got {scores.shape}.")
+    return softmax(scores) if from_logits else scores
+
+
+def _labels(y, n: int | None = None) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.astype(np.int64)
+    if n is not None and len(y) != n:
+        raise ValueError(f"{len(y)} labels for {n} predictions.")
+    if len(y) and (y.min() < 0 or y.max() >= len(CLASSES)):
+        raise ValueError(f"labels must be in 0..{len(CLASSES) - 1}.")
+    return y
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (good near 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def accuracy(y_true, y_pred) -> dict:
+    """``{"value", "ci_low", "ci_high", "n"}``: accuracy with its 95% Wilson interval."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = int((y_true == y_pred).sum())
+    lo, hi = wilson_interval(k, len(y_true))
+    return {"value": k / len(y_true) if len(y_true) else float("nan"), "ci_low": lo, "ci_high": hi,
+            "n": int(len(y_true))}
+
+
+def cross_entropy(y_true, scores, *, from_logits: bool = True, per_example: bool = False):
+    """Mean (or per-example) categorical cross-entropy in nats."""
+    y = _labels(y_true)
+    if from_logits:
+        z = np.asarray(scores, dtype=np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    else:
+        log_p = np.log(np.clip(np.asarray(scores, dtype=np.float64), 1e-12, 1.0))
+    losses = -log_p[np.arange(len(y)), y]
+    return losses if per_example else float(losses.mean())
+
+
+def urgent(labels) -> np.ndarray:
+    """True where the class is urgent (CNV or DME)."""
+    return np.isin(np.asarray(labels), URGENT)
+
+
+def urgent_referral(y_true, scores, *, from_logits: bool = True) -> dict:
+    """Kermany's binary view: urgent (CNV/DME) vs not, from the top-class prediction.
+
+    Sensitivity = urgent scans predicted urgent; specificity = non-urgent scans predicted non-urgent; AUC uses
+    p(CNV) + p(DME) as the score.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = _labels(y_true)
+    probs = _probs(scores, from_logits)
+    truth, pred = urgent(y), urgent(probs.argmax(axis=1))
+    tp, fn = int((truth & pred).sum()), int((truth & ~pred).sum())
+    tn, fp = int((~truth & ~pred).sum()), int((~truth & pred).sum())
+    sens_ci, spec_ci = wilson_interval(tp, tp + fn), wilson_interval(tn, tn + fp)
+    auc = roc_auc_score(truth, probs[:, URGENT].sum(axis=1)) if 0 < truth.sum() < len(truth) else float("nan")
+    return {
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"), "sensitivity_ci": list(sens_ci),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"), "specificity_ci": list(spec_ci),
+        "auc": float(auc), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+    }
+
+
+def classification_report(y_true, scores, *, from_logits: bool = True) -> dict:
+    """Everything a notebook reports about one set of predictions.
+
+    Returns a dict with ``accuracy`` (value, 95% CI, n), ``loss`` (mean cross-entropy), ``per_class``
+    (precision, recall, F1, support per class name), ``confusion`` (rows: true class, columns: predicted, in
+    :data:`~octlib.config.CLASSES` order), ``roc_auc`` (one-vs-rest per class and macro; NaN where a class is
+    absent) and ``urgent`` (see :func:`urgent_referral`).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    probs = _probs(scores, from_logits)
+    y = _labels(y_true, len(probs))
+    pred = probs.argmax(axis=1)
+    labels = list(range(len(CLASSES)))
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    aucs = {}
+    for k, cls in enumerate(CLASSES):
+        present = (y == k)
+        aucs[cls] = float(roc_auc_score(present, probs[:, k])) if 0 < present.sum() < len(y) else float("nan")
+    finite = [v for v in aucs.values() if np.isfinite(v)]
+    return {
+        "accuracy": accuracy(y, pred),
+        "loss": cross_entropy(y, probs, from_logits=False),
+        "per_class": {cls: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
+                            "support": int(support[k])} for k, cls in enumerate(CLASSES)},
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+        "roc_auc": {**aucs, "macro": float(np.mean(finite)) if finite else float("nan")},
+        "urgent": urgent_referral(y, probs, from_logits=False),
+    }
+
+
+def predict_logits(model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Logits of a Keras model on ``x`` (float32 in [0, 1]), batched, as float64 NumPy.
+
+    Calls the model eagerly batch by batch: unlike ``model.predict`` this never retraces for a new final-batch
+    size, and for a small CNN it is as fast.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros((0, len(CLASSES)))
+    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float64)
+                           for i in range(0, len(x), batch_size)])
+
+
+def evaluate(model, x: np.ndarray, y, *, batch_size: int = 256) -> dict:
+    """:func:`classification_report` of a logits model on ``(x, y)``."""
+    return classification_report(y, predict_logits(model, x, batch_size=batch_size))
+
+
+def report_table(reports: dict):
+    """Side-by-side summary (rows: named reports) with accuracy and CI, loss, macro AUC, urgent sens./spec."""
+    import pandas as pd
+
+    rows = {}
+    for name, r in reports.items():
+        rows[name] = {
+            "accuracy": r["accuracy"]["value"], "95% CI": f"{r['accuracy']['ci_low']:.3f}–{r['accuracy']['ci_high']:.3f}",
+            "n": r["accuracy"]["n"], "loss": r["loss"], "macro AUC": r["roc_auc"]["macro"],
+            "urgent sensitivity": r["urgent"]["sensitivity"], "urgent specificity": r["urgent"]["specificity"],
+        }
+    return pd.DataFrame(rows).T
+
+
+def most_confident_errors(y_true, scores, n: int = 12, *, from_logits: bool = True) -> np.ndarray:
+    """Indices of the ``n`` wrong predictions with the highest predicted-class probability, most confident first."""
+    probs = _probs(scores, from_logits)
+    y = _labels(y_true, len(probs))
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    return wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:n]
+
+
+def majority_rate(y_true) -> float:
+    """Accuracy of always answering the most frequent class of ``y_true``."""
+    counts = np.bincount(_labels(y_true), minlength=len(CLASSES))
+    return float(counts.max() / counts.sum())

@@ -1,0 +1,64 @@
+"""The victim CNN for one-channel OCT B-scans.
+
+The model outputs **logits**, not probabilities: attack code needs them (DeepFool and C&W work on the logit
+margins, APGD-DLR on the logit differences, and a softmax output makes DeepFool overshoot badly; see
+../shared/REFERENCE.md). Probabilities are ``octlib.metrics.softmax(logits)`` or a softmax layer on top where an
+API wants them. The input is a float32 ``(S, S, 1)`` scan in [0, 1]: every attack clips to that range.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from .config import CLASSES, TrainConfig
+
+
+@keras.saving.register_keras_serializable(package="octlib")
+class PerImageStandardization(layers.Layer):
+    """Standardise each image to mean 0 and standard deviation 1 (over all its pixels).
+
+    Inside the model, so the model's input stays in [0, 1] and gradients flow through it to the pixels.
+    """
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, x):
+        axes = tuple(range(1, len(x.shape)))
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        std = ops.std(x, axis=axes, keepdims=True)
+        return (x - mean) / (std + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int = len(CLASSES),
+              name: str = "oct_cnn") -> keras.Model:
+    """A compact CNN that maps ``(image_size, image_size, 1)`` scans in [0, 1] to ``n_classes`` logits.
+
+    Blocks of [3x3 conv (no bias) -> batch norm -> ReLU] x ``cfg.convs_per_block`` -> 2x2 max-pool, one block per
+    entry of ``cfg.filters``; then global average pooling, dropout, an optional hidden dense layer, and a linear
+    dense layer of logits (float32 even under mixed precision). L2 weight decay comes from the optimizer (AdamW).
+    """
+    cfg = cfg or TrainConfig()
+    if image_size < 2 ** len(cfg.filters):
+        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} pooling blocks "
+                         f"(needs >= {2 ** len(cfg.filters)}); use fewer `filters` or a larger image.")
+    inputs = keras.Input((image_size, image_size, 1), name="scan")
+    h = PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+    for b, f in enumerate(cfg.filters):
+        for c in range(cfg.convs_per_block):
+            h = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(h)
+            h = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(h)  # few steps per epoch
+            h = layers.ReLU(name=f"block{b}_relu{c}")(h)
+        h = layers.MaxPooling2D(name=f"block{b}_pool")(h)
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    h = layers.Dropout(cfg.dropout, name="dropout")(h)
+    if cfg.dense_units:
+        h = layers.Dense(cfg.dense_units, activation="relu", name="hidden")(h)
+        h = layers.Dropout(cfg.dropout, name="dropout_hidden")(h)
+    logits = layers.Dense(n_classes, dtype="float32", name="logits")(h)
+    return keras.Model(inputs, logits, name=name)

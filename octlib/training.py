@@ -1,0 +1,163 @@
+"""Training the victim CNN: a ``tf.data`` pipeline from the cached arrays, B-scan-safe augmentation, class
+weights, early stopping and learning-rate reduction on the **validation** split only, GPU awareness.
+
+Use :func:`octlib.artifacts.get_or_train` from notebooks: it trains through :func:`train` only when no matching
+cached model exists.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .config import CLASSES, TrainConfig
+
+
+def describe_devices() -> dict:
+    """Which devices TensorFlow will use: ``{"gpus": [...], "device": "GPU: name" | "CPU", "strategy": ...}``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for g in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:  # noqa: BLE001 - details are optional
+            names.append(g.name)
+    strategy = "MirroredStrategy" if len(gpus) > 1 else "default"
+    return {"gpus": names, "device": f"GPU: {', '.join(names)}" if names else "CPU",
+            "strategy": strategy, "cpu_threads": tf.config.threading.get_inter_op_parallelism_threads() or None}
+
+
+def augmentation(kind: str, seed: int | None = None):
+    """The augmentation model for ``kind`` (``none``/``standard``/``standard+blur``; see :class:`TrainConfig`),
+    or ``None``. Only plausible B-scan changes: left-right flip (the other eye), small shifts, zoom (wider in
+    width: scan widths differ between releases), contrast; never a vertical flip (the retina has an up)."""
+    import keras
+
+    if kind == "none":
+        return None
+    L = keras.layers
+    parts = [
+        L.RandomFlip("horizontal", seed=seed),
+        L.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed),
+        L.RandomZoom(height_factor=(-0.1, 0.1), width_factor=(-0.25, 0.25), fill_mode="constant", seed=seed),
+        L.RandomContrast(0.2, seed=seed),
+    ]
+    if kind == "standard+blur":
+        parts += [L.RandomGaussianBlur(factor=(0.0, 1.0), kernel_size=3, sigma=1.0, seed=seed),
+                  L.GaussianNoise(0.03, seed=seed)]
+    return keras.Sequential(parts, name=f"augment_{kind.replace('+', '_')}")
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int, training: bool = False,
+                 augment: str = "none", seed: int = 0):
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches from cached ``uint8`` ``(N, S, S)`` images.
+
+    Pixels are converted to float32 [0, 1] per batch (the uint8 arrays stay the only copy in memory). Training
+    datasets are shuffled each epoch (seeded) and augmented; augmented pixels are clipped back to [0, 1].
+    """
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(f"`images` must be uint8 (N, S, S) as cached by octlib.data, got {images.dtype} "
+                         f"{images.shape}.")
+    parts = (images,) if labels is None else (images, np.asarray(labels, dtype=np.int64))
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_float(x, *y):
+        x = tf.cast(x, tf.float32)[..., None] / 255.0
+        return (x, *y) if y else x
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    aug = augmentation(augment, seed) if training else None
+    if aug is not None:
+        ds = ds.map(lambda x, *y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), *y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels: np.ndarray, mode: str = "balanced") -> dict[int, float] | None:
+    """``{class: n / (k * n_class)}`` for ``balanced`` (classes absent from ``labels`` get 1.0); ``None`` for
+    ``none``."""
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels), minlength=len(CLASSES)).astype(float)
+    present = counts > 0
+    w = np.ones(len(CLASSES))
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return {k: float(v) for k, v in enumerate(w)}
+
+
+def compile_model(model, cfg: TrainConfig):
+    """AdamW + cross-entropy on logits (with ``cfg.label_smoothing``) + accuracy."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _one_hot(ds, n_classes: int):
+    import tensorflow as tf
+
+    return ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, *, image_size: int,
+          seed: int = 0, verbose: int = 2):
+    """Build and train the CNN; model selection and LR schedule look at the validation split only.
+
+    Returns ``(model, info)`` with ``info = {"history", "epochs_run", "best_epoch", "train_seconds",
+    "images_per_second", "device", "mixed_precision"}``. On a GPU, float16 compute is used when
+    ``cfg.mixed_precision`` (the logits layer stays float32), and ``MirroredStrategy`` spreads the batch over
+    several GPUs.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .models import build_cnn
+
+    keras.utils.set_random_seed(seed)
+    devices = describe_devices()
+    use_mp = bool(cfg.mixed_precision and devices["gpus"])
+    previous_policy = keras.mixed_precision.global_policy().name
+    if use_mp:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy() if len(devices["gpus"]) > 1 else tf.distribute.get_strategy()
+    try:
+        with strategy.scope():
+            model = compile_model(build_cnn(image_size, cfg), cfg)
+        n_classes = len(CLASSES)
+        train_ds = _one_hot(make_dataset(train_images, train_labels, batch_size=cfg.batch_size, training=True,
+                                         augment=cfg.augment, seed=seed), n_classes)
+        val_ds = _one_hot(make_dataset(val_images, val_labels, batch_size=256), n_classes)
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.reduce_lr_patience,
+                                              min_lr=1e-5),
+        ]
+        t0 = time.perf_counter()
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+                         class_weight=class_weights(train_labels, cfg.class_weight), shuffle=False,
+                         verbose=verbose)  # the dataset shuffles itself
+        seconds = time.perf_counter() - t0
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(history["loss"])
+    return model, {
+        "history": history, "epochs_run": epochs_run,
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1, "train_seconds": round(seconds, 2),
+        "images_per_second": round(epochs_run * len(train_images) / seconds, 1),
+        "device": devices, "mixed_precision": use_mp,
+    }

@@ -1,0 +1,112 @@
+"""Model, training pipeline and the cached model artifact, on a tiny model and tiny data."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from octlib.config import TrainConfig
+from octlib.data import load_folder, make_splits
+
+keras = pytest.importorskip("keras")
+from octlib import artifacts, training  # noqa: E402
+from octlib.models import build_cnn  # noqa: E402
+
+TINY = TrainConfig(filters=(4, 8), epochs=2, batch_size=8, early_stopping_patience=1, reduce_lr_patience=1,
+                   augment="standard")
+
+
+@pytest.fixture
+def splits(small_layout):
+    return make_splits(load_folder(small_layout, 16, progress=False), "official", seed=0)
+
+
+def test_cnn_outputs_logits_for_one_channel_input():
+    model = build_cnn(32, TINY)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 4)
+    assert model.layers[-1].activation.__name__ == "linear"
+    out = model(np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32)).numpy()
+    assert not np.allclose(out.sum(axis=1), 1.0)  # logits, not probabilities
+    with pytest.raises(ValueError, match="too small"):
+        build_cnn(8, TrainConfig(filters=(4, 4, 4, 4)))
+
+
+def test_train_config_validates():
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment="vertical_flip")
+
+
+def test_pipeline_batches_floats_in_unit_range_and_augments_only_training():
+    imgs = np.random.default_rng(0).integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    labels = np.arange(20) % 4
+    x, y = next(iter(training.make_dataset(imgs, labels, batch_size=8)))
+    assert x.shape == (8, 16, 16, 1) and x.dtype.name == "float32"
+    np.testing.assert_allclose(x.numpy()[..., 0], imgs[:8] / 255.0, atol=1e-6)
+    xa, _ = next(iter(training.make_dataset(imgs, labels, batch_size=20, training=True, augment="standard+blur")))
+    assert 0.0 <= xa.numpy().min() and xa.numpy().max() <= 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        training.make_dataset(imgs.astype(np.float32), labels, batch_size=8)
+
+
+def test_class_weights_balance_an_imbalanced_source():
+    w = training.class_weights(np.array([3] * 6 + [0] * 2 + [1, 2]))
+    assert w[3] < 1 < w[0] and sum(w[k] * n for k, n in zip(range(4), (2, 1, 1, 6))) == pytest.approx(10)
+    assert training.class_weights(np.array([0, 1]), "none") is None
+
+
+def test_training_is_deterministic_on_cpu_for_a_seed(splits):
+    cfg = replace(TINY, augment="none")
+    a, _ = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                          image_size=16, seed=3, verbose=0)
+    b, _ = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                          image_size=16, seed=3, verbose=0)
+    np.testing.assert_array_equal(a.predict(splits.test.x, verbose=0), b.predict(splits.test.x, verbose=0))
+
+
+def test_second_request_reuses_the_cached_model(splits, tmp_path, capsys):
+    first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    assert not first.cached and "Training tiny" in capsys.readouterr().out
+    second = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    assert second.cached and "Loaded cached model" in capsys.readouterr().out
+    assert second.key == first.key
+    np.testing.assert_allclose(first.model.predict(splits.test.x, verbose=0),
+                               second.model.predict(splits.test.x, verbose=0), rtol=1e-6)
+    side = second.sidecar
+    assert side["metrics"]["test"]["accuracy"]["n"] == len(splits.test)
+    assert side["data"]["fingerprint"] == splits.info["fingerprint"] and side["training"]["epochs_run"] >= 1
+    assert side["versions"]["keras"] and side["training"]["device"]["device"]
+
+
+def test_changed_setting_seed_or_split_retrains(splits, tmp_path):
+    base = artifacts.artifact_key(splits, TINY, seed=0)[0]
+    assert artifacts.artifact_key(splits, replace(TINY, learning_rate=1e-2), seed=0)[0] != base
+    assert artifacts.artifact_key(splits, TINY, seed=1)[0] != base
+    other = make_splits(splits.train.subset(np.arange(len(splits.train))), "pooled", seed=5)  # other membership
+    assert artifacts.artifact_key(other, TINY, seed=0)[0] != base
+    assert artifacts.artifact_key(splits, TINY, seed=0, extra={"defence": "noise"})[0] != base
+
+
+def test_never_mode_says_run_the_training_notebook(splits, tmp_path):
+    with pytest.raises(artifacts.ArtifactError, match="10_train_cnn"):
+        artifacts.get_or_train(splits, TINY, name="tiny", retrain="never", root=tmp_path)
+
+
+def test_corrupt_or_mismatched_artifacts_give_clear_errors(splits, tmp_path):
+    trained = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    folder = trained.path
+    with pytest.raises(artifacts.ArtifactError, match="refusing to load"):
+        artifacts.load_artifact(folder, expected_key="0" * 64)
+    model_file = folder / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:1000])  # truncated weights
+    with pytest.raises(artifacts.ArtifactError, match="corrupt"):
+        artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    side = json.loads((folder / "model.json").read_text())
+    side["model_sha256"] = artifacts._sha256(model_file)  # hash matches, but the zip is broken
+    (folder / "model.json").write_text(json.dumps(side))
+    with pytest.raises(artifacts.ArtifactError, match="Keras cannot load"):
+        artifacts.load_artifact(folder)
+    (folder / "model.json").write_text("{broken")
+    with pytest.raises(artifacts.ArtifactError, match="not valid JSON"):
+        artifacts.load_artifact(folder)
+    assert list(tmp_path.glob(".tiny-*")) == []  # no temporary folder left behind
