@@ -174,3 +174,26 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
     trained = load_artifact(folder, expected_key=key)  # the round trip proves the cached file loads
     trained.cached = False
     return trained
+
+
+def victim_name(policy: str) -> str:
+    """Artifact name of the victim trained under a split policy (``cnn-official``, ``cnn-pooled``)."""
+    return f"cnn-{policy}"
+
+
+def load_victim(data=None, profile=None, *, policy: str | None = None, seed: int = 0, retrain: str = "auto",
+                verbose: int = 2):
+    """The study's victim: ``(splits, trained)`` for the profile's data, split policy and training settings.
+
+    The same call as notebook 10's, so it returns the model that notebook trained (cached); with
+    ``retrain="auto"`` a notebook run on its own trains it first.
+    """
+    from .config import Profile, get_profile
+    from .data import load_dataset, split_with_profile
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    policy = policy or profile.split_policy
+    splits = split_with_profile(load_dataset(data, profile), profile, policy=policy, seed=seed)
+    trained = get_or_train(splits, profile.train, name=victim_name(policy), seed=seed, retrain=retrain,
+                           verbose=verbose)
+    return splits, trained

@@ -136,6 +136,48 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Evasion-attack settings (see :mod:`octlib.attacks`). ε is given in /255 steps and used in [0, 1] units.
+
+    Attributes:
+        eps_255: the ε grid in /255 units: fine below 2/255 (published OCT studies stop at 0.002 ~ 0.5/255) and on
+            until the model is at chance.
+        subset: test images attacked (class-stratified, seeded), or ``None`` for the whole test split.
+        batch_size: images per attack batch.
+        pgd_steps: PGD iterations; the step size is 2.5 * ε / steps (Madry et al. 2018).
+        pgd_restarts: PGD random starts in the ε-ball (the best result per image is kept).
+        deepfool_max_iter: DeepFool iterations at most (on the sample almost every scan flips within 3; ART checks
+            for a flip before applying the overshoot, so scans that land on the boundary run to this limit).
+        deepfool_overshoot: DeepFool overshoot (0.02 in Moosavi-Dezfooli et al. 2016).
+        deepfool_batch_size: images per DeepFool batch (ART's default of 1 is what makes it slow).
+    """
+
+    eps_255: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+    subset: int | None = None
+    batch_size: int = 128
+    pgd_steps: int = 20
+    pgd_restarts: int = 3
+    deepfool_max_iter: int = 20
+    deepfool_overshoot: float = 0.02
+    deepfool_batch_size: int = 128
+
+    def __post_init__(self):
+        if not self.eps_255 or any(not 0 < e <= 255 for e in self.eps_255) or list(self.eps_255) != sorted(
+                self.eps_255):
+            raise ValueError(f"`eps_255` must be increasing values in (0, 255] (ε x 255), got {self.eps_255}.")
+        for name in ("batch_size", "pgd_steps", "deepfool_max_iter", "deepfool_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.pgd_restarts < 0 or self.deepfool_overshoot < 0 or (self.subset is not None and self.subset < 4):
+            raise ValueError("`pgd_restarts` and `deepfool_overshoot` must be >= 0 and `subset` None or >= 4.")
+
+    @property
+    def eps(self) -> tuple[float, ...]:
+        """The grid in [0, 1] pixel units."""
+        return tuple(e / 255 for e in self.eps_255)
+
+
+@dataclass(frozen=True)
 class Profile:
     """Settings that differ between the quick (CI) and full (study) runs.
 
@@ -152,6 +194,7 @@ class Profile:
         test_fraction: share of patients held out for testing under the ``pooled`` policy.
         max_per_split: cap on images per split (whole patients are kept), or ``None`` for no cap.
         train: how the victim CNN is built and trained.
+        attack: evasion-attack settings.
     """
 
     name: str
@@ -162,6 +205,7 @@ class Profile:
     test_fraction: float = 0.2
     max_per_split: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,7 +214,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # Quick: CI on 2 CPU cores, each model trains in well under 3 minutes on the sample.
     "quick": Profile(name="quick", image_size=64, max_per_split=3000,
-                     train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3)),
+                     train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3),
+                     attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1)),
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,

@@ -180,3 +180,65 @@ def majority_rate(y_true) -> float:
     """Accuracy of always answering the most frequent class of ``y_true``."""
     counts = np.bincount(_labels(y_true), minlength=len(CLASSES))
     return float(counts.max() / counts.sum())
+
+
+def perturbation_stats(x_clean: np.ndarray, x_adv: np.ndarray) -> dict:
+    """Per-image L2 and L-infinity norms of ``x_adv - x_clean`` and PSNR/SSIM of ``x_adv`` against ``x_clean``
+    (data range 1), as arrays. PSNR is infinite for an unchanged image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    x_clean, x_adv = np.asarray(x_clean, dtype=np.float64), np.asarray(x_adv, dtype=np.float64)
+    delta = (x_adv - x_clean).reshape(len(x_clean), -1)
+    l2, linf = np.linalg.norm(delta, axis=1), np.abs(delta).max(axis=1) if delta.size else np.zeros(0)
+    psnr, ssim = [], []
+    for a, b in zip(x_clean[..., 0], x_adv[..., 0]):
+        psnr.append(np.inf if np.array_equal(a, b) else peak_signal_noise_ratio(a, b, data_range=1.0))
+        ssim.append(structural_similarity(a, b, data_range=1.0))
+    return {"l2": l2, "linf": linf, "psnr": np.array(psnr), "ssim": np.array(ssim)}
+
+
+def _summary(values: np.ndarray) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if not len(finite):
+        return {"mean": float("nan"), "median": float("nan"), "max": float("nan"), "n_infinite": int(len(v))}
+    return {"mean": float(finite.mean()), "median": float(np.median(finite)), "max": float(finite.max()),
+            "n_infinite": int(len(v) - len(finite))}
+
+
+def attack_report(y_true, logits_clean, logits_adv, x_clean, x_adv) -> dict:
+    """The evaluation every attack notebook reports, clean vs adversarial.
+
+    Returns ``clean`` / ``adversarial`` accuracy (95% CI), ``loss_clean`` / ``loss_adversarial`` (mean
+    cross-entropy), ``accuracy_drop``, ``loss_increase``, ``success_rate`` among images the model got right
+    (``success_denominator`` of them), ``per_class_accuracy`` (adversarial), ``confusion_adversarial``,
+    ``urgent_flip`` (urgent scans, CNV/DME, correctly called urgent when clean and called DRUSEN/NORMAL under
+    attack: ``rate`` = flips / denominator), norms (``l2``, ``linf``) and image quality (``psnr``, ``ssim``) as
+    mean/median/max, and the per-image ``l2`` / ``linf`` lists.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    y = _labels(y_true)
+    pc, pa = np.asarray(logits_clean).argmax(axis=1), np.asarray(logits_adv).argmax(axis=1)
+    correct = pc == y
+    fooled = correct & (pa != y)
+    urgent_ok = urgent(y) & urgent(pc)
+    flips = urgent_ok & ~urgent(pa)
+    clean_acc, adv_acc = accuracy(y, pc), accuracy(y, pa)
+    loss_clean, loss_adv = cross_entropy(y, logits_clean), cross_entropy(y, logits_adv)
+    stats = perturbation_stats(x_clean, x_adv)
+    return {
+        "n": int(len(y)), "clean": clean_acc, "adversarial": adv_acc,
+        "loss_clean": loss_clean, "loss_adversarial": loss_adv,
+        "accuracy_drop": clean_acc["value"] - adv_acc["value"], "loss_increase": loss_adv - loss_clean,
+        "success_rate": float(fooled.sum() / correct.sum()) if correct.any() else float("nan"),
+        "success_denominator": int(correct.sum()),
+        "per_class_accuracy": {cls: float((pa[y == k] == k).mean()) if np.any(y == k) else float("nan")
+                               for k, cls in enumerate(CLASSES)},
+        "confusion_adversarial": confusion_matrix(y, pa, labels=list(range(len(CLASSES)))).tolist(),
+        "urgent_flip": {"rate": float(flips.sum() / urgent_ok.sum()) if urgent_ok.any() else float("nan"),
+                        "flips": int(flips.sum()), "denominator": int(urgent_ok.sum())},
+        "l2": _summary(stats["l2"]), "linf": _summary(stats["linf"]),
+        "psnr": _summary(stats["psnr"]), "ssim": _summary(stats["ssim"]),
+        "per_image": {"l2": stats["l2"].tolist(), "linf": stats["linf"].tolist()},
+    }

@@ -143,3 +143,48 @@ def plot_history(history: dict, *, axes=None, label: str = ""):
         ax.set(xlabel="epoch", ylabel=key)
         ax.legend(fontsize=8)
     return axes[0].figure
+
+
+def plot_vs_eps(ax, eps_255, reports, key: str = "adversarial", *, label: str = "", color=None, marker="o"):
+    """Plot a metric of per-ε attack reports against ε (/255, log axis); accuracy gets its 95% CI band.
+
+    ``key`` is ``"adversarial"`` (accuracy with CI) or any scalar key of the report (``"loss_adversarial"``).
+    """
+    eps_255 = np.asarray(eps_255, dtype=float)
+    if key == "adversarial":
+        vals = np.array([r[key]["value"] for r in reports])
+        lo = np.array([r[key]["ci_low"] for r in reports])
+        hi = np.array([r[key]["ci_high"] for r in reports])
+        line, = ax.plot(eps_255, vals, marker=marker, label=label, color=color)
+        ax.fill_between(eps_255, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    else:
+        ax.plot(eps_255, [r[key] for r in reports], marker=marker, label=label, color=color)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ε (/255; ε in [0, 1] = value / 255)")
+    return ax
+
+
+def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix: str = "", amplify=None):
+    """Rows of [clean, perturbation (amplified to the full grey range), adversarial] with labels and confidence."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import softmax
+
+    pc, pa = softmax(np.asarray(logits_clean)), softmax(np.asarray(logits_adv))
+    n = len(x)
+    fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.5 * n), squeeze=False)
+    for i in range(n):
+        delta = (x_adv[i] - x[i])[..., 0]
+        scale = amplify or (0.5 / max(np.abs(delta).max(), 1e-8))
+        panels = [
+            (x[i][..., 0], f"clean: {CLASSES[pc[i].argmax()]} ({pc[i].max():.2f})\ntrue {CLASSES[y[i]]}", 0, 1),
+            (0.5 + scale * delta, f"perturbation x{scale:.0f}\nL∞ {np.abs(delta).max() * 255:.2f}/255", 0, 1),
+            (x_adv[i][..., 0], f"{titles_prefix}: {CLASSES[pa[i].argmax()]} ({pa[i].max():.2f})", 0, 1),
+        ]
+        for ax, (img, title, vmin, vmax) in zip(axes[i], panels):
+            ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax)
+            ax.set_title(title, fontsize=8, fontweight="normal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    return fig

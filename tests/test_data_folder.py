@@ -66,6 +66,11 @@ def test_resize_modes_keep_or_change_the_field_of_view():
         preprocess(img, 16, "stretch")
 
 
+def test_bad_size_is_named_before_any_decoding(small_layout):
+    with pytest.raises(ValueError, match="`size`"):
+        load_folder(small_layout, 4, progress=False)
+
+
 def test_link_groups_merges_ids_with_identical_pixels():
     pids = np.array([1, 1, 2, 3, 4])
     hashes = np.array(["a", "b", "b", "c", "a"])  # 1~2 (b), 1~4 (a); 3 alone

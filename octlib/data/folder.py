@@ -235,6 +235,8 @@ def load_folder(root: Path | str, size: int, resize: str = "squash", *, skip_cor
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"`resize` must be one of {RESIZE_MODES}, got {resize!r}.")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"`size` (image side in pixels) must be an integer >= 8, got {size!r}.")
     root = Path(root).expanduser().resolve()
     records, ignored = scan_folder(root)
     if ignored:

@@ -1,0 +1,274 @@
+"""Evasion attacks through ART, run over a dataset in batches with a progress bar.
+
+Threat model of this module: white-box. The attacker knows the weights and gets gradients of the cross-entropy
+(FGSM, PGD, L-infinity) or of the logits (DeepFool, L2), and perturbs a scan within [0, 1]. ε is always given in
+[0, 1] pixel units and reported in both [0, 1] and /255 (:func:`eps_label`).
+
+Every function returns an :class:`AttackRun` (adversarial images, clean and adversarial logits, parameters,
+runtime) whose :meth:`AttackRun.report` gives the shared evaluation of :func:`octlib.metrics.attack_report`.
+
+References: FGSM, Goodfellow et al. 2015 (arXiv:1412.6572); PGD, Madry et al. 2018 (arXiv:1706.06083);
+DeepFool, Moosavi-Dezfooli et al. 2016 (arXiv:1511.04599); ART, Nicolae et al. 2018 (arXiv:1807.01069).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import CLASSES
+
+# ART announces on import that PyTorch-only certification tools are unavailable; this study does not use them.
+warnings.filterwarnings("ignore", message="PyTorch not found. Not importing DeepZ", category=UserWarning)
+
+
+def eps_label(eps: float) -> str:
+    """``"2/255 (0.0078)"``: ε in /255 and in [0, 1]."""
+    return f"{eps * 255:g}/255 ({eps:.4f})"
+
+
+def check_eps(eps, name: str = "eps") -> float:
+    """ε as a float in (0, 1]; a clear error for values on the 0-255 scale or out of range."""
+    if not isinstance(eps, (int, float, np.floating, np.integer)) or not np.isfinite(eps):
+        raise ValueError(f"`{name}` must be a number in (0, 1] (pixel units), got {eps!r}.")
+    eps = float(eps)
+    if eps > 1:
+        raise ValueError(f"`{name}`={eps:g} looks like a 0-255 value; give it in [0, 1] pixel units, e.g. "
+                         f"{eps:g}/255 = {eps / 255:.4f}.")
+    if eps <= 0:
+        raise ValueError(f"`{name}` must be > 0, got {eps:g}.")
+    return eps
+
+
+def _check_xy(x, y):
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(f"`x` must be (N, S, S, 1) float32 scans, got shape {x.shape}.")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"`x` must lie in [0, 1], got [{x.min():.3f}, {x.max():.3f}].")
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    if len(y) != len(x):
+        raise ValueError(f"`y` has {len(y)} labels for {len(x)} images.")
+    return x, y
+
+
+def _identity_preprocessing(classifier) -> bool:
+    """True when the classifier's preprocessing does nothing (ART adds a mean-0/std-1 standardisation by default)."""
+    for op in classifier.preprocessing_operations:
+        mean, std = getattr(op, "mean", None), getattr(op, "std", None)
+        if type(op).__name__.startswith("StandardisationMeanStd") and np.all(mean == 0) and np.all(std == 1):
+            continue
+        return False
+    return True
+
+
+def _fast_classifier_class():
+    """ART's ``TensorFlowV2Classifier`` with a traced all-class gradient (see :func:`art_classifier`)."""
+    import tensorflow as tf
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    class FastGradTensorFlowV2Classifier(TensorFlowV2Classifier):
+        """``class_gradient(x)`` for all classes in one traced forward pass with one gradient per class.
+
+        ART's own version runs the model once per class in eager mode, inside a persistent tape; that is most of
+        DeepFool's cost. The result is the same (tested); single-label and per-sample-label requests, and
+        classifiers with preprocessing (e.g. EOT defences), use ART's implementation unchanged.
+        """
+
+        def class_gradient(self, x, label=None, training_mode=False, **kwargs):
+            if label is not None or training_mode or not _identity_preprocessing(self):
+                return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+            if not hasattr(self, "_octlib_jacobian"):
+                model, n = self.model, self.nb_classes
+
+                @tf.function(reduce_retracing=True)
+                def jacobian(xt):
+                    with tf.GradientTape(persistent=True) as tape:
+                        tape.watch(xt)
+                        logits = model(xt, training=False)
+                        outs = [tf.reduce_sum(logits[:, k]) for k in range(n)]
+                    return tf.stack([tape.gradient(o, xt) for o in outs], axis=1)
+
+                self._octlib_jacobian = jacobian
+            return self._octlib_jacobian(tf.convert_to_tensor(x, dtype=tf.float32)).numpy()
+
+    return FastGradTensorFlowV2Classifier
+
+
+def art_classifier(model, *, clip_values=(0.0, 1.0)):
+    """Wrap a Keras **logits** model as ART's ``TensorFlowV2Classifier`` (cross-entropy from logits, [0, 1]).
+
+    The returned classifier computes all-class gradients in one traced pass (DeepFool's main cost); everything
+    else is ART's ``TensorFlowV2Classifier``.
+    """
+    import keras
+
+    return _fast_classifier_class()(
+        model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]),
+        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), clip_values=clip_values)
+
+
+@dataclass
+class AttackRun:
+    """One attack on one set of images."""
+
+    attack: str
+    params: dict
+    x_adv: np.ndarray
+    y: np.ndarray
+    logits_clean: np.ndarray
+    logits_adv: np.ndarray
+    runtime_s: float
+    extra: dict = field(default_factory=dict)
+
+    def report(self, x_clean: np.ndarray) -> dict:
+        """:func:`octlib.metrics.attack_report` of this run, plus parameters and runtime."""
+        from .metrics import attack_report
+
+        rep = attack_report(self.y, self.logits_clean, self.logits_adv, x_clean, self.x_adv)
+        return {"attack": self.attack, "params": self.params, "runtime_s": self.runtime_s,
+                "ms_per_image": 1000 * self.runtime_s / max(len(self.y), 1), **rep}
+
+
+def _chunks(n: int, size: int, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    starts = range(0, n, size)
+    return tqdm(starts, desc=desc, disable=not progress, unit="batch", leave=False)
+
+
+def _run(attack, name: str, params: dict, classifier, x, y, batch_size: int, progress: bool, logits_clean=None,
+         on_chunk=None) -> AttackRun:
+    from .metrics import predict_logits
+
+    x, y = _check_xy(x, y)
+    model = classifier.model
+    if logits_clean is None:
+        logits_clean = predict_logits(model, x)
+    t0 = time.perf_counter()
+    parts = []
+    for i in _chunks(len(x), batch_size, f"{name} {params.get('eps_label', '')}".strip(), progress):
+        xb, yb = x[i:i + batch_size], np.eye(len(CLASSES), dtype=np.float32)[y[i:i + batch_size]]
+        parts.append(attack.generate(xb, yb) if on_chunk is None else on_chunk(attack, xb, yb))
+    x_adv = np.concatenate(parts).astype(np.float32) if parts else np.zeros_like(x)
+    runtime = time.perf_counter() - t0
+    return AttackRun(attack=name, params=params, x_adv=x_adv, y=y, logits_clean=logits_clean,
+                     logits_adv=predict_logits(model, x_adv), runtime_s=runtime)
+
+
+def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool = True,
+         logits_clean=None) -> AttackRun:
+    """FGSM, L-infinity, untargeted, with the true labels (no label leaking): ``x + ε·sign(∇x loss)``, clipped.
+
+    Args:
+        classifier: from :func:`art_classifier`.
+        x: float32 ``(N, S, S, 1)`` in [0, 1]; y: integer labels.
+        eps: perturbation budget in [0, 1] pixel units (e.g. ``2 / 255``).
+        batch_size: images per batch.
+        logits_clean: the model's clean logits on ``x`` if already computed.
+    """
+    from art.attacks.evasion import FastGradientMethod
+
+    eps = check_eps(eps)
+    attack = FastGradientMethod(classifier, norm=np.inf, eps=eps, eps_step=eps, batch_size=batch_size)
+    return _run(attack, "FGSM", {"eps": eps, "eps_255": eps * 255, "eps_label": eps_label(eps), "norm": "inf"},
+                classifier, x, y, batch_size, progress, logits_clean)
+
+
+def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | None = None, restarts: int = 1,
+        batch_size: int = 128, seed: int = 0, progress: bool = True, logits_clean=None) -> AttackRun:
+    """PGD (Madry et al.), L-infinity, untargeted, cross-entropy, ``restarts`` random starts in the ε-ball.
+
+    Args:
+        eps: budget in [0, 1] pixel units.
+        steps: iterations per start.
+        step_size: per-step size in [0, 1] units; default ``2.5 * eps / steps``.
+        restarts: random starts (ART keeps, per image, a start that succeeds); 0 starts at ``x``.
+        seed: seeds the random starts.
+    """
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    eps = check_eps(eps)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
+    if not isinstance(restarts, int) or restarts < 0:
+        raise ValueError(f"`restarts` must be an integer >= 0, got {restarts!r}.")
+    step_size = check_eps(step_size, "step_size") if step_size is not None else 2.5 * eps / steps
+    np.random.seed(seed)
+    attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=step_size, max_iter=steps,
+                                      num_random_init=restarts, batch_size=batch_size, verbose=False)
+    params = {"eps": eps, "eps_255": eps * 255, "eps_label": eps_label(eps), "norm": "inf", "steps": steps,
+              "step_size": step_size, "restarts": restarts, "seed": seed}
+    return _run(attack, "PGD", params, classifier, x, y, batch_size, progress, logits_clean)
+
+
+def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 128,
+             progress: bool = True, logits_clean=None) -> AttackRun:
+    """DeepFool (L2, minimal perturbation) on the logits over all classes, batched.
+
+    DeepFool has no ε: it moves each scan just past the nearest linearised decision boundary of the model's own
+    prediction, with ``overshoot``. The run records, per image, the iterations after which the returned
+    (overshot) image changes class (``extra["iterations"]``; ``max_iter`` + 1: not within ``max_iter``).
+
+    Args:
+        max_iter: iterations at most.
+        overshoot: relative overshoot past the boundary (ART's ``epsilon``).
+        batch_size: images per batch; ART's default of 1 is ~30x slower on CPU.
+    """
+    from art.attacks.evasion import DeepFool
+
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
+    if overshoot < 0:
+        raise ValueError(f"`overshoot` must be >= 0, got {overshoot!r}.")
+    attack = DeepFool(classifier, max_iter=max_iter, epsilon=overshoot, nb_grads=len(CLASSES),
+                      batch_size=batch_size, verbose=False)
+    iterations: list[np.ndarray] = []
+
+    def run_chunk(att, xb, yb):
+        # ART predicts on the chunk once, then once per iteration on the current (not yet overshot) images. We keep
+        # those images and ask when x + (1 + overshoot)(x_t - x), the point DeepFool finally returns, first changes
+        # class. ART itself checks without the overshoot, so an image that sits on the boundary keeps iterating
+        # until max_iter; a small max_iter therefore costs nothing in success (see benchmarks/bench_attacks.py).
+        states = []
+        original = classifier.predict
+
+        def recording_predict(xs, *args, **kwargs):
+            states.append(np.array(xs, copy=True))
+            return original(xs, *args, **kwargs)
+
+        classifier.predict = recording_predict
+        try:
+            adv = att.generate(xb)
+        finally:
+            del classifier.predict  # back to the class method
+        first = np.argmax(original(xb), axis=1)
+        steps = np.full(len(xb), max_iter + 1)
+        for t, xt in enumerate(states[1:], start=1):
+            overshot = np.clip(xb + (1 + overshoot) * (xt - xb), 0.0, 1.0)
+            newly = (np.argmax(original(overshot), axis=1) != first) & (steps > max_iter)
+            steps[newly] = t
+        iterations.append(steps)
+        return adv
+
+    run = _run(attack, "DeepFool", {"max_iter": max_iter, "overshoot": overshoot, "nb_grads": len(CLASSES),
+                                    "batch_size": batch_size, "norm": "2"},
+               classifier, x, y, batch_size, progress, logits_clean, on_chunk=run_chunk)
+    run.extra["iterations"] = np.concatenate(iterations) if iterations else np.zeros(0, dtype=int)
+    return run
+
+
+def stratified_subset(labels: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of about ``n`` images with equal numbers per class (seeded), sorted; all indices when ``n`` is None
+    or not smaller than the data."""
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    per_class = max(1, n // len(CLASSES))
+    picks = [rng.choice(np.flatnonzero(labels == k), min(per_class, int((labels == k).sum())), replace=False)
+             for k in range(len(CLASSES)) if np.any(labels == k)]
+    return np.sort(np.concatenate(picks))

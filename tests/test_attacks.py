@@ -1,0 +1,123 @@
+"""The ART attack layer on a tiny model: ε handling, FGSM against the analytic formula, bounds, seeds, DeepFool."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from octlib import attacks, metrics  # noqa: E402
+from octlib.config import TrainConfig  # noqa: E402
+from octlib.models import build_cnn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup():
+    keras.utils.set_random_seed(0)
+    model = build_cnn(16, TrainConfig(filters=(4, 8)))
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 16, 16, 1), dtype=np.float32)
+    y = np.arange(24) % 4
+    return model, attacks.art_classifier(model), x, y
+
+
+def test_eps_is_checked_in_pixel_units():
+    assert attacks.check_eps(2 / 255) == pytest.approx(0.00784, abs=1e-5)
+    with pytest.raises(ValueError, match="0-255 value"):
+        attacks.check_eps(8)
+    with pytest.raises(ValueError, match="> 0"):
+        attacks.check_eps(0)
+    with pytest.raises(ValueError, match="`step_size`"):
+        attacks.check_eps(float("nan"), "step_size")
+    assert attacks.eps_label(2 / 255) == "2/255 (0.0078)"
+
+
+def test_fgsm_equals_eps_sign_gradient(setup):
+    model, clf, x, y = setup
+    eps = 4 / 255
+    run = attacks.fgsm(clf, x, y, eps, batch_size=10, progress=False)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)(np.eye(4)[y], model(xt, training=False))
+    expected = np.clip(x + eps * np.sign(tape.gradient(loss, xt).numpy()), 0, 1)
+    np.testing.assert_allclose(run.x_adv, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+def test_linf_attacks_stay_in_budget_and_range(setup, name):
+    _, clf, x, y = setup
+    eps = 8 / 255
+    run = getattr(attacks, name)(clf, x, y, eps, batch_size=10, progress=False)
+    assert run.x_adv.shape == x.shape and run.logits_adv.shape == (len(x), 4)
+    assert np.abs(run.x_adv - x).max() <= eps + 1e-6
+    assert run.x_adv.min() >= 0 and run.x_adv.max() <= 1
+    rep = run.report(x)
+    assert rep["linf"]["max"] <= eps + 1e-6 and rep["adversarial"]["n"] == len(x)
+    assert rep["params"]["eps_255"] == pytest.approx(8)
+
+
+def test_pgd_is_reproducible_with_a_seed(setup):
+    _, clf, x, y = setup
+    a = attacks.pgd(clf, x, y, 8 / 255, steps=3, restarts=2, seed=1, progress=False)
+    b = attacks.pgd(clf, x, y, 8 / 255, steps=3, restarts=2, seed=1, progress=False)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+
+
+def test_attack_parameters_are_validated_by_name(setup):
+    _, clf, x, y = setup
+    with pytest.raises(ValueError, match="`steps`"):
+        attacks.pgd(clf, x, y, 0.01, steps=0)
+    with pytest.raises(ValueError, match="`restarts`"):
+        attacks.pgd(clf, x, y, 0.01, restarts=-1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attacks.fgsm(clf, x * 255, y, 0.01)
+    with pytest.raises(ValueError, match="labels"):
+        attacks.fgsm(clf, x, y[:3], 0.01)
+    with pytest.raises(ValueError, match="`max_iter`"):
+        attacks.deepfool(clf, x, y, max_iter=0)
+
+
+def test_deepfool_batched_flips_predictions_and_counts_iterations(setup):
+    _, clf, x, y = setup
+    run = attacks.deepfool(clf, x, y, max_iter=20, batch_size=8, progress=False)
+    it = run.extra["iterations"]
+    assert it.shape == (len(x),) and it.min() >= 1 and it.max() <= 21
+    flipped = run.logits_adv.argmax(1) != run.logits_clean.argmax(1)
+    assert flipped[it <= 20].all()  # every image that converged really changed its prediction
+    assert run.x_adv.min() >= 0 and run.x_adv.max() <= 1
+    assert not hasattr(clf.__dict__, "predict") and "predict" not in clf.__dict__  # wrapper removed
+
+
+def test_fast_class_gradient_equals_arts(setup):
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    _, clf, x, _ = setup
+    fast = clf.class_gradient(x)
+    art = TensorFlowV2Classifier.class_gradient(clf, x)
+    assert fast.shape == art.shape == (len(x), 4, 16, 16, 1)
+    np.testing.assert_allclose(fast, art, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(clf.class_gradient(x, label=2), art[:, 2:3], rtol=1e-4, atol=1e-6)
+
+
+def test_attack_report_counts():
+    y = np.array([0, 1, 2, 3, 0, 1])
+    clean = np.eye(4)[[0, 1, 2, 3, 0, 2]] * 5  # 5 of 6 right; last DME read as DRUSEN
+    adv = np.eye(4)[[3, 1, 0, 3, 0, 2]] * 5  # CNV->NORMAL (urgent flip), DRUSEN->CNV
+    x = np.zeros((6, 8, 8, 1), np.float32)
+    x_adv = x.copy()
+    x_adv[0, 0, 0, 0] = 0.5
+    rep = metrics.attack_report(y, clean, adv, x, x_adv)
+    assert rep["clean"]["value"] == pytest.approx(5 / 6) and rep["adversarial"]["value"] == pytest.approx(3 / 6)
+    assert rep["success_denominator"] == 5 and rep["success_rate"] == pytest.approx(2 / 5)
+    assert rep["urgent_flip"] == {"rate": pytest.approx(1 / 3), "flips": 1, "denominator": 3}
+    assert rep["linf"]["max"] == 0.5 and rep["l2"]["max"] == 0.5 and rep["psnr"]["n_infinite"] == 5
+    assert rep["loss_increase"] > 0 and rep["accuracy_drop"] == pytest.approx(2 / 6)
+
+
+def test_stratified_subset_is_balanced_and_seeded():
+    labels = np.repeat(np.arange(4), [50, 30, 20, 100])
+    idx = attacks.stratified_subset(labels, 40, seed=1)
+    assert np.bincount(labels[idx]).tolist() == [10, 10, 10, 10]
+    assert idx.tolist() == attacks.stratified_subset(labels, 40, seed=1).tolist()
+    assert len(attacks.stratified_subset(labels, None)) == 200
