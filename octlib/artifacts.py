@@ -148,6 +148,9 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
         raise ValueError(f"`retrain` must be one of {RETRAIN_MODES}, got {retrain!r}.")
     key, spec = artifact_key(splits, cfg, seed=seed, extra=extra)
     folder = artifact_dir(name, key, root)
+    if retrain != "always" and not folder.exists():  # the key decides reuse: the same model under another name
+        same_key = sorted(folder.parent.glob(f"*-{key[:12]}")) if folder.parent.is_dir() else []
+        folder = same_key[0] if same_key else folder
     if retrain != "always" and folder.exists():
         trained = load_artifact(folder, expected_key=key)
         print(f"Loaded cached model {folder.name} (trained {trained.sidecar.get('created')}, "

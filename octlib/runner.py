@@ -63,7 +63,10 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     from .data import load_dataset, resolve_source
 
     prof = get_profile(profile)
-    source = resolve_source(data, prof)  # fail before starting any kernel if the data setting is wrong
+    source = resolve_source(data, prof)
+    # Load once before any kernel starts: a wrong setting or a failed download stops here with its message, the
+    # OCTMNIST download (with its progress bar) happens once, and every notebook then reads the cache.
+    ds = load_dataset(data, prof, progress=progress)
     os.environ[PROFILE_ENV] = prof.name
     if data is not None:
         os.environ[DATA_ENV] = str(source.path or source.spec)
@@ -74,7 +77,8 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     manifest = {
         "started": stamp, "profile": prof.to_dict(),
         "data": {"spec": source.spec, "kind": source.kind, "origin": source.origin,
-                 "path": str(source.path) if source.path else None},
+                 "path": str(source.path) if source.path else None, "fingerprint": ds.info.get("fingerprint"),
+                 "n_images": len(ds)},
         "versions": library_versions(), "hardware": {**hardware(), "nvidia_gpus": nvidia_gpus()},
         "notebooks": [], "status": "running",
     }
@@ -98,8 +102,6 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
         entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
         manifest["notebooks"].append(entry)
         print(f"    done in {entry['seconds']} s", flush=True)
-    ds = load_dataset(data, prof, progress=False)  # cached by now: gives the data fingerprint
-    manifest["data"]["fingerprint"] = ds.info.get("fingerprint")
     manifest.update(status="ok", total_seconds=round(time.perf_counter() - t_all, 1),
                     finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     _write_manifest(out / "manifest.json", manifest)

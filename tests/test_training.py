@@ -78,6 +78,12 @@ def test_second_request_reuses_the_cached_model(splits, tmp_path, capsys):
     assert side["versions"]["keras"] and side["training"]["device"]["device"]
 
 
+def test_the_key_not_the_name_decides_reuse(splits, tmp_path):
+    first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    other = artifacts.get_or_train(splits, TINY, name="tiny-again", seed=0, verbose=0, root=tmp_path)
+    assert other.cached and other.path == first.path
+
+
 def test_changed_setting_seed_or_split_retrains(splits, tmp_path):
     base = artifacts.artifact_key(splits, TINY, seed=0)[0]
     assert artifacts.artifact_key(splits, replace(TINY, learning_rate=1e-2), seed=0)[0] != base
