@@ -14,7 +14,7 @@ export OCTLIB_DATA := $(SAMPLE)
 endif
 endif
 
-.PHONY: install run test test-unit clean-cache
+.PHONY: install run test test-unit reference clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest tests -p no:cacheprovider
+
+# The committed figures: full profile for data and training, quick profile for the attacks (whose full settings are
+# sized for a GPU); see figures/README.md.
+reference: install
+	$(PY) -m octlib run --profile full --only 00 10 --out runs/reference-full --no-progress && \
+	$(PY) -m octlib run --profile quick --only 20 21 --out runs/reference-quick --no-progress
 
 clean-cache:
 	rm -rf data/cache

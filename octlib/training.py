@@ -56,7 +56,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     """A ``tf.data.Dataset`` of ``(x, y)`` batches from cached ``uint8`` ``(N, S, S)`` images.
 
     Pixels are converted to float32 [0, 1] per batch (the uint8 arrays stay the only copy in memory). Training
-    datasets are shuffled each epoch (seeded) and augmented; augmented pixels are clipped back to [0, 1].
+    datasets are shuffled each epoch (seeded) and augmented (seeded, in a deterministic order); augmented pixels
+    are clipped back to [0, 1].
     """
     import tensorflow as tf
 
@@ -77,8 +78,9 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     aug = augmentation(augment, seed) if training else None
     if aug is not None:
-        ds = ds.map(lambda x, *y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), *y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # Sequential on purpose: Keras' random layers draw from a stateful seed generator, and in a parallel map
+        # the order of draws follows thread scheduling, which made two runs with one seed train different models.
+        ds = ds.map(lambda x, *y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), *y))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

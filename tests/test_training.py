@@ -37,6 +37,18 @@ def test_train_config_validates():
         TrainConfig(augment="vertical_flip")
 
 
+def test_augmented_batches_repeat_for_a_seed():
+    imgs = np.random.default_rng(0).integers(0, 256, (64, 16, 16), dtype=np.uint8)
+    labels = np.arange(64) % 4
+
+    def epoch():
+        keras.utils.set_random_seed(7)
+        ds = training.make_dataset(imgs, labels, batch_size=8, training=True, augment="standard+blur", seed=7)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    np.testing.assert_array_equal(epoch(), epoch())
+
+
 def test_pipeline_batches_floats_in_unit_range_and_augments_only_training():
     imgs = np.random.default_rng(0).integers(0, 256, (20, 16, 16), dtype=np.uint8)
     labels = np.arange(20) % 4
@@ -55,8 +67,9 @@ def test_class_weights_balance_an_imbalanced_source():
     assert training.class_weights(np.array([0, 1]), "none") is None
 
 
-def test_training_is_deterministic_on_cpu_for_a_seed(splits):
-    cfg = replace(TINY, augment="none")
+@pytest.mark.parametrize("augment", ["none", "standard+blur"])
+def test_training_is_deterministic_on_cpu_for_a_seed(splits, augment):
+    cfg = replace(TINY, augment=augment, epochs=3)
     a, _ = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
                           image_size=16, seed=3, verbose=0)
     b, _ = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
