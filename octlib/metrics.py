@@ -242,3 +242,23 @@ def attack_report(y_true, logits_clean, logits_adv, x_clean, x_adv) -> dict:
         "psnr": _summary(stats["psnr"]), "ssim": _summary(stats["ssim"]),
         "per_image": {"l2": stats["l2"].tolist(), "linf": stats["linf"].tolist()},
     }
+
+
+def sweep_table(eps, reports_by_attack: dict):
+    """One row per ε (labelled in /255 and [0, 1]) with, for each attack, adversarial accuracy and loss, success
+    rate, urgent-flip rate, mean L2, PSNR, SSIM and ms per image, from lists of :func:`attack_report` results."""
+    import pandas as pd
+
+    from .attacks import eps_label
+
+    columns = {"ε": [eps_label(e) for e in eps]}
+    fields = {"acc": lambda r: r["adversarial"]["value"], "loss": lambda r: r["loss_adversarial"],
+              "success": lambda r: r["success_rate"], "urgent flip": lambda r: r["urgent_flip"]["rate"],
+              "mean L2": lambda r: r["l2"]["mean"], "PSNR (dB)": lambda r: r["psnr"]["mean"],
+              "SSIM": lambda r: r["ssim"]["mean"], "ms/img": lambda r: r.get("ms_per_image", float("nan"))}
+    for attack, reports in reports_by_attack.items():
+        if len(reports) != len(eps):
+            raise ValueError(f"{attack}: {len(reports)} reports for {len(eps)} ε values.")
+        for name, get in fields.items():
+            columns[f"{attack} {name}"] = [get(r) for r in reports]
+    return pd.DataFrame(columns)

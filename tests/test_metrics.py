@@ -41,3 +41,15 @@ def test_bad_shapes_are_named():
         metrics.classification_report([0, 1], np.zeros((2, 3)))
     with pytest.raises(ValueError, match="labels"):
         metrics.classification_report([0, 1, 2], np.zeros((2, 4)))
+
+
+def test_sweep_table_has_a_row_per_eps_and_refuses_mismatches():
+    y = np.array([0, 1, 2, 3])
+    clean = np.eye(4)[y] * 5
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    reps = [metrics.attack_report(y, clean, np.eye(4)[[1, 1, 2, 3]] * 5, x, x + 0.01) for _ in range(2)]
+    table = metrics.sweep_table([1 / 255, 2 / 255], {"PGD": reps})
+    assert table["ε"].tolist() == ["1/255 (0.0039)", "2/255 (0.0078)"]
+    assert table["PGD acc"].tolist() == [0.75, 0.75] and table["PGD success"].tolist() == [0.25, 0.25]
+    with pytest.raises(ValueError, match="PGD: 2 reports for 3"):
+        metrics.sweep_table([1, 2, 3], {"PGD": reps})
