@@ -4,12 +4,15 @@ Importing ``octlib`` is cheap: TensorFlow is imported only by the modules that n
 """
 
 import os as _os
+import warnings as _warnings
 from importlib import metadata as _metadata
 
 # TensorFlow's C++ INFO/WARNING lines clutter notebooks; errors still show. (The oneDNN notice that TF prints while
 # it is imported comes before its log settings are read and still appears.) Set TF_CPP_MIN_LOG_LEVEL yourself
 # (0 = all) before importing octlib to see everything.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# ART announces on import that PyTorch-only certification tools are unavailable; this study does not use them.
+_warnings.filterwarnings("ignore", message="PyTorch not found. Not importing DeepZ", category=UserWarning)
 
 from .config import CLASSES, URGENT_CLASSES, Profile, get_profile, set_seed
 

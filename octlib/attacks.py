@@ -14,15 +14,12 @@ DeepFool, Moosavi-Dezfooli et al. 2016 (arXiv:1511.04599); ART, Nicolae et al. 2
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import CLASSES
 
-# ART announces on import that PyTorch-only certification tools are unavailable; this study does not use them.
-warnings.filterwarnings("ignore", message="PyTorch not found. Not importing DeepZ", category=UserWarning)
 
 
 def eps_label(eps: float) -> str:
@@ -259,6 +256,21 @@ def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, b
                classifier, x, y, batch_size, progress, logits_clean, on_chunk=run_chunk)
     run.extra["iterations"] = np.concatenate(iterations) if iterations else np.zeros(0, dtype=int)
     return run
+
+
+def transfer(run: AttackRun, target_model, x_clean) -> AttackRun:
+    """Score the adversarial images of ``run``, crafted on another model (e.g. a stolen copy), on
+    ``target_model``: a black-box transfer attack. ``x_clean`` are the images ``run`` attacked. The runtime is
+    the crafting time; ``extra["surrogate_logits_adv"]`` keeps the crafting model's own answers."""
+    from .metrics import predict_logits
+
+    x_clean = np.asarray(x_clean, dtype=np.float32)
+    if x_clean.shape != run.x_adv.shape:
+        raise ValueError(f"`x_clean` has shape {x_clean.shape}, the attacked images {run.x_adv.shape}.")
+    return AttackRun(attack=f"transfer-{run.attack}", params={**run.params, "crafted_on": "surrogate"},
+                     x_adv=run.x_adv, y=run.y, logits_clean=predict_logits(target_model, x_clean),
+                     logits_adv=predict_logits(target_model, run.x_adv), runtime_s=run.runtime_s,
+                     extra={**run.extra, "surrogate_logits_adv": run.logits_adv})
 
 
 def stratified_subset(labels: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:

@@ -177,6 +177,66 @@ class AttackConfig:
         return tuple(e / 255 for e in self.eps_255)
 
 
+THIEF_ARCHS = ("victim", "separable")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Model-extraction settings (see :mod:`octlib.extraction`).
+
+    Attributes:
+        pool_fraction: share of the test split's patients carved out as the attacker's real-OCT query pool
+            (:func:`octlib.data.carve_query_pool`); the rest is where stolen copies are evaluated.
+        proxy_size: natural-image crops in the out-of-distribution proxy pool (``skimage.data``, offline).
+        budgets: query budgets of the random-sampling attacks (Copycat CNN, KnockoffNets ``random``); a budget
+            larger than the pool is cut to the pool (the run says so).
+        adaptive_budgets: query budgets of adaptive KnockoffNets (one query and one training step at a time).
+        seeds: attack seeds; results are reported as mean ± sd over them.
+        thief_arch: the thief's architecture, ``victim`` (the victim's, fresh weights) or ``separable`` (a
+            depthwise-separable CNN: a different family).
+        alt_arch: the second architecture compared in the notebooks.
+        thief_steps: optimizer steps the thief trains for, whatever the budget (epochs = steps / batches per
+            epoch), so that small budgets are not under-trained.
+        thief_batch_size: thief training batch size.
+        thief_learning_rate: the thief's Adam learning rate (each thief has its own optimizer).
+        transfer_eps_255: ε grid (/255) of the transfer attack crafted on the stolen copy.
+    """
+
+    pool_fraction: float = 0.5
+    proxy_size: int = 3000
+    budgets: tuple[int, ...] = (50, 100, 250, 500, 1000, 2000, 3000)
+    adaptive_budgets: tuple[int, ...] = (100, 250, 500, 1000)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    thief_arch: str = "victim"
+    alt_arch: str = "separable"
+    thief_steps: int = 600
+    thief_batch_size: int = 32
+    thief_learning_rate: float = 1e-3
+    transfer_eps_255: tuple[float, ...] = (0.5, 1, 2, 4, 8)
+
+    def __post_init__(self):
+        bad = []
+        if not 0 < self.pool_fraction < 1:
+            bad.append("pool_fraction (in (0, 1))")
+        for name in ("budgets", "adaptive_budgets"):
+            values = getattr(self, name)
+            if not values or any(int(b) != b or b < 1 for b in values) or list(values) != sorted(set(values)):
+                bad.append(f"{name} (increasing positive integers)")
+        if not self.seeds or any(int(s) != s or s < 0 for s in self.seeds):
+            bad.append("seeds (non-negative integers)")
+        if self.thief_arch not in THIEF_ARCHS or self.alt_arch not in THIEF_ARCHS:
+            bad.append(f"thief_arch/alt_arch (one of {THIEF_ARCHS})")
+        for name in ("proxy_size", "thief_steps", "thief_batch_size"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name} (>= 1)")
+        if not self.thief_learning_rate > 0:
+            bad.append("thief_learning_rate (> 0)")
+        if not self.transfer_eps_255 or any(not 0 < e <= 255 for e in self.transfer_eps_255):
+            bad.append("transfer_eps_255 (values in (0, 255], /255 units)")
+        if bad:
+            raise ValueError(f"Invalid ExtractionConfig setting(s): {', '.join(bad)}.")
+
+
 @dataclass(frozen=True)
 class Profile:
     """Settings that differ between the quick (CI) and full (study) runs.
@@ -195,6 +255,7 @@ class Profile:
         max_per_split: cap on images per split (whole patients are kept), or ``None`` for no cap.
         train: how the victim CNN is built and trained.
         attack: evasion-attack settings.
+        extraction: model-extraction settings.
     """
 
     name: str
@@ -206,6 +267,7 @@ class Profile:
     max_per_split: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,7 +277,10 @@ PROFILES: dict[str, Profile] = {
     # Quick: CI on 2 CPU cores, each model trains in well under 3 minutes on the sample.
     "quick": Profile(name="quick", image_size=64, max_per_split=3000,
                      train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3),
-                     attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1)),
+                     attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
+                     extraction=ExtractionConfig(proxy_size=400, budgets=(50, 100, 200, 400),
+                                                 adaptive_budgets=(100, 200), seeds=(0,), thief_steps=100,
+                                                 transfer_eps_255=(1, 2, 4, 8))),
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,

@@ -262,3 +262,51 @@ def sweep_table(eps, reports_by_attack: dict):
         for name, get in fields.items():
             columns[f"{attack} {name}"] = [get(r) for r in reports]
     return pd.DataFrame(columns)
+
+
+def extraction_report(y_true, logits_victim, logits_thief) -> dict:
+    """How good a stolen copy is, on the evaluation split (patients neither model trained on).
+
+    Returns the copy's ``accuracy`` (95% CI) and ``loss`` (mean cross-entropy against the true labels), the
+    victim's ``victim_accuracy`` and ``victim_loss`` on the same scans, ``relative_accuracy`` (copy / victim),
+    ``fidelity`` (share of scans where the copy's top class equals the victim's, 95% CI), ``urgent_agreement``
+    (share where both make the same urgent / non-urgent call, CNV/DME vs DRUSEN/NORMAL) and
+    ``fidelity_victim_correct`` (fidelity on the scans the victim gets right).
+    """
+    y = _labels(y_true)
+    pv, pt = np.asarray(logits_victim).argmax(axis=1), np.asarray(logits_thief).argmax(axis=1)
+    if len(pv) != len(y) or len(pt) != len(y):
+        raise ValueError(f"{len(y)} labels, {len(pv)} victim and {len(pt)} thief predictions: they must match.")
+    thief_acc, victim_acc = accuracy(y, pt), accuracy(y, pv)
+    ok = pv == y
+    return {
+        "n": int(len(y)), "accuracy": thief_acc, "loss": cross_entropy(y, logits_thief),
+        "victim_accuracy": victim_acc, "victim_loss": cross_entropy(y, logits_victim),
+        "relative_accuracy": thief_acc["value"] / victim_acc["value"] if victim_acc["value"] else float("nan"),
+        "fidelity": accuracy(pv, pt),
+        "urgent_agreement": float((urgent(pv) == urgent(pt)).mean()) if len(y) else float("nan"),
+        "fidelity_victim_correct": float((pt[ok] == pv[ok]).mean()) if ok.any() else float("nan"),
+    }
+
+
+def mean_sd(rows, by, values):
+    """Mean, sample standard deviation and count of ``values`` over the rows that share the ``by`` columns
+    (e.g. seeds of one attack x budget): a DataFrame with ``<value>_mean``, ``<value>_sd``, ``n_seeds``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    grouped = frame.groupby(list(by), sort=True, dropna=False)[list(values)]
+    out = grouped.agg(["mean", "std"])
+    out.columns = [f"{v}_{stat.replace('std', 'sd')}" for v, stat in out.columns]
+    out["n_seeds"] = grouped.size()
+    return out.reset_index()
+
+
+def budget_to_reach(budgets, values, threshold: float = 0.9):
+    """The smallest budget whose value reaches ``threshold`` and stays there for every larger budget, or
+    ``None`` when it never does."""
+    pairs = sorted(zip(budgets, values))
+    for i, (budget, _) in enumerate(pairs):
+        if all(v is not None and np.isfinite(v) and v >= threshold for _, v in pairs[i:]):
+            return budget
+    return None

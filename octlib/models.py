@@ -62,3 +62,35 @@ def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int
         h = layers.Dropout(cfg.dropout, name="dropout_hidden")(h)
     logits = layers.Dense(n_classes, dtype="float32", name="logits")(h)
     return keras.Model(inputs, logits, name=name)
+
+
+def build_separable_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int = len(CLASSES),
+                        name: str = "oct_separable_cnn") -> keras.Model:
+    """A different family from :func:`build_cnn`, for thieves: a stem conv, then depthwise-separable conv blocks
+    (MobileNet-style, ~5-10x fewer weights) with batch norm and stride-2 downsampling, global pooling, logits.
+
+    Uses ``cfg.filters`` (block widths), ``cfg.dropout`` and ``cfg.input_norm``; no hidden dense layer.
+    """
+    cfg = cfg or TrainConfig()
+    if image_size < 2 ** len(cfg.filters):
+        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} downsampling blocks "
+                         f"(needs >= {2 ** len(cfg.filters)}).")
+    inputs = keras.Input((image_size, image_size, 1), name="scan")
+    h = PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+    h = layers.Conv2D(cfg.filters[0] // 2, 3, padding="same", use_bias=False, name="stem_conv")(h)
+    h = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=0.9, name="stem_bn")(h))
+    for b, f in enumerate(cfg.filters):
+        h = layers.SeparableConv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"sep{b}_conv")(h)
+        h = layers.ReLU(name=f"sep{b}_relu")(layers.BatchNormalization(momentum=0.9, name=f"sep{b}_bn")(h))
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    h = layers.Dropout(cfg.dropout, name="dropout")(h)
+    logits = layers.Dense(n_classes, dtype="float32", name="logits")(h)
+    return keras.Model(inputs, logits, name=name)
+
+
+def build_model(arch: str, image_size: int, cfg: TrainConfig | None = None, **kwargs) -> keras.Model:
+    """``victim``: :func:`build_cnn`; ``separable``: :func:`build_separable_cnn`."""
+    builders = {"victim": build_cnn, "separable": build_separable_cnn}
+    if arch not in builders:
+        raise ValueError(f"Unknown architecture {arch!r}; choose from {sorted(builders)}.")
+    return builders[arch](image_size, cfg, **kwargs)

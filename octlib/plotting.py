@@ -188,3 +188,23 @@ def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix
             ax.set_yticks([])
             ax.grid(False)
     return fig
+
+
+def plot_budget_curves(ax, table, metric: str = "fidelity", *, by=("pool", "answers"), reference=None,
+                       reference_label: str = "victim", styles=None):
+    """Mean ± sd (over seeds) of an extraction ``metric`` against the queries used (log axis), one line per
+    combination of the ``by`` columns of :func:`octlib.extraction.summarise`'s table; an optional horizontal
+    ``reference`` line (e.g. the victim's accuracy)."""
+    for i, (key, part) in enumerate(table.groupby(list(by), sort=True)):
+        key = key if isinstance(key, tuple) else (key,)
+        part = part.sort_values("queries_mean")
+        x, m = part["queries_mean"].to_numpy(float), part[f"{metric}_mean"].to_numpy(float)
+        sd = np.nan_to_num(part[f"{metric}_sd"].to_numpy(float))
+        style = (styles or {}).get(key, {})
+        line, = ax.plot(x, m, marker="o", label=" · ".join(map(str, key)), **style)
+        ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
+    ax.set_xscale("log")
+    ax.set(xlabel="queries to the victim", ylabel=metric.replace("_", " "))
+    return ax

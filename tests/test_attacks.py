@@ -121,3 +121,17 @@ def test_stratified_subset_is_balanced_and_seeded():
     assert np.bincount(labels[idx]).tolist() == [10, 10, 10, 10]
     assert idx.tolist() == attacks.stratified_subset(labels, 40, seed=1).tolist()
     assert len(attacks.stratified_subset(labels, None)) == 200
+
+
+def test_transfer_scores_surrogate_images_on_the_target(setup):
+    model, clf, x, y = setup
+    keras.utils.set_random_seed(1)
+    target = build_cnn(16, TrainConfig(filters=(4, 8)))
+    run = attacks.fgsm(clf, x, y, 8 / 255, progress=False)
+    moved = attacks.transfer(run, target, x)
+    np.testing.assert_allclose(moved.logits_adv, target.predict(run.x_adv, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(moved.logits_clean, target.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(moved.extra["surrogate_logits_adv"], run.logits_adv)
+    assert moved.attack == "transfer-FGSM" and moved.report(x)["n"] == len(x)
+    with pytest.raises(ValueError, match="`x_clean`"):
+        attacks.transfer(run, target, x[:3])

@@ -57,15 +57,21 @@ def stratified_group_holdout(labels: np.ndarray, groups: np.ndarray, fraction: f
 
 @dataclass
 class Splits:
-    """Train/val/test datasets with the settings that made them (``info``)."""
+    """Train/val/test datasets with the settings that made them (``info``).
+
+    ``pool``, when set (:func:`carve_query_pool`), is the model-extraction attacker's query pool: patients the
+    victim neither trained nor is evaluated on.
+    """
 
     train: OCTDataset
     val: OCTDataset
     test: OCTDataset
     info: dict = field(default_factory=dict)
+    pool: OCTDataset | None = None
 
     def items(self):
-        return [("train", self.train), ("val", self.val), ("test", self.test)]
+        parts = [("train", self.train), ("val", self.val), ("test", self.test)]
+        return parts + [("pool", self.pool)] if self.pool is not None else parts
 
     def counts(self) -> dict:
         """Per split: images per class, total, distinct patients (``None`` without patient IDs)."""
@@ -167,7 +173,7 @@ def check_no_patient_leakage(splits: Splits, *, raise_on_leak: bool = True) -> d
                 "reason": "source has no patient IDs (OCTMNIST); leakage between its train and val cannot be "
                           "checked and is possible"}
     report = {"checked": True, "shared_patients": {}, "shared_groups": {}, "examples": {}}
-    for a, b in combinations(SPLIT_NAMES, 2):
+    for a, b in combinations(list(parts), 2):
         pair = f"{a}-{b}"
         shared = np.intersect1d(parts[a].patient_ids, parts[b].patient_ids)
         shared_groups = np.intersect1d(parts[a].groups, parts[b].groups)
@@ -181,3 +187,35 @@ def check_no_patient_leakage(splits: Splits, *, raise_on_leak: bool = True) -> d
         raise PatientLeakageError(f"Patient leakage between splits: {detail}. Split by patient "
                                   "(octlib.data.make_splits) instead of by image.")
     return report
+
+
+def carve_query_pool(splits: Splits, fraction: float = 0.5, *, seed: int = 0) -> Splits:
+    """Carve the model-extraction attacker's query pool out of the test split, by patient.
+
+    The victim was trained on ``train`` and selected on ``val``; the pool takes about ``fraction`` of the test
+    split's patients (class mix kept), and the remaining test patients are where the victim and its stolen copies
+    are evaluated. So the attacker queries with real OCT scans of patients the victim never trained on and that
+    no reported extraction number is computed on. Returns new :class:`Splits` (``train``/``val`` unchanged,
+    ``test`` reduced, ``pool`` set), checked for leakage across all four. Without patient IDs (OCTMNIST) the
+    pool is carved by image and ``info["notes"]`` says so.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1), got {fraction!r} (share of test patients in the pool).")
+    if splits.pool is not None:
+        raise ValueError("These splits already have a query pool; carve it from the splits the victim was "
+                         "trained on.")
+    test = splits.test
+    in_pool = stratified_group_holdout(test.labels, _groups_or_rows(test), fraction, seed + 100)
+    if in_pool.all() or not in_pool.any():
+        raise OCTDataError(f"The test split ({len(test)} images, {test.n_patients()} patients) is too small to "
+                           f"carve a query pool of fraction {fraction}: add data or change `pool_fraction`.")
+    notes = list(splits.info.get("notes", []))
+    notes.append(f"query pool: {int(in_pool.sum())} of {len(test)} test images "
+                 f"({'whole patients' if test.patient_level else 'by image: the source has no patient IDs'}); "
+                 f"{int((~in_pool).sum())} remain as the evaluation split.")
+    out = Splits(train=splits.train, val=splits.val, test=test.subset(np.flatnonzero(~in_pool)),
+                 pool=test.subset(np.flatnonzero(in_pool), split="pool"),
+                 info={**splits.info, "notes": notes, "pool_fraction": fraction, "pool_seed": seed})
+    out.info["counts"] = out.counts()
+    out.info["leakage"] = check_no_patient_leakage(out)
+    return out

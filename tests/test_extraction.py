@@ -1,0 +1,206 @@
+"""Model extraction: the query pool, the victim API's answers, the label-only post-processor (and ART's bug),
+the proxy pool, the extraction metrics, and Copycat / KnockoffNets on a tiny model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+from octlib import extraction, metrics  # noqa: E402
+from octlib.config import ExtractionConfig, TrainConfig, get_profile  # noqa: E402
+from octlib.data import carve_query_pool, load_folder, make_splits, proxy_pool  # noqa: E402
+from octlib.defences import LabelOnly, Softmax  # noqa: E402
+from octlib.models import build_cnn, build_model  # noqa: E402
+
+TINY = TrainConfig(filters=(4, 8), dense_units=0)
+ECFG = ExtractionConfig(thief_steps=6, thief_batch_size=8, budgets=(8, 16), adaptive_budgets=(8,), seeds=(0,))
+
+
+@pytest.fixture(scope="module")
+def victim():
+    keras.utils.set_random_seed(0)
+    return build_cnn(16, TINY)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(1)
+    return rng.random((40, 16, 16, 1), dtype=np.float32), np.arange(40) % 4
+
+
+# -- the query pool ------------------------------------------------------------------------------------------------
+
+def test_query_pool_shares_no_patient_with_the_victim_splits(small_layout):
+    splits = make_splits(load_folder(small_layout, 16, progress=False), "official", seed=0)
+    carved = carve_query_pool(splits, 0.5, seed=0)
+    assert carved.pool is not None and len(carved.pool) and len(carved.test)
+    for name, part in (("train", carved.train), ("val", carved.val), ("test", carved.test)):
+        assert not set(carved.pool.patient_ids) & set(part.patient_ids), name
+        assert not set(carved.pool.groups) & set(part.groups), name
+    assert carved.info["leakage"]["ok"] and "test-pool" in carved.info["leakage"]["shared_patients"]
+    assert sorted(np.concatenate([carved.test.paths, carved.pool.paths])) == sorted(splits.test.paths)
+    assert carved.train is splits.train and carved.val is splits.val
+    again = carve_query_pool(splits, 0.5, seed=0)
+    assert list(again.pool.paths) == list(carved.pool.paths)
+
+
+def test_query_pool_arguments_are_checked(small_layout):
+    splits = make_splits(load_folder(small_layout, 16, progress=False), "official", seed=0)
+    with pytest.raises(ValueError, match="`fraction`"):
+        carve_query_pool(splits, 1.0)
+    with pytest.raises(ValueError, match="already have a query pool"):
+        carve_query_pool(carve_query_pool(splits, 0.5), 0.5)
+
+
+def test_proxy_pool_is_deterministic_and_in_range():
+    a, b = proxy_pool(30, 16, seed=3), proxy_pool(30, 16, seed=3)
+    assert a.images.shape == (30, 16, 16) and a.images.dtype == np.uint8
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, proxy_pool(30, 16, seed=4).images)
+    assert a.x.shape == (30, 16, 16, 1) and 0 <= a.x.min() and a.x.max() <= 1
+    assert set(a.labels) <= set(range(len(a.source_names))) and len(set(a.labels)) > 5
+    with pytest.raises(ValueError, match="Unknown proxy source"):
+        proxy_pool(3, 16, sources=("retina",))
+
+
+# -- the victim API and the label-only post-processor --------------------------------------------------------------
+
+def test_victim_api_answers_what_its_setting_says(victim, pool):
+    x = pool[0][:13]
+    logits = victim.predict(x, verbose=0)
+    probs_api, labels_api = extraction.victim_api(victim, "probabilities"), extraction.victim_api(victim, "labels")
+    probs = probs_api.predict(x, batch_size=5)
+    np.testing.assert_allclose(probs, metrics.softmax(logits), atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    labels = labels_api.predict(x, batch_size=5)
+    rows = np.concatenate([labels_api.predict(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(labels, rows)  # batched equals row by row
+    np.testing.assert_array_equal(labels, np.eye(4)[logits.argmax(1)])  # one-hot of each row's own top class
+    assert probs_api.queries == 13 and labels_api.queries == 13 + 13
+    with pytest.raises(ValueError, match="`answers`"):
+        extraction.victim_api(victim, "logits")
+
+
+def test_label_only_is_correct_on_batches():
+    rng = np.random.default_rng(0)
+    preds = rng.random((50, 4))
+    batched = LabelOnly()(preds)
+    np.testing.assert_array_equal(batched, np.concatenate([LabelOnly()(preds[i:i + 1]) for i in range(50)]))
+    assert (batched.sum(axis=1) == 1).all() and (batched.argmax(1) == preds.argmax(1)).all()
+    np.testing.assert_allclose(Softmax()(np.log(preds)), preds / preds.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_art_class_labels_bug_is_still_there():
+    """ART 1.20.1's ClassLabels marks every row's top class in every row. When this fails, ART fixed it
+    (PR #2824): then octlib.defences.LabelOnly can be replaced by ART's own."""
+    from art.defences.postprocessor import ClassLabels
+
+    preds = np.array([[0.9, 0.1, 0.0, 0.0], [0.1, 0.8, 0.1, 0.0], [0.0, 0.1, 0.2, 0.7]])
+    out = ClassLabels()(preds)
+    rows = np.concatenate([ClassLabels()(preds[i:i + 1]) for i in range(3)])
+    assert not np.array_equal(out, rows), "ART's ClassLabels is now correct on batches"
+    assert (out.sum(axis=1) == 3).all()  # the bug: three classes marked in every row
+
+
+# -- extraction ------------------------------------------------------------------------------------------------------
+
+def test_thief_architectures_differ():
+    a, b = build_model("victim", 16, TINY), build_model("separable", 16, TINY)
+    assert a.output_shape == b.output_shape == (None, 4)
+    assert any("separable" in type(layer).__name__.lower() for layer in b.layers)
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        build_model("resnet", 16, TINY)
+
+
+@pytest.mark.parametrize("attack", ["copycat", "knockoff-random", "knockoff-adaptive"])
+def test_extraction_runs_and_is_reproducible(victim, pool, attack):
+    x, labels = pool
+    kw = dict(attack=attack, answers="probabilities", budget=16, pool_labels=labels, train_cfg=TINY, ecfg=ECFG,
+              reward="div")
+    a, b = extraction.steal(victim, x, seed=5, **kw), extraction.steal(victim, x, seed=5, **kw)
+    assert a.status == "ok" and a.queries >= 16 and a.thief is not None
+    np.testing.assert_allclose(a.thief.predict(x, verbose=0), b.thief.predict(x, verbose=0), atol=1e-6)
+    c = extraction.steal(victim, x, seed=6, **kw)
+    assert not np.allclose(a.thief.predict(x, verbose=0), c.thief.predict(x, verbose=0))
+    report = a.report(x, labels, victim.predict(x, verbose=0))
+    assert 0 <= report["fidelity"]["value"] <= 1 and report["queries"] == a.queries
+
+
+def test_random_budget_is_cut_to_the_pool(victim, pool):
+    run = extraction.steal(victim, pool[0][:10], attack="copycat", budget=50, train_cfg=TINY, ecfg=ECFG)
+    assert run.queries == 10 and run.extra["capped"] and run.params["nb_stolen"] == 10
+    assert run.params["nb_epochs"] == 3  # 6 steps / ceil(10 / 8) batches
+
+
+def test_adaptive_label_only_nan_is_reported_not_raised(victim, pool):
+    x, labels = pool
+    run = extraction.steal(victim, x, attack="knockoff-adaptive", answers="labels", budget=8, pool_labels=labels,
+                           reward="all", train_cfg=TINY, ecfg=ECFG)
+    assert run.status == "failed" and run.thief is None and "variance" in run.error
+    report = run.report(x, labels, victim.predict(x, verbose=0))
+    assert np.isnan(report["fidelity"]["value"])
+    with pytest.raises(ValueError, match="pool_labels"):
+        extraction.steal(victim, x, attack="knockoff-adaptive", budget=8, train_cfg=TINY, ecfg=ECFG)
+
+
+def test_steal_checks_its_inputs(victim, pool):
+    x = pool[0]
+    with pytest.raises(ValueError, match="`attack`"):
+        extraction.steal(victim, x, attack="jbda", ecfg=ECFG)
+    with pytest.raises(ValueError, match="`budget`"):
+        extraction.steal(victim, x, budget=0, ecfg=ECFG)
+    with pytest.raises(ValueError, match="`pool_x`"):
+        extraction.steal(victim, x[:, :8, :8], ecfg=ECFG)
+    with pytest.raises(ValueError, match="`pool_x`"):
+        extraction.steal(victim, x * 255, ecfg=ECFG)
+
+
+def test_sweep_and_summary(victim, pool):
+    x, labels = pool
+    rows = extraction.sweep(victim, {"oct": (x[:12], labels[:12])}, attacks=("copycat",), answers=("labels",),
+                            budgets=(4, 12, 40), seeds=(0, 1), train_cfg=TINY, ecfg=ECFG, x_eval=x, y_eval=labels,
+                            progress=False)
+    assert sorted({r["budget"] for r in rows}) == [4, 12]  # 40 is cut to the pool of 12 and not run twice
+    assert len(rows) == 4
+    table, reach = extraction.summarise(rows, threshold=0.0)
+    assert list(table["n_seeds"]) == [2, 2] and reach == {"oct/copycat/labels/victim": 4}
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+
+def test_extraction_report_counts_agreement():
+    y = np.array([0, 1, 2, 3])
+    victim_logits = np.eye(4)[[0, 1, 2, 2]]  # victim wrong on the last scan
+    thief_logits = np.eye(4)[[0, 1, 3, 2]]  # thief disagrees with the victim once, on DRUSEN
+    r = metrics.extraction_report(y, victim_logits, thief_logits)
+    assert r["accuracy"]["value"] == 0.5 and r["victim_accuracy"]["value"] == 0.75
+    assert r["fidelity"]["value"] == 0.75 and r["relative_accuracy"] == pytest.approx(2 / 3)
+    assert r["urgent_agreement"] == 1.0  # DRUSEN vs NORMAL: the same non-urgent call
+    assert r["fidelity_victim_correct"] == pytest.approx(2 / 3)
+
+
+def test_budget_to_reach_needs_the_curve_to_stay_above():
+    assert metrics.budget_to_reach([50, 100, 200, 400], [0.5, 0.92, 0.88, 0.95]) == 400
+    assert metrics.budget_to_reach([50, 100], [0.95, 0.97]) == 50
+    assert metrics.budget_to_reach([50, 100], [0.5, float("nan")]) is None
+
+
+def test_extraction_config_is_validated():
+    with pytest.raises(ValueError, match="budgets"):
+        ExtractionConfig(budgets=(100, 50))
+    with pytest.raises(ValueError, match="thief_arch"):
+        ExtractionConfig(thief_arch="vgg")
+    assert dataclasses.replace(get_profile("quick").extraction, seeds=(0, 1)).seeds == (0, 1)
+
+
+def test_knockoff_random_is_copycat_in_art(victim, pool):
+    """In ART both sample the pool at random, query once and train: the same seed gives the same copy."""
+    x = pool[0]
+    kw = dict(answers="labels", budget=16, train_cfg=TINY, ecfg=ECFG, seed=2)
+    a = extraction.steal(victim, x, attack="copycat", **kw)
+    b = extraction.steal(victim, x, attack="knockoff-random", **kw)
+    np.testing.assert_allclose(a.thief.predict(x, verbose=0), b.thief.predict(x, verbose=0), atol=1e-6)
+    assert sum(a.answer_counts.values()) == a.queries == 16
