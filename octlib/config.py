@@ -284,7 +284,7 @@ PROFILES: dict[str, Profile] = {
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,
-                    train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=60, batch_size=32,
+                    train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=100, batch_size=32,
                                       learning_rate=1e-3)),
 }
 
