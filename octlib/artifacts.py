@@ -60,7 +60,7 @@ def artifact_key(splits, cfg: TrainConfig, *, seed: int, extra: dict | None = No
     """The artifact key and the JSON description it hashes."""
     train = splits.train
     spec = {
-        "artifact_version": ARTIFACT_VERSION, "train_config": cfg.to_dict(), "seed": int(seed),
+        "artifact_version": ARTIFACT_VERSION, "train_config": cfg.key_dict(), "seed": int(seed),
         "image_size": int(train.image_size), "resize": train.info.get("resize"),
         "data_fingerprint": splits.info.get("fingerprint"), "split_hash": split_hash(splits),
         "policy": splits.info.get("policy"), "extra": extra or {},

@@ -95,17 +95,57 @@ def _fast_classifier_class():
     return FastGradTensorFlowV2Classifier
 
 
-def art_classifier(model, *, clip_values=(0.0, 1.0)):
-    """Wrap a Keras **logits** model as ART's ``TensorFlowV2Classifier`` (cross-entropy from logits, [0, 1]).
+LOSSES = ("cross_entropy", "margin")
+
+
+def _logit_margin_loss():
+    import keras
+    from keras import ops
+
+    class LogitMargin(keras.losses.Loss):
+        """Best wrong logit minus the true logit, averaged (Carlini & Wagner's margin, without the κ cap).
+
+        Ascending it pushes some wrong class above the true one whatever the logits' scale, so it still works
+        where a softened or saturated cross-entropy gives tiny gradients (the usual sign of gradient masking).
+        """
+
+        def __init__(self, name: str = "logit_margin", **kwargs):
+            super().__init__(name=name, **kwargs)
+
+        def call(self, y_true, y_pred):
+            y_true = ops.cast(y_true, y_pred.dtype)
+            true_logit = ops.sum(y_true * y_pred, axis=-1)
+            best_other = ops.max(y_pred - 1e9 * y_true, axis=-1)
+            return best_other - true_logit
+
+    return LogitMargin()
+
+
+def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0), postprocessors=()):
+    """Wrap a Keras **logits** model as ART's ``TensorFlowV2Classifier`` on [0, 1] inputs.
+
+    Args:
+        loss: what ``loss_gradient`` differentiates, and so what FGSM / PGD ascend: ``cross_entropy`` (from
+            logits) or ``margin`` (best wrong logit minus true logit, :func:`_logit_margin_loss`).
+        postprocessors: ART post-processors applied to ``predict`` only (see :mod:`octlib.defences`); gradients
+            never see them.
 
     The returned classifier computes all-class gradients in one traced pass (DeepFool's main cost); everything
     else is ART's ``TensorFlowV2Classifier``.
     """
     import keras
 
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}.")
+    loss_object = (keras.losses.CategoricalCrossentropy(from_logits=True) if loss == "cross_entropy"
+                   else _logit_margin_loss())
     return _fast_classifier_class()(
-        model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]),
-        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), clip_values=clip_values)
+        model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
+        clip_values=clip_values, postprocessing_defences=list(postprocessors) or None)
+
+
+def _loss_name(classifier) -> str:
+    return "margin" if type(classifier.loss_object).__name__ == "LogitMargin" else "cross_entropy"
 
 
 @dataclass
@@ -176,30 +216,47 @@ def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool 
 
 
 def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | None = None, restarts: int = 1,
-        batch_size: int = 128, seed: int = 0, progress: bool = True, logits_clean=None) -> AttackRun:
-    """PGD (Madry et al.), L-infinity, untargeted, cross-entropy, ``restarts`` random starts in the ε-ball.
+        norm: str = "inf", batch_size: int = 128, seed: int = 0, progress: bool = True,
+        logits_clean=None) -> AttackRun:
+    """PGD (Madry et al.), untargeted, on the classifier's loss (cross-entropy unless it says otherwise),
+    ``restarts`` random starts in the ε-ball.
 
     Args:
-        eps: budget in [0, 1] pixel units.
+        eps: budget: for ``norm="inf"`` the per-pixel bound in [0, 1] pixel units; for ``norm="2"`` the L2 norm
+            of the whole perturbation (pixels in [0, 1]), e.g. a certified radius.
         steps: iterations per start.
-        step_size: per-step size in [0, 1] units; default ``2.5 * eps / steps``.
+        step_size: per-step size (same units as ``eps``); default ``2.5 * eps / steps``.
         restarts: random starts (ART keeps, per image, a start that succeeds); 0 starts at ``x``.
+        norm: ``inf`` or ``2``.
         seed: seeds the random starts.
     """
     from art.attacks.evasion import ProjectedGradientDescent
 
-    eps = check_eps(eps)
+    if norm not in ("inf", "2"):
+        raise ValueError(f"`norm` must be 'inf' or '2', got {norm!r}.")
+    if norm == "2":
+        if not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+            raise ValueError(f"`eps` (an L2 radius) must be > 0, got {eps!r}.")
+        eps = float(eps)
+    else:
+        eps = check_eps(eps)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
     if not isinstance(restarts, int) or restarts < 0:
         raise ValueError(f"`restarts` must be an integer >= 0, got {restarts!r}.")
-    step_size = check_eps(step_size, "step_size") if step_size is not None else 2.5 * eps / steps
+    if step_size is None:
+        step_size = 2.5 * eps / steps
+    elif norm == "inf":
+        step_size = check_eps(step_size, "step_size")
     np.random.seed(seed)
-    attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=step_size, max_iter=steps,
-                                      num_random_init=restarts, batch_size=batch_size, verbose=False)
-    params = {"eps": eps, "eps_255": eps * 255, "eps_label": eps_label(eps), "norm": "inf", "steps": steps,
-              "step_size": step_size, "restarts": restarts, "seed": seed}
-    return _run(attack, "PGD", params, classifier, x, y, batch_size, progress, logits_clean)
+    attack = ProjectedGradientDescent(classifier, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=step_size,
+                                      max_iter=steps, num_random_init=restarts, batch_size=batch_size, verbose=False)
+    loss = _loss_name(classifier)
+    label = eps_label(eps) if norm == "inf" else f"L2 {eps:g}"
+    params = {"eps": eps, "eps_255": eps * 255 if norm == "inf" else None, "eps_label": label, "norm": norm,
+              "steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "loss": loss}
+    return _run(attack, "PGD" if loss == "cross_entropy" else "PGD-margin", params, classifier, x, y, batch_size,
+                progress, logits_clean)
 
 
 def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 128,
@@ -255,6 +312,71 @@ def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, b
                                     "batch_size": batch_size, "norm": "2"},
                classifier, x, y, batch_size, progress, logits_clean, on_chunk=run_chunk)
     run.extra["iterations"] = np.concatenate(iterations) if iterations else np.zeros(0, dtype=int)
+    return run
+
+
+def hopskipjump(classifier, x, y, *, max_iter: int = 10, max_eval: int = 1000, init_eval: int = 100,
+                init_size: int = 100, batch_size: int = 256, seed: int = 0, progress: bool = True,
+                logits_clean=None) -> AttackRun:
+    """HopSkipJump (Chen et al. 2020, arXiv:1904.02144), L2, untargeted: a **decision-based** black-box attack.
+
+    It calls only ``classifier.predict`` and uses only the top class of each answer, so it works unchanged
+    against a label-only API. Untargeted, ART moves each scan away from the class the model *predicts* for it,
+    and returns the smallest perturbation it found (read it with :func:`octlib.metrics.minimal_attack_curve`).
+    ``extra["queries"]`` counts the images the classifier was asked to predict.
+
+    Reproducible for a ``seed``: ART draws its starting points from an unseeded ``RandomState``, so octlib gives
+    it one instead: another scan of ``x`` that the model puts in a different class (chosen with the seed), or,
+    when every scan gets the same class, the first of ``init_size`` seeded uniform-noise images that does.
+
+    Args:
+        max_iter: iterations (gradient-estimate + step + binary search each).
+        max_eval / init_eval: most / first queries per gradient estimate.
+        init_size: noise images tried for a starting point when no other scan qualifies.
+        seed: seeds the starting points and NumPy's global generator (ART's gradient estimates).
+    """
+    from art.attacks.evasion import HopSkipJump
+
+    for name, value in (("max_iter", max_iter), ("max_eval", max_eval), ("init_eval", init_eval),
+                        ("init_size", init_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    attack = HopSkipJump(classifier, batch_size=batch_size, targeted=False, norm=2, max_iter=max_iter,
+                         max_eval=max_eval, init_eval=init_eval, init_size=init_size, verbose=False)
+    queries, no_start = [0], [0]
+    original = classifier.predict
+    rng = np.random.default_rng(seed)
+
+    def counting_predict(xs, *args, **kwargs):
+        queries[0] += len(xs)
+        return original(xs, *args, **kwargs)
+
+    def starts(xb):
+        pred = np.argmax(counting_predict(xb), axis=1)
+        init = np.array(xb, copy=True)
+        for i in range(len(xb)):
+            others = np.flatnonzero(pred != pred[i])
+            if len(others):
+                init[i] = xb[rng.choice(others)]
+                continue
+            noise = rng.uniform(0.0, 1.0, (init_size, *xb.shape[1:])).astype(np.float32)
+            hit = np.flatnonzero(np.argmax(counting_predict(noise), axis=1) != pred[i])
+            init[i] = noise[hit[0]] if len(hit) else xb[i]
+            no_start[0] += not len(hit)
+        return init
+
+    def run_chunk(att, xb, yb):
+        np.random.seed(seed)
+        return att.generate(xb, yb, x_adv_init=starts(xb))
+
+    classifier.predict = counting_predict
+    try:
+        run = _run(attack, "HopSkipJump", {"norm": "2", "max_iter": max_iter, "max_eval": max_eval,
+                                           "init_eval": init_eval, "init_size": init_size, "seed": seed},
+                   classifier, x, y, max(len(x), 1), progress, logits_clean, on_chunk=run_chunk)
+    finally:
+        del classifier.predict
+    run.extra.update(queries=queries[0], no_start=no_start[0])
     return run
 
 

@@ -96,6 +96,11 @@ class TrainConfig:
         early_stopping_patience: epochs without a better validation loss before stopping (best weights kept).
         reduce_lr_patience: epochs without a better validation loss before halving the learning rate.
         mixed_precision: use float16 compute on a GPU (logits stay float32); ignored on CPU.
+        noise_sigma: Gaussian noise N(0, σ²) added to every training scan after augmentation, σ in [0, 1]
+            pixel units, not clipped (Cohen et al. 2019's training for randomized smoothing; 0: none).
+        adv_eps_255: PGD adversarial training (Madry et al. 2018): every training batch is replaced by its
+            L-infinity PGD adversarial examples within ε = ``adv_eps_255``/255 (0: none).
+        adv_steps: PGD steps per training batch (random start, step 2.5 ε / steps).
     """
 
     filters: tuple[int, ...] = (32, 64, 128, 128)
@@ -113,6 +118,13 @@ class TrainConfig:
     early_stopping_patience: int = 10
     reduce_lr_patience: int = 4
     mixed_precision: bool = True
+    noise_sigma: float = 0.0
+    adv_eps_255: float = 0.0
+    adv_steps: int = 0
+
+    # Settings added after artifact keys existed: they enter the key only when they differ from these defaults,
+    # so models trained before they existed keep their keys.
+    _KEY_OPTIONAL = {"noise_sigma": 0.0, "adv_eps_255": 0.0, "adv_steps": 0}
 
     def __post_init__(self):
         checks = {
@@ -125,6 +137,8 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
             "early_stopping_patience": self.early_stopping_patience >= 1,
             "reduce_lr_patience": self.reduce_lr_patience >= 1,
+            "noise_sigma": 0 <= self.noise_sigma <= 1, "adv_eps_255": 0 <= self.adv_eps_255 <= 64,
+            "adv_steps": self.adv_steps >= 0 and (self.adv_steps >= 1) == (self.adv_eps_255 > 0),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -133,6 +147,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def key_dict(self) -> dict:
+        """The settings as they enter a model's artifact key (see ``_KEY_OPTIONAL``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self._KEY_OPTIONAL or v != self._KEY_OPTIONAL[k]}
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,7 @@ class ExtractionConfig:
         thief_batch_size: thief training batch size.
         thief_learning_rate: the thief's Adam learning rate (each thief has its own optimizer).
         transfer_eps_255: ε grid (/255) of the transfer attack crafted on the stolen copy.
+        transfer_subset: evaluation scans attacked in the transfer comparison (class-stratified; ``None``: all).
     """
 
     pool_fraction: float = 0.5
@@ -213,6 +232,7 @@ class ExtractionConfig:
     thief_batch_size: int = 32
     thief_learning_rate: float = 1e-3
     transfer_eps_255: tuple[float, ...] = (0.5, 1, 2, 4, 8)
+    transfer_subset: int | None = None
 
     def __post_init__(self):
         bad = []
@@ -238,6 +258,85 @@ class ExtractionConfig:
 
 
 @dataclass(frozen=True)
+class DefenceConfig:
+    """Defence settings (see :mod:`octlib.defences`, notebooks 4x).
+
+    Attributes:
+        noise_sigmas: standard deviations of the Gaussian noise added to the answered probabilities.
+        reverse_sigmoid: ``(beta, gamma)`` of ART's ReverseSigmoid (ART's defaults: 1.0, 0.1).
+        label_smoothing: label-smoothing factors of the retrained victims.
+        eval_subset: evaluation scans attacked per model (class-stratified, seeded; ``None``: all).
+        extraction_budgets: Copycat budgets against each defended victim (``None``: the extraction budgets).
+        adaptive_budget: adaptive KnockoffNets budget against each output defence.
+        hsj_subset: scans attacked with HopSkipJump (decision-based, slow).
+        hsj_max_iter, hsj_max_eval, hsj_init_eval: HopSkipJump iterations and queries per gradient estimate.
+        input_noise_sigmas: σ of the Gaussian input noise, in [0, 1] pixel units: noise-trained victims,
+            inference noise and randomized smoothing (Cohen et al. use 0.12, 0.25, 0.5).
+        noise_samples: K, the noisy copies the inference-noise defence averages per scan.
+        eot_samples: the copies an EOT attack averages its gradient over (>= K).
+        rs_n0, rs_n, rs_alpha: randomized smoothing: samples to select the class, samples to certify, failure
+            probability.
+        rs_subset: scans certified (class-stratified, seeded; ``None``: the whole evaluation split).
+        rs_radii: L2 radii of the certified-accuracy curve.
+        adv_eps_255, adv_steps: PGD adversarial training: ε (/255) and PGD steps per training batch.
+        adv_epochs: the most epochs of adversarial training (``None``: the profile's training setting).
+        eps_255: the ε grid (/255) of the defence notebooks (``None``: the evasion grid, ``AttackConfig.eps_255``).
+    """
+
+    noise_sigmas: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5)
+    reverse_sigmoid: tuple[float, float] = (1.0, 0.1)
+    label_smoothing: tuple[float, ...] = (0.1, 0.3)
+    eval_subset: int | None = None
+    extraction_budgets: tuple[int, ...] | None = None
+    adaptive_budget: int = 500
+    hsj_subset: int = 100
+    hsj_max_iter: int = 20
+    hsj_max_eval: int = 1000
+    hsj_init_eval: int = 100
+    input_noise_sigmas: tuple[float, ...] = (0.12, 0.25, 0.5)
+    noise_samples: int = 16
+    eot_samples: int = 32
+    rs_n0: int = 100
+    rs_n: int = 10000
+    rs_alpha: float = 0.001
+    rs_subset: int | None = None
+    rs_radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+    adv_eps_255: float = 4.0
+    adv_steps: int = 7
+    adv_epochs: int | None = None
+    eps_255: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        bad = []
+        if not self.input_noise_sigmas or any(not 0 < s <= 1 for s in self.input_noise_sigmas):
+            bad.append("input_noise_sigmas (in (0, 1], pixel units)")
+        if self.noise_samples < 1 or self.eot_samples < self.noise_samples:
+            bad.append("noise_samples / eot_samples (>= 1; EOT averages at least as many draws as the defence)")
+        if self.rs_n0 < 1 or self.rs_n < 1 or not 0 < self.rs_alpha < 1:
+            bad.append("rs_n0 / rs_n (>= 1) / rs_alpha (in (0, 1))")
+        if self.eps_255 is not None and (not self.eps_255 or list(self.eps_255) != sorted(self.eps_255)
+                                         or any(not 0 < e <= 255 for e in self.eps_255)):
+            bad.append("eps_255 (increasing values in (0, 255], /255 units)")
+        if not 0 < self.adv_eps_255 <= 64 or self.adv_steps < 1:
+            bad.append("adv_eps_255 (in (0, 64], /255 units) / adv_steps (>= 1)")
+        if not self.noise_sigmas or any(not s > 0 for s in self.noise_sigmas):
+            bad.append("noise_sigmas (> 0)")
+        if len(self.reverse_sigmoid) != 2 or any(not v > 0 for v in self.reverse_sigmoid):
+            bad.append("reverse_sigmoid ((beta, gamma), both > 0)")
+        if not self.label_smoothing or any(not 0 < v < 1 for v in self.label_smoothing):
+            bad.append("label_smoothing (values in (0, 1))")
+        if self.eval_subset is not None and self.eval_subset < 4:
+            bad.append("eval_subset (None or >= 4)")
+        if self.extraction_budgets is not None and any(b < 1 for b in self.extraction_budgets):
+            bad.append("extraction_budgets (positive)")
+        for name in ("adaptive_budget", "hsj_subset", "hsj_max_iter", "hsj_max_eval", "hsj_init_eval"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name} (>= 1)")
+        if bad:
+            raise ValueError(f"Invalid DefenceConfig setting(s): {', '.join(bad)}.")
+
+
+@dataclass(frozen=True)
 class Profile:
     """Settings that differ between the quick (CI) and full (study) runs.
 
@@ -256,6 +355,7 @@ class Profile:
         train: how the victim CNN is built and trained.
         attack: evasion-attack settings.
         extraction: model-extraction settings.
+        defence: defence settings.
     """
 
     name: str
@@ -268,6 +368,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -278,9 +379,15 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(name="quick", image_size=64, max_per_split=3000,
                      train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
-                     extraction=ExtractionConfig(proxy_size=400, budgets=(50, 100, 200, 400),
-                                                 adaptive_budgets=(100, 200), seeds=(0,), thief_steps=100,
-                                                 transfer_eps_255=(1, 2, 4, 8))),
+                     extraction=ExtractionConfig(proxy_size=400, budgets=(50, 400), adaptive_budgets=(150,),
+                                                 seeds=(0,), thief_steps=80, transfer_eps_255=(2, 8),
+                                                 transfer_subset=100),
+                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,), eval_subset=48,
+                                           extraction_budgets=(400,), adaptive_budget=100, hsj_subset=12,
+                                           hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
+                                           input_noise_sigmas=(0.12,), noise_samples=4, eot_samples=4, rs_n0=32,
+                                           rs_n=1000, rs_subset=32, rs_radii=(0.0, 0.1, 0.25), adv_eps_255=2.0,
+                                           adv_steps=1, adv_epochs=10, eps_255=(1, 2, 4, 8, 32))),
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,

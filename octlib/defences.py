@@ -7,6 +7,13 @@ in ``loss_gradient`` or ``class_gradient``, so it cannot stop a white-box attack
 * :class:`LabelOnly`: answer the top class only, as a one-hot row ("reinforcing class labels"). ART 1.20.1's
   ``ClassLabels`` marks every row's winning class in every row of a batch (upstream PR #2824), so a victim wrapped
   with it looks like chance; this one is correct row by row (tested against a row-by-row loop and against the bug).
+* :class:`OutputNoise`: Gaussian noise of standard deviation σ on the probabilities, then clipped and renormalised.
+  Unlike ART's ``GaussianNoise`` it draws from its own seeded generator and never returns NaN (ART divides by a
+  zero sum when every entry of a row falls below 0).
+* ART's ``ReverseSigmoid`` (Lee et al. 2019, arXiv:1806.00054), the published reference against probability-based
+  theft, is used as it is: it is correct on batches.
+
+:func:`output_defences` builds the named set the notebooks compare.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ class Softmax(Postprocessor):
     def __call__(self, preds: np.ndarray) -> np.ndarray:
         from .metrics import softmax
 
-        return softmax(np.asarray(preds, dtype=np.float64)).astype(np.float32)
+        # float64: ReverseSigmoid clips at 1 - 1e-9, which float32 rounds to 1 (then log(0))
+        return softmax(np.asarray(preds, dtype=np.float64))
 
 
 class LabelOnly(Postprocessor):
@@ -40,3 +48,154 @@ class LabelOnly(Postprocessor):
         labels = np.zeros(preds.shape, dtype=np.float32)
         labels[np.arange(len(preds)), np.argmax(preds, axis=1)] = 1.0
         return labels
+
+
+class OutputNoise(Postprocessor):
+    """Add N(0, σ²) to each probability, clip at a floor of 1e-6, renormalise each row to sum 1.
+
+    Fresh noise on every call (an attacker who repeats a query can average it away: a cost this defence cannot
+    avoid), from a generator seeded once at construction, so a run is reproducible.
+    """
+
+    params = ["sigma"]
+
+    def __init__(self, sigma: float = 0.1, seed: int = 0, apply_fit: bool = False, apply_predict: bool = True):
+        super().__init__(is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        self.sigma = sigma
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._check_params()
+
+    def __call__(self, preds: np.ndarray) -> np.ndarray:
+        preds = np.asarray(preds, dtype=np.float64)
+        noisy = np.clip(preds + self._rng.normal(0.0, self.sigma, preds.shape), 1e-6, None)
+        return (noisy / noisy.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
+            raise ValueError(f"`sigma` (noise on probabilities) must be > 0, got {self.sigma!r}.")
+
+
+def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed: int = 0) -> dict:
+    """The output-side defences compared in notebook 40, by name: ``none`` (probabilities), ``label-only``,
+    ``noise σ=...`` for each σ, ``reverse-sigmoid β=...,γ=...``. Each value is ``(answers, post-processors)`` for
+    :func:`octlib.extraction.victim_api`; call again for fresh noise generators."""
+    from art.defences.postprocessor import ReverseSigmoid
+
+    out = {"none": ("probabilities", []), "label-only": ("labels", [])}
+    for sigma in noise_sigmas:
+        out[f"noise σ={sigma:g}"] = ("probabilities", [OutputNoise(sigma, seed=seed)])
+    if reverse_sigmoid:
+        beta, gamma = reverse_sigmoid
+        out[f"reverse-sigmoid β={beta:g},γ={gamma:g}"] = ("probabilities", [ReverseSigmoid(beta=beta, gamma=gamma)])
+    return out
+
+
+def answers_under_attack(classifier, x_clean, x_adv, y) -> dict:
+    """What a defended API answers on clean and adversarial scans: :func:`octlib.metrics.answers_report` of
+    each, and the accuracy drop and loss increase between them (the study's two measures)."""
+    from .metrics import answers_report
+
+    clean = answers_report(y, classifier.predict(np.asarray(x_clean, dtype=np.float32)))
+    adv = answers_report(y, classifier.predict(np.asarray(x_adv, dtype=np.float32)))
+    return {"clean": clean, "adversarial": adv,
+            "accuracy_drop": clean["accuracy"]["value"] - adv["accuracy"]["value"],
+            "loss_increase": adv["loss"] - clean["loss"]}
+
+
+def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0):
+    """The model behind **Gaussian input noise**, as an ART classifier: each scan is classified as ``samples``
+    noisy copies ``x + N(0, σ²)``, with fresh noise on every call (seeded once, here). The copies are not clipped
+    to [0, 1], like the training noise (:class:`octlib.config.TrainConfig` ``noise_sigma``) and randomized
+    smoothing: clipping would brighten the dark background of a B-scan (zero-mean noise cut at 0).
+
+    ``predict`` returns the log of the mean softmax over the copies (use it as logits: its argmax is the
+    defended answer). ``loss_gradient`` is the mean of the per-copy cross-entropy gradients (each scaled like
+    ART's own batch-mean gradient): with ``samples=1`` that is the *plain* attack's view (the gradient through
+    one noise draw), with ``samples`` = K or more it is **EOT** (Athalye et al. 2018).
+
+    Why not ART's ``EoTGaussianNoiseTensorFlow``: in ART 1.20.1 with TensorFlow 2.21 its ``forward`` indexes a
+    tensor with ``x[[i]]``, which TensorFlow reads as ``x[i]``, and fails (tests/test_defences.py keeps checking);
+    it also draws σ uniformly from [0, σ] unless given a pair, and clips the copies.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .attacks import _fast_classifier_class
+    from .metrics import softmax
+
+    if not sigma > 0 or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"`sigma` must be > 0 and `samples` an integer >= 1, got {sigma!r}, {samples!r}.")
+    rng = np.random.default_rng(seed)
+    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    def copies(x):
+        rep = np.repeat(np.asarray(x, dtype=np.float32), samples, axis=0)
+        return rep, rng.standard_normal(rep.shape).astype(np.float32) * np.float32(sigma)
+
+    class NoisyClassifier(_fast_classifier_class()):
+        """Classifies ``samples`` noisy copies of each scan; see :func:`noise_classifier`."""
+
+        def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
+            out = []
+            for i in range(0, len(x), batch_size):
+                rep, noise = copies(x[i:i + batch_size])
+                logits = self.model(rep + noise, training=False).numpy()
+                out.append(softmax(logits).reshape(-1, samples, logits.shape[-1]).mean(axis=1))
+            probs = np.concatenate(out) if out else np.zeros((0, self.nb_classes))
+            return self._apply_postprocessing(np.log(np.clip(probs, 1e-12, None)).astype(np.float32), fit=False)
+
+        def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
+            y = np.asarray(y, dtype=np.float32)
+            y = np.eye(self.nb_classes, dtype=np.float32)[y.astype(int).reshape(-1)] if y.ndim == 1 else y
+            rep, noise = copies(x)
+            xt = tf.convert_to_tensor(np.asarray(x, dtype=np.float32))
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                noisy = tf.repeat(xt, samples, axis=0) + noise
+                per_copy = tf.keras.losses.categorical_crossentropy(np.repeat(y, samples, axis=0),
+                                                                    self.model(noisy, training=training_mode),
+                                                                    from_logits=True)
+                loss = tf.reduce_sum(per_copy) / (len(x) * samples)
+            return tape.gradient(loss, xt).numpy()
+
+    return NoisyClassifier(model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
+                           loss_object=loss_object, clip_values=(0.0, 1.0))
+
+
+def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.001):
+    """Randomized smoothing (Cohen et al. 2019) of a logits model: ART's ``TensorFlowV2RandomizedSmoothing``
+    with noise σ (not clipped), ``n0`` samples to pick the class and failure probability ``alpha``.
+    Read its answers with :func:`smoothed_predictions` (ART returns an abstention as an all-zero row)."""
+    import keras
+    from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
+
+    return TensorFlowV2RandomizedSmoothing(
+        model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
+        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), sample_size=n0, scale=float(sigma),
+        alpha=alpha, clip_values=(0.0, 1.0))
+
+
+def smoothed_predictions(scores) -> np.ndarray:
+    """Class per row of a randomized-smoothing ``predict``, ``-1`` where it abstained (an all-zero row, which a
+    plain ``argmax`` would read as class 0, CNV)."""
+    scores = np.asarray(scores)
+    return np.where(scores.sum(axis=1) > 0, scores.argmax(axis=1), -1)
+
+
+def certified_accuracy(y_true, predictions, radii, grid) -> list[dict]:
+    """Certified accuracy at each L2 radius of ``grid``: the share of scans whose certified class is right with
+    a certified radius of at least r. Abstentions (``-1``) count as errors. Returns
+    ``[{"radius", "certified_accuracy", "abstained"}]``."""
+    y, pred, radii = np.asarray(y_true), np.asarray(predictions), np.asarray(radii, dtype=float)
+    return [{"radius": float(r), "certified_accuracy": float(np.mean((pred == y) & (radii >= r))),
+             "abstained": int((pred == -1).sum())} for r in grid]
+
+
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest L2 radius randomized smoothing can certify with ``n`` samples at failure probability
+    ``alpha``: every sample votes for the class, so the Clopper-Pearson lower bound is (alpha)^(1/n) and the
+    radius σ·Φ⁻¹ of it. Radii beyond this are certified for no scan, whatever the model."""
+    from scipy.stats import norm
+
+    return float(sigma * norm.ppf(alpha ** (1.0 / n)))

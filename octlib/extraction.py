@@ -65,9 +65,9 @@ def attacker_pools(splits, ecfg: ExtractionConfig | None = None, *, seed: int = 
 
 
 def _query_counting_class():
-    from art.estimators.classification import TensorFlowV2Classifier
+    from .attacks import _fast_classifier_class
 
-    class QueryCountingClassifier(TensorFlowV2Classifier):
+    class QueryCountingClassifier(_fast_classifier_class()):
         """ART's ``TensorFlowV2Classifier`` that counts the images it is asked to predict (``queries``) and the
         top class of its answers (``answer_counts``, per class)."""
 
@@ -75,7 +75,8 @@ def _query_counting_class():
         answer_counts = np.zeros(len(CLASSES), dtype=np.int64)
 
         def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
-            out = super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+            with _quiet_retracing():  # one trace per API instance, by design
+                out = super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
             self.queries += len(x)
             self.answer_counts = self.answer_counts + np.bincount(np.argmax(out, axis=1), minlength=len(CLASSES))
             return out
@@ -84,11 +85,12 @@ def _query_counting_class():
 
 
 def victim_api(model, answers: str = "probabilities", *, defences=()):
-    """The victim as the attacker sees it: an ART classifier whose ``predict`` answers ``probabilities``
-    (softmax of the logits) or ``labels`` (one-hot rows, :class:`octlib.defences.LabelOnly`), and counts queries.
+    """The victim as a client sees it: an ART classifier whose ``predict`` answers ``probabilities`` (softmax of
+    the logits) or ``labels`` (one-hot rows, :class:`octlib.defences.LabelOnly`), and counts queries.
 
     ``defences`` are further ART post-processors applied to the probabilities before a label-only answer is made
-    (output noise, ReverseSigmoid...). Post-processors act in ``predict`` only.
+    (output noise, ReverseSigmoid...). Post-processors act in ``predict`` only: ``loss_gradient`` and
+    ``class_gradient`` are the raw model's (cross-entropy on the logits), which is what a white-box attacker uses.
     """
     import keras
 

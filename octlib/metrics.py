@@ -310,3 +310,61 @@ def budget_to_reach(budgets, values, threshold: float = 0.9):
         if all(v is not None and np.isfinite(v) and v >= threshold for _, v in pairs[i:]):
             return budget
     return None
+
+
+def expected_calibration_error(y_true, probs, *, n_bins: int = 15) -> dict:
+    """Expected calibration error of top-class confidence (Guo et al. 2017): the bin-size-weighted mean of
+    |accuracy - mean confidence| over ``n_bins`` equal-width confidence bins. ``probs`` are probabilities (rows
+    sum to 1). Returns ``{"ece", "bins": [{"low", "high", "n", "accuracy", "confidence"}]}``."""
+    y = _labels(y_true)
+    probs = _probs(probs, from_logits=False)
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        sel = which == b
+        n = int(sel.sum())
+        acc = float((pred[sel] == y[sel]).mean()) if n else float("nan")
+        mean_conf = float(conf[sel].mean()) if n else float("nan")
+        if n:
+            ece += n / len(y) * abs(acc - mean_conf)
+        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": n, "accuracy": acc,
+                     "confidence": mean_conf})
+    return {"ece": float(ece), "bins": bins}
+
+
+def answers_report(y_true, answers) -> dict:
+    """What honest users receive from an API that answers ``answers`` (probabilities or one-hot labels): the
+    accuracy of its top class (95% CI), the mean cross-entropy of its probabilities (clipped at 1e-12, so a wrong
+    one-hot answer costs 27.6 nats) and the expected calibration error."""
+    y = _labels(y_true)
+    answers = np.asarray(answers, dtype=np.float64)
+    return {"accuracy": accuracy(y, answers.argmax(axis=1)), "loss": cross_entropy(y, answers, from_logits=False),
+            "ece": expected_calibration_error(y, answers)["ece"]}
+
+
+def minimal_attack_curve(y_true, logits_clean, logits_adv, l2, eps_grid) -> list[dict]:
+    """Accuracy under an L2 budget for a minimal-perturbation attack (DeepFool, HopSkipJump), per ε of
+    ``eps_grid``: a scan counts as correct when the model is right on it clean and the attack either failed or
+    needed a perturbation larger than ε. Returns ``[{"eps", "accuracy" (95% CI), "fooled"}]``."""
+    y = _labels(y_true)
+    pc, pa = np.asarray(logits_clean).argmax(axis=1), np.asarray(logits_adv).argmax(axis=1)
+    l2 = np.asarray(l2, dtype=np.float64)
+    out = []
+    for eps in eps_grid:
+        fooled = (pc == y) & (pa != y) & (l2 <= eps)
+        out.append({"eps": float(eps), "accuracy": accuracy(y, np.where(fooled, -1, pc)),
+                    "fooled": int(fooled.sum())})
+    return out
+
+
+def evasion_summary(report: dict) -> dict:
+    """The per-ε numbers of an :func:`attack_report` (plus ``params``) that the results store keeps for the
+    comparison: ε in [0, 1] and /255, adversarial accuracy with CI, loss, drop, increase, urgent-flip rate."""
+    params = report.get("params", {})
+    return {"eps": params.get("eps"), "eps_255": params.get("eps_255"),
+            "accuracy": report["adversarial"]["value"], "ci_low": report["adversarial"]["ci_low"],
+            "ci_high": report["adversarial"]["ci_high"], "loss": report["loss_adversarial"],
+            "accuracy_drop": report["accuracy_drop"], "loss_increase": report["loss_increase"],
+            "urgent_flip": report["urgent_flip"]["rate"], "success_rate": report["success_rate"], "n": report["n"]}

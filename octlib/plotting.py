@@ -145,20 +145,22 @@ def plot_history(history: dict, *, axes=None, label: str = ""):
     return axes[0].figure
 
 
-def plot_vs_eps(ax, eps_255, reports, key: str = "adversarial", *, label: str = "", color=None, marker="o"):
+def plot_vs_eps(ax, eps_255, reports, key: str = "adversarial", *, label: str = "", color=None, marker="o",
+                **plot_kwargs):
     """Plot a metric of per-ε attack reports against ε (/255, log axis); accuracy gets its 95% CI band.
 
-    ``key`` is ``"adversarial"`` (accuracy with CI) or any scalar key of the report (``"loss_adversarial"``).
+    ``key`` is ``"adversarial"`` (accuracy with CI) or any scalar key of the report (``"loss_adversarial"``);
+    further keyword arguments (``ls``, ``ms``...) go to ``ax.plot``.
     """
     eps_255 = np.asarray(eps_255, dtype=float)
     if key == "adversarial":
         vals = np.array([r[key]["value"] for r in reports])
         lo = np.array([r[key]["ci_low"] for r in reports])
         hi = np.array([r[key]["ci_high"] for r in reports])
-        line, = ax.plot(eps_255, vals, marker=marker, label=label, color=color)
+        line, = ax.plot(eps_255, vals, marker=marker, label=label, color=color, **plot_kwargs)
         ax.fill_between(eps_255, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     else:
-        ax.plot(eps_255, [r[key] for r in reports], marker=marker, label=label, color=color)
+        ax.plot(eps_255, [r[key] for r in reports], marker=marker, label=label, color=color, **plot_kwargs)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("ε (/255; ε in [0, 1] = value / 255)")
     return ax

@@ -52,12 +52,13 @@ def augmentation(kind: str, seed: int | None = None):
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int, training: bool = False,
-                 augment: str = "none", seed: int = 0):
+                 augment: str = "none", seed: int = 0, noise_sigma: float = 0.0):
     """A ``tf.data.Dataset`` of ``(x, y)`` batches from cached ``uint8`` ``(N, S, S)`` images.
 
     Pixels are converted to float32 [0, 1] per batch (the uint8 arrays stay the only copy in memory). Training
     datasets are shuffled each epoch (seeded) and augmented (seeded, in a deterministic order); augmented pixels
-    are clipped back to [0, 1].
+    are clipped back to [0, 1]. With ``noise_sigma`` > 0, training scans then get Gaussian noise N(0, σ²), not
+    clipped (the noise randomized smoothing classifies under).
     """
     import tensorflow as tf
 
@@ -80,8 +81,67 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
     if aug is not None:
         # Sequential on purpose: Keras' random layers draw from a stateful seed generator, and in a parallel map
         # the order of draws follows thread scheduling, which made two runs with one seed train different models.
-        ds = ds.map(lambda x, *y: (tf.clip_by_value(aug(x, training=True), 0.0, 1.0), *y))
+        ds = ds.map(lambda x, *y: _with(tf.clip_by_value(aug(x, training=True), 0.0, 1.0), y))
+    if training and noise_sigma > 0:
+        import keras
+
+        noise = keras.layers.GaussianNoise(noise_sigma, seed=seed)
+        ds = ds.map(lambda x, *y: _with(noise(x, training=True), y))  # sequential, as above
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _with(x, y: tuple):
+    """``(x, *y)`` for a labelled dataset, ``x`` alone for an unlabelled one."""
+    return (x, *y) if y else x
+
+
+def adversarial_trainer(model, eps: float, steps: int):
+    """Wrap ``model`` so that ``fit`` trains on L-infinity PGD adversarial examples (Madry et al. 2018).
+
+    Each training batch is replaced by PGD with a random start in the ε-ball, ``steps`` sign-gradient steps of
+    2.5 ε / steps on the cross-entropy, computed with the model in inference mode, then one optimizer step on the
+    adversarial batch. Evaluation (``validation_data``) stays on clean scans. The wrapper shares its weights with
+    ``model``; save ``model``, not the wrapper. ε is in [0, 1] pixel units.
+    """
+    import keras
+    import tensorflow as tf
+
+    if not 0 < eps <= 1 or steps < 1:
+        raise ValueError(f"adversarial training needs 0 < eps <= 1 (pixel units) and steps >= 1, got {eps}, {steps}.")
+    step_size = 2.5 * eps / steps
+
+    class PGDAdversarialTraining(keras.Model):
+        def __init__(self, inner, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = inner
+
+        def call(self, x, training=False):
+            return self.inner(x, training=training)
+
+        def train_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
+            for _ in range(steps):
+                with tf.GradientTape() as tape:
+                    tape.watch(x_adv)
+                    loss = keras.losses.categorical_crossentropy(y, self.inner(x_adv, training=False),
+                                                                 from_logits=True)
+                x_adv = x_adv + step_size * tf.sign(tape.gradient(loss, x_adv))
+                x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
+            x_adv = tf.stop_gradient(x_adv)
+            with tf.GradientTape() as tape:
+                y_pred = self(x_adv, training=True)
+                loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred, sample_weight=sample_weight)
+            return {m.name: m.result() for m in self.metrics}
+
+    return PGDAdversarialTraining(model, name=f"{model.name}_pgd_at")
 
 
 def class_weights(labels: np.ndarray, mode: str = "balanced") -> dict[int, float] | None:
@@ -137,10 +197,12 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
     strategy = tf.distribute.MirroredStrategy() if len(devices["gpus"]) > 1 else tf.distribute.get_strategy()
     try:
         with strategy.scope():
-            model = compile_model(build_cnn(image_size, cfg), cfg)
+            model = build_cnn(image_size, cfg)
+            fitted = adversarial_trainer(model, cfg.adv_eps_255 / 255, cfg.adv_steps) if cfg.adv_eps_255 else model
+            compile_model(fitted, cfg)
         n_classes = len(CLASSES)
         train_ds = _one_hot(make_dataset(train_images, train_labels, batch_size=cfg.batch_size, training=True,
-                                         augment=cfg.augment, seed=seed), n_classes)
+                                         augment=cfg.augment, seed=seed, noise_sigma=cfg.noise_sigma), n_classes)
         val_ds = _one_hot(make_dataset(val_images, val_labels, batch_size=256), n_classes)
         callbacks = [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
@@ -149,7 +211,7 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
                                               min_lr=1e-5),
         ]
         t0 = time.perf_counter()
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
+        hist = fitted.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                          class_weight=class_weights(train_labels, cfg.class_weight), shuffle=False,
                          verbose=verbose)  # the dataset shuffles itself
         seconds = time.perf_counter() - t0

@@ -135,3 +135,12 @@ def test_transfer_scores_surrogate_images_on_the_target(setup):
     assert moved.attack == "transfer-FGSM" and moved.report(x)["n"] == len(x)
     with pytest.raises(ValueError, match="`x_clean`"):
         attacks.transfer(run, target, x[:3])
+
+
+def test_l2_pgd_stays_in_the_l2_ball(setup):
+    _, clf, x, y = setup
+    run = attacks.pgd(clf, x, y, 0.5, norm="2", steps=5, progress=False)
+    l2 = np.sqrt(((run.x_adv - x) ** 2).reshape(len(x), -1).sum(axis=1))
+    assert l2.max() <= 0.5 + 1e-4 and run.params["norm"] == "2" and run.params["eps_label"] == "L2 0.5"
+    with pytest.raises(ValueError, match="`norm`"):
+        attacks.pgd(clf, x, y, 0.5, norm="1")

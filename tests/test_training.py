@@ -129,3 +129,35 @@ def test_corrupt_or_mismatched_artifacts_give_clear_errors(splits, tmp_path):
     with pytest.raises(artifacts.ArtifactError, match="not valid JSON"):
         artifacts.load_artifact(folder)
     assert list(tmp_path.glob(".tiny-*")) == []  # no temporary folder left behind
+
+
+def test_new_settings_leave_old_keys_alone(splits):
+    """noise_sigma / adv_* were added after artifact keys existed: at their defaults they are not in the key."""
+    key, spec = artifacts.artifact_key(splits, TINY, seed=0)
+    assert "noise_sigma" not in spec["train_config"] and "adv_eps_255" not in spec["train_config"]
+    noisy, spec2 = artifacts.artifact_key(splits, replace(TINY, noise_sigma=0.25), seed=0)
+    robust, _ = artifacts.artifact_key(splits, replace(TINY, adv_eps_255=2, adv_steps=3), seed=0)
+    assert len({key, noisy, robust}) == 3 and spec2["train_config"]["noise_sigma"] == 0.25
+    with pytest.raises(ValueError, match="adv_steps"):
+        TrainConfig(adv_eps_255=2)  # adversarial training needs steps
+
+
+def test_training_noise_is_added_to_training_batches_only():
+    images = np.full((8, 16, 16), 128, dtype=np.uint8)
+    noisy = next(iter(training.make_dataset(images, None, batch_size=8, training=True, noise_sigma=0.25))).numpy()
+    clean = next(iter(training.make_dataset(images, None, batch_size=8, noise_sigma=0.25))).numpy()
+    assert np.allclose(clean, 128 / 255) and 0.2 < (noisy - 128 / 255).std() < 0.3
+    assert noisy.min() < 0 or noisy.max() > 1  # not clipped: the noise randomized smoothing certifies under
+
+
+def test_adversarial_training_trains_on_pgd_examples(splits):
+    cfg = replace(TINY, adv_eps_255=8, adv_steps=2, augment="none", epochs=1)
+    model, info = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                                 image_size=16, seed=0, verbose=0)
+    assert model.name == "oct_cnn" and info["epochs_run"] == 1  # the plain model, not the training wrapper
+    assert np.isfinite(info["history"]["loss"]).all() and "val_loss" in info["history"]
+    inner = build_cnn(16, TINY)
+    wrapper = training.adversarial_trainer(inner, 8 / 255, 2)
+    assert wrapper.inner is inner and set(map(id, wrapper.trainable_variables)) == set(map(id, inner.trainable_variables))
+    with pytest.raises(ValueError, match="adversarial training"):
+        training.adversarial_trainer(inner, 8, 2)  # 0-255 scale

@@ -1,0 +1,176 @@
+"""Output-side defences (post-processors), calibration, and the attacks that test them: gradients bypass
+post-processors, HopSkipJump needs only labels, the logit-margin loss, accuracy under an L2 budget."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from octlib import attacks, metrics  # noqa: E402
+from octlib.artifacts import artifact_key  # noqa: E402
+from octlib.config import TrainConfig  # noqa: E402
+from octlib.defences import LabelOnly, OutputNoise, Softmax, output_defences  # noqa: E402
+from octlib.models import build_cnn  # noqa: E402
+
+TINY = TrainConfig(filters=(4, 8), dense_units=0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    keras.utils.set_random_seed(0)
+    model = build_cnn(16, TINY)
+    rng = np.random.default_rng(0)
+    return model, rng.random((20, 16, 16, 1), dtype=np.float32), np.arange(20) % 4
+
+
+def test_output_noise_is_a_seeded_distribution_without_nan():
+    probs = np.tile([[0.97, 0.01, 0.01, 0.01]], (500, 1))
+    out = OutputNoise(5.0, seed=1)(probs)  # huge σ: ART's GaussianNoise returns NaN rows here
+    assert np.isfinite(out).all() and np.allclose(out.sum(axis=1), 1, atol=1e-5) and (out > 0).all()
+    np.testing.assert_array_equal(OutputNoise(0.1, seed=3)(probs), OutputNoise(0.1, seed=3)(probs))
+    noise = OutputNoise(0.1, seed=3)
+    assert not np.array_equal(noise(probs), noise(probs))  # fresh noise on every query
+    with pytest.raises(ValueError, match="`sigma`"):
+        OutputNoise(0.0)
+
+
+def test_named_output_defences():
+    names = list(output_defences((0.1, 0.3)))
+    assert names == ["none", "label-only", "noise σ=0.1", "noise σ=0.3", "reverse-sigmoid β=1,γ=0.1"]
+    answers, post = output_defences()["label-only"]
+    assert answers == "labels" and post == []
+
+
+def test_post_processors_never_touch_gradients(setup):
+    model, x, y = setup
+    plain = attacks.art_classifier(model)
+    defended = attacks.art_classifier(model, postprocessors=[Softmax(), OutputNoise(0.3), LabelOnly()])
+    onehot = np.eye(4, dtype=np.float32)[y]
+    np.testing.assert_array_equal(plain.loss_gradient(x, onehot), defended.loss_gradient(x, onehot))
+    np.testing.assert_array_equal(plain.class_gradient(x), defended.class_gradient(x))
+    a = attacks.fgsm(plain, x, y, 4 / 255, progress=False)
+    b = attacks.fgsm(defended, x, y, 4 / 255, progress=False)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    answers = defended.predict(x)
+    assert set(np.unique(answers)) <= {0.0, 1.0} and (answers.sum(axis=1) == 1).all()
+
+
+def test_logit_margin_loss_and_margin_pgd(setup):
+    model, x, y = setup
+    clf = attacks.art_classifier(model, loss="margin")
+    z = model.predict(x, verbose=0)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    expected = np.mean(np.max(np.where(onehot == 1, -np.inf, z), axis=1) - z[np.arange(len(y)), y])
+    assert float(clf.loss_object(onehot, z)) == pytest.approx(expected, rel=1e-5)
+    run = attacks.pgd(clf, x, y, 8 / 255, steps=5, progress=False)
+    assert run.attack == "PGD-margin" and run.params["loss"] == "margin"
+    assert np.abs(run.x_adv - x).max() <= 8 / 255 + 1e-6
+    margin = lambda logits: np.mean(np.max(np.where(onehot == 1, -np.inf, logits), 1) - logits[np.arange(20), y])
+    assert margin(run.logits_adv) > margin(z)
+    with pytest.raises(ValueError, match="`loss`"):
+        attacks.art_classifier(model, loss="hinge")
+
+
+def test_hopskipjump_sees_only_labels(setup):
+    model, x, y = setup
+    kw = dict(max_iter=2, max_eval=40, init_eval=10, init_size=20, seed=4, progress=False)
+    probs = attacks.hopskipjump(attacks.art_classifier(model, postprocessors=[Softmax()]), x[:6], y[:6], **kw)
+    labels = attacks.hopskipjump(attacks.art_classifier(model, postprocessors=[Softmax(), LabelOnly()]),
+                                 x[:6], y[:6], **kw)
+    np.testing.assert_allclose(probs.x_adv, labels.x_adv, atol=1e-6)  # same decisions, same attack
+    assert probs.extra["queries"] > 6 and probs.x_adv.min() >= 0 and probs.x_adv.max() <= 1
+
+
+def test_expected_calibration_error():
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1, 0, 0], [0.9, 0.1, 0, 0], [0.9, 0.1, 0, 0], [0.1, 0.9, 0, 0]])
+    # all in the 0.9 bin: accuracy 3/4, confidence 0.9
+    assert metrics.expected_calibration_error(y, probs, n_bins=10)["ece"] == pytest.approx(0.15)
+    perfect = np.eye(4)[[0, 0, 1, 1]]
+    assert metrics.expected_calibration_error(y, perfect)["ece"] == pytest.approx(0.0)
+    rep = metrics.answers_report(y, np.eye(4)[[0, 1, 1, 1]])
+    assert rep["accuracy"]["value"] == 0.75 and rep["ece"] == pytest.approx(0.25)
+    assert rep["loss"] == pytest.approx(-np.log(1e-12) / 4)
+
+
+def test_minimal_attack_curve():
+    y = np.array([0, 1, 2, 3])
+    clean = np.eye(4)[[0, 1, 2, 0]]  # last scan already wrong
+    adv = np.eye(4)[[1, 1, 3, 1]]  # scan 0 and 2 fooled, scan 1 not
+    curve = metrics.minimal_attack_curve(y, clean, adv, [0.1, 0.0, 0.5, 0.0], [0.05, 0.2, 1.0])
+    assert [c["accuracy"]["value"] for c in curve] == [0.75, 0.5, 0.25]
+    assert [c["fooled"] for c in curve] == [0, 1, 2]
+
+
+def test_label_smoothing_model_has_its_own_key(small_layout):
+    from octlib.data import load_folder, make_splits
+
+    splits = make_splits(load_folder(small_layout, 16, progress=False), "official", seed=0)
+    base, _ = artifact_key(splits, TINY, seed=0)
+    smooth, spec = artifact_key(splits, TrainConfig(filters=(4, 8), dense_units=0, label_smoothing=0.1), seed=0)
+    assert base != smooth and spec["train_config"]["label_smoothing"] == 0.1
+
+
+def test_eot_gradient_is_the_mean_of_single_draw_gradients(setup):
+    from octlib.defences import noise_classifier
+
+    model, x, y = setup
+    x1, onehot = x[:1], np.eye(4, dtype=np.float32)[y[:1]]
+    eot = noise_classifier(model, 0.2, 6, seed=7).loss_gradient(x1, onehot)
+    single = noise_classifier(model, 0.2, 1, seed=7)  # the same noise stream, one draw per call
+    draws = [single.loss_gradient(x1, onehot) for _ in range(6)]
+    np.testing.assert_allclose(eot, np.mean(draws, axis=0), rtol=1e-4, atol=1e-8)
+    assert not np.allclose(draws[0], draws[1])  # the draws differ: the average is not trivial
+    plain = attacks.art_classifier(model).loss_gradient(x1, onehot)
+    assert not np.allclose(plain, eot)
+
+
+def test_art_eot_gaussian_noise_is_still_broken_with_tensorflow(setup):
+    """ART 1.20.1's EoTGaussianNoiseTensorFlow fails on TF tensors (x[[i]] indexing). When this test fails, ART
+    fixed it, and octlib.defences.noise_classifier could use it."""
+    from art.estimators.classification import TensorFlowV2Classifier
+    from art.preprocessing.expectation_over_transformation import EoTGaussianNoiseTensorFlow
+
+    model, x, y = setup
+    clf = TensorFlowV2Classifier(model, nb_classes=4, input_shape=(16, 16, 1), clip_values=(0.0, 1.0),
+                                 loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+                                 preprocessing_defences=[EoTGaussianNoiseTensorFlow(2, (0.0, 1.0), (0.1, 0.1))])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        clf.loss_gradient(x[:2], np.eye(4, dtype=np.float32)[y[:2]])
+
+
+def test_noise_classifier_averages_its_draws(setup):
+    from octlib.defences import noise_classifier
+
+    model, x, _ = setup
+    out = noise_classifier(model, 1e-6, 3).predict(x)  # tiny noise: the average is the clean softmax
+    np.testing.assert_allclose(np.exp(out), metrics.softmax(model.predict(x, verbose=0)), atol=1e-4)
+    with pytest.raises(ValueError, match="`sigma`"):
+        noise_classifier(model, 0.0)
+
+
+def test_smoothing_abstains_and_abstentions_are_errors(setup):
+    from octlib.defences import certified_accuracy, smoothed_classifier, smoothed_predictions
+
+    model, x, y = setup
+    scores = np.array([[0.0, 0, 0, 0], [0.1, 0.7, 0.1, 0.1]])
+    np.testing.assert_array_equal(smoothed_predictions(scores), [-1, 1])  # not CNV
+    curve = certified_accuracy([0, 1, 1], [-1, 1, 1], [0.0, 0.3, 0.1], [0.0, 0.2])
+    assert [c["certified_accuracy"] for c in curve] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    assert curve[0]["abstained"] == 1
+    np.random.seed(0)
+    # even unanimous votes: the Clopper-Pearson bound of 10/10 at alpha 1e-6 is 0.25 < 0.5
+    rs = smoothed_classifier(model, 5.0, n0=10, alpha=1e-6)
+    pred, radius = rs.certify(x[:4], n=10, batch_size=20)  # 10 votes cannot certify at alpha 1e-6
+    assert (pred == -1).any() and (radius[pred == -1] == 0).all()
+    assert (smoothed_predictions(rs.predict(x[:4])) == -1).any()
+
+
+def test_max_certifiable_radius():
+    from scipy.stats import norm
+
+    from octlib.defences import max_certifiable_radius
+
+    assert max_certifiable_radius(0.25, 100, 0.001) == pytest.approx(0.25 * norm.ppf(0.001 ** 0.01))
+    assert max_certifiable_radius(0.12, 200, 0.001) < 0.25 < max_certifiable_radius(0.12, 1000, 0.001)
