@@ -38,7 +38,7 @@ test-unit: install
 # sized for a GPU); see figures/README.md.
 reference: install
 	$(PY) -m octlib run --profile full --only 00 10 --out runs/reference-full --no-progress && \
-	$(PY) -m octlib run --profile quick --only 20 21 30 31 --out runs/reference-quick --no-progress
+	$(PY) -m octlib run --profile quick --only 20 21 30 31 40 41 90 --out runs/reference-quick --no-progress
 
 clean-cache:
 	rm -rf data/cache
