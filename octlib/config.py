@@ -92,7 +92,7 @@ class TrainConfig:
         batch_size: images per step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
-        label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 4x).
+        label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 40).
         early_stopping_patience: epochs without a better validation loss before stopping (best weights kept).
         reduce_lr_patience: epochs without a better validation loss before halving the learning rate.
         mixed_precision: use float16 compute on a GPU (logits stay float32); ignored on CPU.

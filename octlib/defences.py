@@ -1,19 +1,27 @@
-"""Output-side defences: ART post-processors attached to the victim's ``predict``.
+"""Defences that are not a training setting: output post-processors, input noise, randomized smoothing.
 
-A post-processor changes what the model *answers*, not what it computes: ART applies it in ``predict`` only, never
-in ``loss_gradient`` or ``class_gradient``, so it cannot stop a white-box attack (notebook 4x shows it).
+(Training-side defences, label smoothing, Gaussian-noise training and PGD adversarial training, are
+:class:`octlib.config.TrainConfig` settings cached like the victim; see :mod:`octlib.training`.)
+
+**Output side.** A post-processor changes what the model *answers*, not what it computes: ART applies it in
+``predict`` only, never in ``loss_gradient`` or ``class_gradient``, so it cannot stop a white-box attack
+(notebook 40 shows it, scan by scan).
 
 * :class:`Softmax`: the victim outputs logits (:mod:`octlib.models`); an API answers probabilities.
 * :class:`LabelOnly`: answer the top class only, as a one-hot row ("reinforcing class labels"). ART 1.20.1's
   ``ClassLabels`` marks every row's winning class in every row of a batch (upstream PR #2824), so a victim wrapped
   with it looks like chance; this one is correct row by row (tested against a row-by-row loop and against the bug).
 * :class:`OutputNoise`: Gaussian noise of standard deviation σ on the probabilities, then clipped and renormalised.
-  Unlike ART's ``GaussianNoise`` it draws from its own seeded generator and never returns NaN (ART divides by a
-  zero sum when every entry of a row falls below 0).
+  Unlike ART's ``GaussianNoise`` it draws from its own seeded generator and never returns NaN (ART's divides by
+  the row sum after setting negative entries to 0, which is 0 when all of them fall below 0).
 * ART's ``ReverseSigmoid`` (Lee et al. 2019, arXiv:1806.00054), the published reference against probability-based
   theft, is used as it is: it is correct on batches.
 
 :func:`output_defences` builds the named set the notebooks compare.
+
+**Input noise** (notebook 41): :func:`noise_classifier` classifies K noisy copies of each scan and gives plain
+(one draw) or EOT gradients; :func:`smoothed_classifier`, :func:`smoothed_predictions`,
+:func:`certified_accuracy` and :func:`max_certifiable_radius` cover randomized smoothing (Cohen et al. 2019).
 """
 
 from __future__ import annotations
