@@ -126,13 +126,15 @@ def summary_table(rows, eps_255: float, radius: float):
         if r["certified"]:
             cert = next((p["certified_accuracy"] for p in r["certified"]["curve"]
                          if math.isclose(p["radius"], radius)), None)
+        drop = strongest(r, eps_255, "accuracy_drop")[1]
         out.append({"defence": r["defence"], "kind": r["kind"], "notebook": r["notebook"], "n": r["n"],
                     "clean acc": r["clean_accuracy"], "clean loss": r["clean_loss"],
+                    "clean acc (attacked scans)": None if acc is None or drop is None else acc + drop,
                     f"FGSM acc @{eps_255:g}/255": _at(r["curves"].get("FGSM"), eps_255),
                     f"PGD acc @{eps_255:g}/255": _at(r["curves"].get("PGD"), eps_255),
                     f"strongest acc @{eps_255:g}/255": acc, "strongest attack": attack,
                     f"loss @{eps_255:g}/255": loss,
-                    "accuracy drop": strongest(r, eps_255, "accuracy_drop")[1],
+                    "accuracy drop": drop,
                     "loss increase": strongest(r, eps_255, "loss_increase")[1],
                     "DeepFool acc": r["deepfool_accuracy"], f"certified acc @L2 {radius:g}": cert,
                     "Copycat fidelity": r["fidelity"], "Copycat queries": r["fidelity_queries"]})

@@ -35,6 +35,16 @@ class PerImageStandardization(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+def _input(image_size: int, cfg: TrainConfig):
+    """The scan input and, with ``cfg.input_norm == "per_image"``, its standardisation; checks that the image
+    survives one halving per block of ``cfg.filters``."""
+    if image_size < 2 ** len(cfg.filters):
+        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} downsampling blocks "
+                         f"(needs >= {2 ** len(cfg.filters)}); use fewer `filters` or a larger image.")
+    inputs = keras.Input((image_size, image_size, 1), name="scan")
+    return inputs, PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+
+
 def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int = len(CLASSES),
               name: str = "oct_cnn") -> keras.Model:
     """A compact CNN that maps ``(image_size, image_size, 1)`` scans in [0, 1] to ``n_classes`` logits.
@@ -44,11 +54,7 @@ def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int
     dense layer of logits (float32 even under mixed precision). L2 weight decay comes from the optimizer (AdamW).
     """
     cfg = cfg or TrainConfig()
-    if image_size < 2 ** len(cfg.filters):
-        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} pooling blocks "
-                         f"(needs >= {2 ** len(cfg.filters)}); use fewer `filters` or a larger image.")
-    inputs = keras.Input((image_size, image_size, 1), name="scan")
-    h = PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+    inputs, h = _input(image_size, cfg)
     for b, f in enumerate(cfg.filters):
         for c in range(cfg.convs_per_block):
             h = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(h)
@@ -72,11 +78,7 @@ def build_separable_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_cl
     Uses ``cfg.filters`` (block widths), ``cfg.dropout`` and ``cfg.input_norm``; no hidden dense layer.
     """
     cfg = cfg or TrainConfig()
-    if image_size < 2 ** len(cfg.filters):
-        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} downsampling blocks "
-                         f"(needs >= {2 ** len(cfg.filters)}).")
-    inputs = keras.Input((image_size, image_size, 1), name="scan")
-    h = PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+    inputs, h = _input(image_size, cfg)
     h = layers.Conv2D(cfg.filters[0] // 2, 3, padding="same", use_bias=False, name="stem_conv")(h)
     h = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=0.9, name="stem_bn")(h))
     for b, f in enumerate(cfg.filters):

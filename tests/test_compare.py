@@ -61,6 +61,7 @@ def test_summary_takes_the_strongest_attack(store):
     assert table.loc["label smoothing 0.1", "strongest acc @2/255"] == pytest.approx(0.15)
     assert table.loc["label smoothing 0.1", "accuracy drop"] == pytest.approx(0.68 - 0.15)
     assert table.loc["undefended", "loss increase"] == pytest.approx(4.0 - 0.9)
+    assert table.loc["undefended", "clean acc (attacked scans)"] == pytest.approx(0.7)
     assert table.loc["inference noise σ=0.12 (EOT)", "certified acc @L2 0.25"] == 0.3
     drops = compare.drop_matrix(rows, 2)
     assert drops.loc["undefended", "PGD"] == pytest.approx(0.6) and np.isnan(drops.loc["label-only", "FGSM"])
