@@ -161,11 +161,18 @@ class AttackRun:
     runtime_s: float
     extra: dict = field(default_factory=dict)
 
-    def report(self, x_clean: np.ndarray) -> dict:
-        """:func:`octlib.metrics.attack_report` of this run, plus parameters and runtime."""
+    def report(self, x_clean: np.ndarray, predict=None) -> dict:
+        """:func:`octlib.metrics.attack_report` of this run, plus parameters and runtime.
+
+        ``predict`` scores the clean and adversarial scans with another classifier's answers (logits or
+        log-probabilities), e.g. a randomised defence that answers with the average of noisy copies; by default
+        the run's own model logits are used.
+        """
         from .metrics import attack_report
 
-        rep = attack_report(self.y, self.logits_clean, self.logits_adv, x_clean, self.x_adv)
+        clean, adv = (self.logits_clean, self.logits_adv) if predict is None else (predict(x_clean),
+                                                                                    predict(self.x_adv))
+        rep = attack_report(self.y, clean, adv, x_clean, self.x_adv)
         return {"attack": self.attack, "params": self.params, "runtime_s": self.runtime_s,
                 "ms_per_image": 1000 * self.runtime_s / max(len(self.y), 1), **rep}
 

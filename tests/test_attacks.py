@@ -144,3 +144,13 @@ def test_l2_pgd_stays_in_the_l2_ball(setup):
     assert l2.max() <= 0.5 + 1e-4 and run.params["norm"] == "2" and run.params["eps_label"] == "L2 0.5"
     with pytest.raises(ValueError, match="`norm`"):
         attacks.pgd(clf, x, y, 0.5, norm="1")
+
+
+def test_report_can_score_with_another_classifier(setup):
+    model, clf, x, y = setup
+    run = attacks.fgsm(clf, x, y, 4 / 255, progress=False)
+    keras.utils.set_random_seed(3)
+    other = build_cnn(16, TrainConfig(filters=(4, 8)))
+    rep = run.report(x, predict=lambda xs: other.predict(xs, verbose=0))
+    expected = metrics.accuracy(y, other.predict(run.x_adv, verbose=0).argmax(1))["value"]
+    assert rep["adversarial"]["value"] == pytest.approx(expected) and rep["attack"] == "FGSM"
