@@ -3,8 +3,11 @@
 :func:`load_study` reads every experiment the comparison needs and lists the missing ones with the notebook that
 writes them. :func:`defence_rows` puts the undefended victim and every defence of notebooks 40 and 41 on one
 footing (clean accuracy and loss, per-attack curves over ε, certified accuracy, stolen fidelity), each row with
-the number of scans it was measured on. :func:`summary_table`, :func:`drop_matrix` and :func:`reading` build the
-table, the heatmaps and the written summary; :func:`export_table` writes a table as CSV, Markdown and LaTeX.
+the number of scans it was measured on; notebooks 40 and 41 write those entries with :func:`defence_entry` (and
+:func:`answered_points` for output defences), so the format is written and read in this one module.
+:func:`provenance`, :func:`profiles` and :func:`consistency` say where each result comes from and whether they can be compared.
+:func:`summary_table`, :func:`drop_matrix` and :func:`reading` build the table, the heatmaps and the written
+summary; :func:`export_table` writes a table as CSV, Markdown and LaTeX.
 """
 
 from __future__ import annotations
@@ -37,6 +40,110 @@ def load_study(results_dir=None) -> tuple[dict, list[tuple[str, str]]]:
         except (FileNotFoundError, ResultsError):
             missing.append((name, notebook))
     return found, missing
+
+
+ENTRY_KINDS = ("none", "output", "training", "noise training", "inference noise", "adversarial training")
+POINT_KEYS = ("eps_255", "accuracy", "loss", "accuracy_drop", "loss_increase")
+
+
+def answered_points(eps_grid, answered) -> list[dict]:
+    """Per-ε points of an *output* defence (notebook 40): ``answered`` holds one
+    :func:`octlib.defences.answers_under_attack` result per ε of ``eps_grid`` ([0, 1] units), scored on what the
+    defended API answers."""
+    eps_grid, answered = list(eps_grid), list(answered)
+    if len(eps_grid) != len(answered):
+        raise ValueError(f"answered_points: {len(answered)} answers for {len(eps_grid)} ε values; pass one "
+                         "answers_under_attack result per ε.")
+    return [{"eps": float(e), "eps_255": float(e) * 255, "accuracy": a["adversarial"]["accuracy"]["value"],
+             "loss": a["adversarial"]["loss"], "accuracy_drop": a["accuracy_drop"],
+             "loss_increase": a["loss_increase"]} for e, a in zip(eps_grid, answered)]
+
+
+def defence_entry(kind: str, clean: dict, evasion: dict, *, extraction=(), **extra) -> dict:
+    """One model or API in the ``defences`` of notebooks 40 and 41's results: the format :func:`defence_rows`
+    reads, written in one place and checked here, so a malformed entry fails when it is written rather than
+    showing up as blanks in notebook 90.
+
+    Args:
+        kind: one of :data:`ENTRY_KINDS`.
+        clean: at least ``accuracy`` (a value or ``{"value", ...}``) and ``loss`` on the evaluation scans.
+        evasion: attack name -> per-ε list of either :meth:`octlib.attacks.AttackRun.report` results (converted
+            with :func:`octlib.metrics.evasion_summary`) or points from :func:`answered_points`.
+        extraction: the extraction runs against this model or API (rows of :func:`octlib.extraction.sweep`).
+        **extra: anything else the notebook keeps (``deepfool``, ``certified``, ``training_s`` ...).
+    """
+    from .metrics import evasion_summary
+
+    where = f"defence_entry(kind={kind!r})"
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"{where}: unknown kind; use one of {ENTRY_KINDS}.")
+    missing = [k for k in ("accuracy", "loss") if k not in clean]
+    if missing:
+        raise ValueError(f"{where}: `clean` lacks {missing}; pass the evaluation scans' accuracy and loss.")
+    points = {}
+    for attack, items in evasion.items():
+        points[attack] = [evasion_summary(p) if "loss_adversarial" in p else p for p in items]
+        for i, p in enumerate(points[attack]):
+            lacking = [k for k in POINT_KEYS if k not in p]
+            if lacking:
+                raise ValueError(f"{where}: evasion[{attack!r}][{i}] lacks {lacking}; build points with "
+                                 "AttackRun.report or compare.answered_points.")
+    return {"kind": kind, "clean": clean, "evasion": points, "extraction": list(extraction), **extra}
+
+
+def _profile_name(record: dict) -> str | None:
+    """The profile a record was made with: notebooks 00 and 10 store the whole profile as their settings, the
+    others name it under ``settings["profile"]``."""
+    settings = record.get("settings") or {}
+    prof = settings.get("profile", settings if "image_size" in settings else None)
+    return prof.get("name") if isinstance(prof, dict) else prof
+
+
+def provenance(study: dict):
+    """Where each result comes from, one row per results record: notebook, profile, victim model, scans attacked,
+    data fingerprint (first 12 hex digits), hardware (CPU cores, GPUs), runtime and creation time."""
+    import pandas as pd
+
+    rows = []
+    for name, rec in study.items():
+        m, hw = rec.get("metrics", {}), rec.get("hardware", {})
+        rows.append({"result": name, "notebook": rec.get("notebook"), "profile": _profile_name(rec),
+                     "victim": m.get("victim"), "n attacked": m.get("n_attacked"),
+                     "data": (rec.get("data") or {}).get("fingerprint", "")[:12] or None,
+                     "cpu cores": hw.get("cpu_count"), "gpus": ", ".join(hw.get("gpus") or []) or "none",
+                     "runtime s": rec.get("runtime_s"), "created": rec.get("created")})
+    table = pd.DataFrame(rows, columns=["result", "notebook", "profile", "victim", "n attacked", "data", "cpu cores",
+                                        "gpus", "runtime s", "created"])
+    return table.astype({"n attacked": "Int64", "cpu cores": "Int64"})
+
+
+def profiles(study: dict) -> str:
+    """The profiles the records come from, with the notebooks of each, e.g. ``full (10, 20); quick (30, 40)``."""
+    groups = {}
+    for name, rec in sorted(study.items()):
+        groups.setdefault(_profile_name(rec) or "unknown", []).append(name.split("_")[0])
+    return "; ".join(f"{p} ({', '.join(nbs)})" for p, nbs in groups.items())
+
+
+def consistency(study: dict) -> list[str]:
+    """What makes the records hard to compare, in words (empty when nothing does): results from more than one
+    dataset, from more than one profile, or attacks and defences run against different victim models."""
+    notes = []
+
+    def spread(values, what):
+        groups = {}
+        for name, v in values.items():
+            if v is not None:
+                groups.setdefault(v, []).append(name)
+        if len(groups) > 1:
+            notes.append(f"The results mix {what}: " + "; ".join(f"{v}: {', '.join(sorted(n))}"
+                                                                 for v, n in sorted(groups.items())) + ".")
+
+    spread({n: (r.get("data") or {}).get("fingerprint", "")[:12] or None for n, r in study.items()},
+           "datasets (fingerprints)")
+    spread({n: _profile_name(r) for n, r in study.items()}, "profiles")
+    spread({n: r.get("metrics", {}).get("victim") for n, r in study.items()}, "victim models")
+    return notes
 
 
 def _value(v):
