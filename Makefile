@@ -34,11 +34,11 @@ test: install
 test-unit: install
 	$(PY) -m pytest tests -p no:cacheprovider
 
-# The committed figures: full profile for data and training, quick profile for the attacks (whose full settings are
-# sized for a GPU); see figures/README.md.
+# The committed figures: full profile for data, training and evasion, quick profile for extraction and defences
+# (whose full settings are sized for a GPU); see figures/README.md.
 reference: install
-	$(PY) -m octlib run --profile full --only 00 10 --out runs/reference-full --no-progress && \
-	$(PY) -m octlib run --profile quick --only 20 21 30 31 40 41 90 --out runs/reference-quick --no-progress
+	$(PY) -m octlib run --profile full --only 00 10 20 21 --out runs/reference-full --no-progress && \
+	$(PY) -m octlib run --profile quick --only 30 31 40 41 90 --out runs/reference-quick --no-progress
 
 clean-cache:
 	rm -rf data/cache
