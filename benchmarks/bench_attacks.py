@@ -8,19 +8,14 @@ in one run, with the success rate of each. Writes JSON (default benchmarks/resul
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
-from pathlib import Path
+
+import _common
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("OCTLIB_DATA"))
-    parser.add_argument("--profile", default="quick")
+    parser = _common.parser(__doc__)
     parser.add_argument("--n", type=int, default=64, help="test images (class-stratified)")
-    parser.add_argument("--out")
     args = parser.parse_args()
 
     import numpy as np
@@ -30,7 +25,6 @@ def main() -> None:
     import octlib
     from octlib import attacks
     from octlib.artifacts import load_victim
-    from octlib.provenance import hardware, library_versions
 
     profile = octlib.get_profile(args.profile)
     acfg = profile.attack
@@ -80,12 +74,8 @@ def main() -> None:
         "deepfool_speedup_vs_art_defaults": round(speedup, 1), "goal": ">= 10x faster with the same success rate",
         "goal_met": bool(speedup >= 10 and rows["DeepFool octlib"]["success_rate"]
                          >= rows["DeepFool ART defaults"]["success_rate"]),
-        "hardware": hardware(), "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.out or Path(__file__).parent / "results" / f"attacks-{args.profile}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = _common.write_report(report, f"attacks-{args.profile}", args.out)
     print(f"DeepFool speed-up vs ART defaults: {speedup:.1f}x -> {out}")
 
 

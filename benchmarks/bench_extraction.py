@@ -9,12 +9,11 @@ Writes JSON (default benchmarks/results/extraction-<profile>.json).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import threading
 import time
-from pathlib import Path
+
+import _common
 
 
 class PeakRSS:
@@ -42,11 +41,8 @@ class PeakRSS:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("OCTLIB_DATA"))
-    parser.add_argument("--profile", default="quick")
+    parser = _common.parser(__doc__)
     parser.add_argument("--queries", type=int, default=100, help="adaptive KnockoffNets budget")
-    parser.add_argument("--out")
     args = parser.parse_args()
 
     import keras
@@ -58,7 +54,6 @@ def main() -> None:
     from octlib import extraction, metrics
     from octlib.artifacts import load_victim
     from octlib.models import build_model
-    from octlib.provenance import hardware, library_versions
 
     profile = octlib.get_profile(args.profile)
     ecfg = profile.extraction
@@ -115,12 +110,8 @@ def main() -> None:
         "adaptive_speedup_vs_art_default": round(art_ms / octlib_ms, 1),
         "note": "peak_rss_mib is the process's peak resident memory during each phase (phases run in this order, "
                 "so a later phase's peak includes what earlier phases left allocated)",
-        "hardware": hardware(), "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.out or Path(__file__).parent / "results" / f"extraction-{args.profile}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = _common.write_report(report, f"extraction-{args.profile}", args.out)
     print(f"adaptive KnockoffNets speed-up vs ART's default thief: {art_ms / octlib_ms:.1f}x -> {out}")
 
 

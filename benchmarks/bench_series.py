@@ -8,22 +8,18 @@ time per notebook and in total against the goal (quick profile: at most 10 minut
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 GOAL_SECONDS = {"quick": 600}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("OCTLIB_DATA"))
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--out")
-    args = parser.parse_args()
+    args = _common.parser(__doc__).parse_args()
 
     with tempfile.TemporaryDirectory(prefix="octlib-series-") as tmp:
         tmp = Path(tmp)
@@ -43,11 +39,8 @@ def main() -> None:
         "note": "total_seconds: wall time including the one-time JPEG decode before the first notebook and "
                 "every model the series trains; notebooks_seconds: the notebooks alone",
         "hardware": manifest["hardware"], "versions": manifest["versions"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.out or Path(__file__).parent / "results" / f"series-{args.profile}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = _common.write_report(report, f"series-{args.profile}", args.out)
     print(f"{args.profile} series: {wall:.0f} s (goal {goal} s) -> {out}")
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import _common
 
 
 def run_pipeline(kind: str, data: str, profile_name: str, epochs: int, split: str) -> dict:
@@ -86,12 +87,9 @@ def run_pipeline(kind: str, data: str, profile_name: str, epochs: int, split: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("OCTLIB_DATA"), help="OCT2017-layout folder")
-    parser.add_argument("--profile", default="quick")
+    parser = _common.parser(__doc__)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--split", default="train", help="source folder to train on")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/training-<profile>-<split>.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.data or not Path(args.data).is_dir():
@@ -102,7 +100,6 @@ def main() -> None:
 
     from octlib.data import load_folder
     from octlib.config import get_profile
-    from octlib.provenance import hardware, library_versions
 
     profile = get_profile(args.profile)
     load_folder(args.data, profile.image_size, profile.resize, progress=False)  # warm octlib's decode cache
@@ -123,14 +120,10 @@ def main() -> None:
         "split": args.split, "results": results, "speedup_per_epoch_after_first": round(ratio, 2),
         "speedup_input_pipeline_only": round(pipeline_ratio, 1),
         "goal": ">= 3x faster per epoch after the first", "goal_met": ratio >= 3.0,
-        "hardware": hardware(), "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out = args.out or str(Path(__file__).parent / "results" / f"training-{args.profile}-{args.split}.json")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    out = _common.write_report(report, f"training-{args.profile}-{args.split}", args.out)
     print(f"speed-up per training epoch after the first: {ratio:.2f}x; input pipeline alone: {pipeline_ratio:.1f}x "
-          f"-> {args.out}")
+          f"-> {out}")
 
 
 if __name__ == "__main__":
