@@ -4,10 +4,18 @@ time per notebook and in total against the goal (quick profile: at most 10 minut
 (default benchmarks/results/series-<profile>.json); the executed notebooks stay in a temporary folder.
 
     python benchmarks/bench_series.py --data ../shared/data/oct2017-sample --profile quick
+
+With ``--manifest`` it runs nothing and records the per-notebook times of runs already made by
+``python -m octlib run`` (their ``manifest.json``; several runs of the same profile are merged, in order), e.g. a
+full-profile run too long to repeat for a benchmark:
+
+    python benchmarks/bench_series.py --profile full --manifest runs/reference-full-evasion/manifest.json \
+        --out benchmarks/results/series-full-20-21.json
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -18,8 +26,32 @@ import _common
 GOAL_SECONDS = {"quick": 600}
 
 
+def from_manifests(paths, profile: str) -> dict:
+    """A report from existing run manifests: their notebooks and times, data, hardware and versions."""
+    manifests = [json.loads(Path(p).read_text()) for p in paths]
+    for path, m in zip(paths, manifests):
+        if m.get("status") != "ok" or m["profile"]["name"] != profile:
+            raise SystemExit(f"{path}: status {m.get('status')!r}, profile {m['profile']['name']!r}; record only "
+                             f"finished runs of the {profile!r} profile.")
+    if len({m["data"]["fingerprint"] for m in manifests}) > 1:
+        raise SystemExit("The manifests come from different data (fingerprints differ); record them separately.")
+    notebooks = {e["notebook"]: e["seconds"] for m in manifests for e in m["notebooks"]}
+    return {"benchmark": "notebook times recorded from run manifests (not rerun)", "profile": profile,
+            "data": manifests[0]["data"], "notebooks_seconds": round(sum(notebooks.values()), 1),
+            "notebooks": notebooks, "runs": [{"manifest": str(p), "started": m.get("started"),
+                                              "finished": m.get("finished")} for p, m in zip(paths, manifests)],
+            "hardware": manifests[0]["hardware"], "versions": manifests[0]["versions"]}
+
+
 def main() -> None:
-    args = _common.parser(__doc__).parse_args()
+    parser = _common.parser(__doc__)
+    parser.add_argument("--manifest", nargs="+", help="record these runs' manifest.json instead of running")
+    args = parser.parse_args()
+    if args.manifest:
+        out = _common.write_report(from_manifests(args.manifest, args.profile),
+                                   f"series-{args.profile}-recorded", args.out)
+        print(f"recorded {len(args.manifest)} run(s) -> {out}")
+        return
 
     with tempfile.TemporaryDirectory(prefix="octlib-series-") as tmp:
         tmp = Path(tmp)
