@@ -5,9 +5,10 @@ writes them. :func:`defence_rows` puts the undefended victim and every defence o
 footing (clean accuracy and loss, per-attack curves over ε, certified accuracy, stolen fidelity), each row with
 the number of scans it was measured on; notebooks 40 and 41 write those entries with :func:`defence_entry` (and
 :func:`answered_points` for output defences), so the format is written and read in this one module.
-:func:`provenance`, :func:`profiles` and :func:`consistency` say where each result comes from and whether they can be compared.
-:func:`summary_table`, :func:`drop_matrix` and :func:`reading` build the table, the heatmaps and the written
-summary; :func:`export_table` writes a table as CSV, Markdown and LaTeX.
+:func:`provenance`, :func:`profiles` and :func:`consistency` say where each result comes from (profile, victim,
+data, hardware) and whether the results can be compared. :func:`summary_table`, :func:`drop_matrix` and
+:func:`reading` build the table, the heatmaps and the written summary; :func:`export_table` writes a table as CSV,
+Markdown and LaTeX.
 """
 
 from __future__ import annotations
