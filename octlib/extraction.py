@@ -269,18 +269,25 @@ def steal(victim_model, pool_x, *, attack: str = "copycat", answers: str = "prob
 
 def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, budgets=None, seeds=None,
           thief_archs=None, train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None,
-          reward: str = "all", x_eval=None, y_eval=None, defences=(), progress: bool = True) -> list[dict]:
+          reward: str = "all", fallback_reward: str | None = None, x_eval=None, y_eval=None, defences=(),
+          tag: dict | None = None, progress: bool = True) -> list[dict]:
     """Every combination of pool x attack x answer type x thief architecture x budget x seed, as report rows
     (:meth:`ExtractionRun.report` on ``(x_eval, y_eval)``), with a progress bar.
 
     ``pools`` maps a pool name to ``(x, labels)`` (labels may be ``None`` unless ``knockoff-adaptive`` is
     among the attacks). Budgets larger than a random-sampling pool are cut to the pool size once (the row's
     ``queries`` says what was used). Returns the rows and keeps the stolen models out of them.
+
+    ``fallback_reward``: an adaptive KnockoffNets run that fails with ``reward`` (ART's ``all`` on label-only
+    answers: "probabilities contain NaN") keeps its failed row and is run again with this reward; the retry's row
+    names its attack ``knockoff-adaptive (<reward>)``. ``tag`` is added to every row (e.g. ``{"defence": name}``).
     """
     from tqdm.auto import tqdm
 
     from .metrics import predict_logits
 
+    if fallback_reward is not None and fallback_reward not in REWARDS:
+        raise ValueError(f"`fallback_reward` must be one of {REWARDS} or None, got {fallback_reward!r}.")
     ecfg = ecfg or ExtractionConfig()
     seeds = tuple(ecfg.seeds if seeds is None else seeds)
     thief_archs = tuple((ecfg.thief_arch,) if thief_archs is None else thief_archs)
@@ -301,10 +308,15 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
                             jobs.append((pool_name, px, plabels, attack, ans, arch, int(b), s))
     rows = []
     for pool_name, px, plabels, attack, ans, arch, b, s in tqdm(jobs, desc="extraction runs", disable=not progress):
-        run = steal(victim_model, px, attack=attack, answers=ans, budget=b, pool_labels=plabels,
-                    pool_name=pool_name, thief_arch=arch, train_cfg=train_cfg, ecfg=ecfg, reward=reward, seed=s,
-                    defences=defences)
+        kw = dict(attack=attack, answers=ans, budget=b, pool_labels=plabels, pool_name=pool_name, thief_arch=arch,
+                  train_cfg=train_cfg, ecfg=ecfg, seed=s, defences=defences)
+        run = steal(victim_model, px, reward=reward, **kw)
         rows.append(run.report(x_eval, y_eval, logits_victim))
+        if run.status != "ok" and attack == "knockoff-adaptive" and fallback_reward:
+            retry = steal(victim_model, px, reward=fallback_reward, **kw).report(x_eval, y_eval, logits_victim)
+            rows.append({**retry, "attack": f"knockoff-adaptive ({fallback_reward})"})
+    for row in rows:
+        row.update(tag or {})
     return rows
 
 

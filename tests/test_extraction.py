@@ -204,3 +204,17 @@ def test_knockoff_random_is_copycat_in_art(victim, pool):
     b = extraction.steal(victim, x, attack="knockoff-random", **kw)
     np.testing.assert_allclose(a.thief.predict(x, verbose=0), b.thief.predict(x, verbose=0), atol=1e-6)
     assert sum(a.answer_counts.values()) == a.queries == 16
+
+
+def test_sweep_retries_a_failed_adaptive_run_with_the_fallback_reward(victim, pool):
+    x, labels = pool
+    kw = dict(attacks=("knockoff-adaptive",), answers=("labels",), budgets=(8,), seeds=(0,), train_cfg=TINY,
+              ecfg=ECFG, x_eval=x, y_eval=labels, progress=False)
+    rows = extraction.sweep(victim, {"oct": (x, labels)}, reward="all", fallback_reward="div",
+                            tag={"defence": "label-only"}, **kw)
+    assert [(r["attack"], r["status"]) for r in rows] == [("knockoff-adaptive", "failed"),
+                                                          ("knockoff-adaptive (div)", "ok")]
+    assert rows[1]["params"]["reward"] == "div" and all(r["defence"] == "label-only" for r in rows)
+    assert len(extraction.sweep(victim, {"oct": (x, labels)}, reward="all", **kw)) == 1  # no fallback: no retry
+    with pytest.raises(ValueError, match="fallback_reward"):
+        extraction.sweep(victim, {"oct": (x, labels)}, fallback_reward="best", **kw)
