@@ -174,3 +174,18 @@ def test_max_certifiable_radius():
 
     assert max_certifiable_radius(0.25, 100, 0.001) == pytest.approx(0.25 * norm.ppf(0.001 ** 0.01))
     assert max_certifiable_radius(0.12, 200, 0.001) < 0.25 < max_certifiable_radius(0.12, 1000, 0.001)
+
+
+def test_certify_puts_the_certificate_next_to_an_empirical_attack(setup):
+    from octlib.defences import certify, max_certifiable_radius
+
+    model, x, y = setup
+    kw = dict(n0=8, n=32, alpha=0.05, radii=[0.0, 0.1, 0.5], eot_samples=2, pgd_steps=2, seed=3, batch_size=64)
+    out = certify(model, 0.25, x[:8], y[:8], **kw)
+    assert [p["radius"] for p in out["curve"]] == [0.0, 0.1, 0.5] == [p["radius"] for p in out["empirical"]]
+    cert = [p["certified_accuracy"] for p in out["curve"]]
+    assert all(a >= b for a, b in zip(cert, cert[1:]))
+    assert out["max_radius"] == max_certifiable_radius(0.25, 32, 0.05) and out["n_scans"] == 8
+    assert (out["n0"], out["n"], out["alpha"]) == (8, 32, 0.05) and out["certify_s"] > 0
+    again = certify(model, 0.25, x[:8], y[:8], **kw)  # seeded: the same certificate and attack
+    assert again["curve"] == out["curve"] and again["empirical"] == out["empirical"]
