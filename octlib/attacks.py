@@ -19,12 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES
+from .threat import eps_label  # noqa: F401  (re-exported: ε is labelled in one place)
 
-
-
-def eps_label(eps: float) -> str:
-    """``"2/255 (0.0078)"``: ε in /255 and in [0, 1]."""
-    return f"{eps * 255:g}/255 ({eps:.4f})"
 
 
 def check_eps(eps, name: str = "eps") -> float:
@@ -68,12 +64,32 @@ def _fast_classifier_class():
     from art.estimators.classification import TensorFlowV2Classifier
 
     class FastGradTensorFlowV2Classifier(TensorFlowV2Classifier):
-        """``class_gradient(x)`` for all classes in one traced forward pass with one gradient per class.
+        """``class_gradient(x)`` for all classes in one traced forward pass with one gradient per class, and a
+        traced ``loss_gradient``.
 
-        ART's own version runs the model once per class in eager mode, inside a persistent tape; that is most of
-        DeepFool's cost. The result is the same (tested); single-label and per-sample-label requests, and
-        classifiers with preprocessing (e.g. EOT defences), use ART's implementation unchanged.
+        ART's own versions run eagerly: ``class_gradient`` runs the model once per class inside a persistent tape
+        (most of DeepFool's cost), and ``loss_gradient`` pays Python overhead on every PGD step. The results are the
+        same (tested); single-label and per-sample-label requests, training mode and classifiers with
+        preprocessing (e.g. EOT defences) use ART's implementation unchanged.
         """
+
+        def loss_gradient(self, x, y, training_mode=False, **kwargs):
+            if training_mode or not _identity_preprocessing(self) or self._reduce_labels:
+                return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+            if not hasattr(self, "_octlib_loss_gradient"):
+                model, loss_object = self.model, self._loss_object
+
+                @tf.function(reduce_retracing=True)
+                def loss_gradient(xt, yt):
+                    with tf.GradientTape() as tape:
+                        tape.watch(xt)
+                        loss = loss_object(yt, model(xt, training=False))
+                    return tape.gradient(loss, xt)
+
+                self._octlib_loss_gradient = loss_gradient
+            grad = self._octlib_loss_gradient(tf.convert_to_tensor(x, dtype=tf.float32),
+                                              tf.convert_to_tensor(y, dtype=tf.float32))
+            return grad.numpy() if isinstance(x, np.ndarray) else grad  # ART's TF attacks pass tensors
 
         def class_gradient(self, x, label=None, training_mode=False, **kwargs):
             if label is not None or training_mode or not _identity_preprocessing(self):

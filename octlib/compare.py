@@ -1,14 +1,13 @@
 """The study's comparison, read from the results store only (notebook 90): no model is trained or attacked here.
 
-:func:`load_study` reads every experiment the comparison needs and lists the missing ones with the notebook that
-writes them. :func:`defence_rows` puts the undefended victim and every defence of notebooks 40 and 41 on one
-footing (clean accuracy and loss, per-attack curves over ε, certified accuracy, stolen fidelity), each row with
-the number of scans it was measured on; notebooks 40 and 41 write those entries with :func:`defence_entry` (and
-:func:`answered_points` for output defences), so the format is written and read in this one module.
-:func:`provenance`, :func:`profiles` and :func:`consistency` say where each result comes from (profile, victim,
-data, hardware) and whether the results can be compared. :func:`summary_table`, :func:`drop_matrix` and
-:func:`reading` build the table, the heatmaps and the written summary; :func:`export_table` writes a table as CSV,
-Markdown and LaTeX.
+Evasion is compared through the evaluation records (:mod:`octlib.records`): every model faced the same attack
+suite on the same scans, so :func:`headline_table` puts robust accuracy first (worst case per scan over the suite)
+with clean accuracy on the same scans, the drop and the loss increase, Wilson and patient-clustered bootstrap
+intervals, and an exact McNemar test of each defence against the undefended victim on the paired scans;
+:func:`paired_tests` also compares neighbours in the ranking. :func:`reading` names only the differences those
+tests support. :func:`load_study` reads the other results (extraction, training) and lists the missing ones with
+the notebook that writes them; :func:`provenance` and :func:`profiles` say where each result comes from;
+:func:`export_table` writes a table as CSV, Markdown and LaTeX.
 """
 
 from __future__ import annotations
@@ -41,55 +40,6 @@ def load_study(results_dir=None) -> tuple[dict, list[tuple[str, str]]]:
         except (FileNotFoundError, ResultsError):
             missing.append((name, notebook))
     return found, missing
-
-
-ENTRY_KINDS = ("none", "output", "training", "noise training", "inference noise", "adversarial training")
-POINT_KEYS = ("eps_255", "accuracy", "loss", "accuracy_drop", "loss_increase")
-
-
-def answered_points(eps_grid, answered) -> list[dict]:
-    """Per-ε points of an *output* defence (notebook 40): ``answered`` holds one
-    :func:`octlib.defences.answers_under_attack` result per ε of ``eps_grid`` ([0, 1] units), scored on what the
-    defended API answers."""
-    eps_grid, answered = list(eps_grid), list(answered)
-    if len(eps_grid) != len(answered):
-        raise ValueError(f"answered_points: {len(answered)} answers for {len(eps_grid)} ε values; pass one "
-                         "answers_under_attack result per ε.")
-    return [{"eps": float(e), "eps_255": float(e) * 255, "accuracy": a["adversarial"]["accuracy"]["value"],
-             "loss": a["adversarial"]["loss"], "accuracy_drop": a["accuracy_drop"],
-             "loss_increase": a["loss_increase"]} for e, a in zip(eps_grid, answered)]
-
-
-def defence_entry(kind: str, clean: dict, evasion: dict, *, extraction=(), **extra) -> dict:
-    """One model or API in the ``defences`` of notebooks 40 and 41's results: the format :func:`defence_rows`
-    reads, written in one place and checked here, so a malformed entry fails when it is written rather than
-    showing up as blanks in notebook 90.
-
-    Args:
-        kind: one of :data:`ENTRY_KINDS`.
-        clean: at least ``accuracy`` (a value or ``{"value", ...}``) and ``loss`` on the evaluation scans.
-        evasion: attack name -> per-ε list of either :meth:`octlib.attacks.AttackRun.report` results (converted
-            with :func:`octlib.metrics.evasion_summary`) or points from :func:`answered_points`.
-        extraction: the extraction runs against this model or API (rows of :func:`octlib.extraction.sweep`).
-        **extra: anything else the notebook keeps (``deepfool``, ``certified``, ``training_s`` ...).
-    """
-    from .metrics import evasion_summary
-
-    where = f"defence_entry(kind={kind!r})"
-    if kind not in ENTRY_KINDS:
-        raise ValueError(f"{where}: unknown kind; use one of {ENTRY_KINDS}.")
-    missing = [k for k in ("accuracy", "loss") if k not in clean]
-    if missing:
-        raise ValueError(f"{where}: `clean` lacks {missing}; pass the evaluation scans' accuracy and loss.")
-    points = {}
-    for attack, items in evasion.items():
-        points[attack] = [evasion_summary(p) if "loss_adversarial" in p else p for p in items]
-        for i, p in enumerate(points[attack]):
-            lacking = [k for k in POINT_KEYS if k not in p]
-            if lacking:
-                raise ValueError(f"{where}: evasion[{attack!r}][{i}] lacks {lacking}; build points with "
-                                 "AttackRun.report or compare.answered_points.")
-    return {"kind": kind, "clean": clean, "evasion": points, "extraction": list(extraction), **extra}
 
 
 def _profile_name(record: dict) -> str | None:
@@ -147,125 +97,6 @@ def consistency(study: dict) -> list[str]:
     return notes
 
 
-def _value(v):
-    return v["value"] if isinstance(v, dict) else v
-
-
-def _curve(entries):
-    """Per-ε points ``{eps_255, accuracy, loss, accuracy_drop, loss_increase, urgent_flip}`` of a stored list."""
-    return [{"eps_255": e.get("eps_255"), "accuracy": _value(e["accuracy"]), "loss": e.get("loss"),
-             "accuracy_drop": e.get("accuracy_drop"), "loss_increase": e.get("loss_increase"),
-             "urgent_flip": e.get("urgent_flip")} for e in entries]
-
-
-def _fidelity(rows, attack="copycat"):
-    ok = [r for r in rows or [] if r.get("status") == "ok" and r.get("attack") == attack]
-    if not ok:
-        return None, None
-    top = max(r["queries"] for r in ok)
-    return float(np.mean([_value(r["fidelity"]) for r in ok if r["queries"] == top])), top
-
-
-def defence_rows(study: dict) -> list[dict]:
-    """One row per model or API: ``defence``, ``notebook``, ``kind``, ``n``, ``clean_accuracy``, ``clean_loss``,
-    ``curves`` (attack -> per-ε points), ``deepfool_accuracy``, ``certified`` (radius curve or None),
-    ``fidelity`` and ``fidelity_queries`` (Copycat at its largest budget)."""
-    rows = []
-    labels = study.get("40_defence_class_labels", {}).get("metrics")
-    noise = study.get("41_defence_gaussian_noise", {}).get("metrics")
-    if labels:
-        for name, d in labels["defences"].items():
-            ref = d.get("label_smoothing_reference") if name == "none" else None
-            src = ref or d
-            fid, queries = _fidelity(d.get("extraction"))
-            clean = src["clean"]
-            curves = {a: _curve(v) for a, v in src["evasion"].items()}
-            if d["kind"] == "output" and not ref:
-                curves = {a: _curve(v) for a, v in d["evasion"].items()}
-            rows.append({"defence": "undefended" if name == "none" else name, "notebook": "40", "kind": (
-                "none" if name == "none" else "output" if d["kind"] == "output" else "label smoothing"),
-                "n": labels["n_attacked"], "clean_accuracy": _value(clean["accuracy"]), "clean_loss": clean["loss"],
-                "curves": curves, "deepfool_accuracy": src.get("deepfool", {}).get("accuracy"),
-                "certified": None, "fidelity": fid, "fidelity_queries": queries})
-    if noise:
-        for name, d in noise["defences"].items():
-            if name == "none" and labels:
-                continue  # the same victim on the same scans as notebook 40's undefended row
-            fid, queries = _fidelity(d.get("extraction"))
-            rows.append({"defence": "undefended" if name == "none" else name, "notebook": "41", "kind": d["kind"],
-                         "n": noise["n_attacked"], "clean_accuracy": _value(d["clean"]["accuracy"]),
-                         "clean_loss": d["clean"]["loss"], "curves": {a: _curve(v) for a, v in d["evasion"].items()},
-                         "deepfool_accuracy": None, "certified": d.get("certified"), "fidelity": fid,
-                         "fidelity_queries": queries})
-    return rows
-
-
-def _at(points, eps_255, key="accuracy"):
-    for p in points or []:
-        if p["eps_255"] is not None and math.isclose(p["eps_255"], eps_255, rel_tol=1e-6):
-            return p.get(key)
-    return None
-
-
-def strongest(row, eps_255, key="accuracy"):
-    """The lowest accuracy (and its attack) over the row's gradient attacks at ``eps_255``: PGD, PGD-margin,
-    FGSM, whichever is strongest there. ``key="loss"`` returns the loss of that attack."""
-    best = None
-    for attack, points in row["curves"].items():
-        acc = _at(points, eps_255)
-        if acc is not None and (best is None or acc < best[1]):
-            best = (attack, acc, points)
-    if best is None:
-        return None, None
-    return best[0], best[1] if key == "accuracy" else _at(best[2], eps_255, key)
-
-
-def summary_table(rows, eps_255: float, radius: float):
-    """The headline table: one row per defence, at ``eps_255`` (/255) and certified ``radius`` (L2). Clean
-    accuracy and loss are on the notebook's evaluation split; the drop and the increase are measured on the
-    attacked scans (clean vs attacked on the same scans), as stored by the notebooks."""
-    import pandas as pd
-
-    out = []
-    for r in rows:
-        attack, acc = strongest(r, eps_255)
-        _, loss = strongest(r, eps_255, "loss")
-        cert = None
-        if r["certified"]:
-            cert = next((p["certified_accuracy"] for p in r["certified"]["curve"]
-                         if math.isclose(p["radius"], radius)), None)
-        drop = strongest(r, eps_255, "accuracy_drop")[1]
-        out.append({"defence": r["defence"], "kind": r["kind"], "notebook": r["notebook"], "n": r["n"],
-                    "clean acc": r["clean_accuracy"], "clean loss": r["clean_loss"],
-                    "clean acc (attacked scans)": None if acc is None or drop is None else acc + drop,
-                    f"FGSM acc @{eps_255:g}/255": _at(r["curves"].get("FGSM"), eps_255),
-                    f"PGD acc @{eps_255:g}/255": _at(r["curves"].get("PGD"), eps_255),
-                    f"strongest acc @{eps_255:g}/255": acc, "strongest attack": attack,
-                    f"loss @{eps_255:g}/255": loss,
-                    "accuracy drop": drop,
-                    "loss increase": strongest(r, eps_255, "loss_increase")[1],
-                    "DeepFool acc": r["deepfool_accuracy"], f"certified acc @L2 {radius:g}": cert,
-                    "Copycat fidelity": r["fidelity"], "Copycat queries": r["fidelity_queries"]})
-    return pd.DataFrame(out)
-
-
-def drop_matrix(rows, eps_255: float, key: str = "accuracy_drop"):
-    """Defences x attacks at ``eps_255``: the accuracy drop (clean minus attacked, on the attacked scans;
-    ``key="loss_increase"`` for the rise in loss), NaN where an attack was not run on a defence."""
-    import pandas as pd
-
-    attacks = sorted({a for r in rows for a in r["curves"]})
-    data = {}
-    for r in rows:
-        vals = {}
-        for a in attacks:
-            points = r["curves"].get(a)
-            v = _at(points, eps_255, key)
-            vals[a] = np.nan if v is None else v
-        data[r["defence"]] = vals
-    return pd.DataFrame(data).T[attacks]
-
-
 def _fmt(v, digits=3):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
@@ -306,43 +137,155 @@ def export_table(df, name: str, folder=None, *, caption: str = "") -> list[Path]
     return paths
 
 
-def reading(rows, study: dict, eps_255: float, radius: float) -> str:
-    """A short written reading of the results, every number filled in from them (Markdown)."""
-    by = {r["defence"]: r for r in rows}
+
+#: Significance level of the paired tests that back a claimed difference.
+ALPHA = 0.05
+
+
+def _at_eps(frame, eps_255: float, norm: str = "inf", attack: str = "suite"):
+    sel = frame[(frame["norm"] == norm) & (frame["attack"] == attack)]
+    if norm == "inf":
+        sel = sel[np.isclose(sel["eps_255"].astype(float), eps_255)]
+    else:
+        sel = sel[np.isclose(sel["eps"].astype(float), eps_255)]
+    return sel
+
+
+def _paired(a_row, b_row) -> dict:
+    """McNemar on the robust outcomes of two rows, matched by scan ID (scans in only one row are dropped)."""
+    from .stats import mcnemar
+
+    b_index = {s: i for i, s in enumerate(b_row["scan_ids"])}
+    common = [(i, b_index[s]) for i, s in enumerate(a_row["scan_ids"]) if s in b_index]
+    a = np.array([a_row["robust"][i] for i, _ in common], dtype=bool)
+    b = np.array([b_row["robust"][j] for _, j in common], dtype=bool)
+    return {**mcnemar(a, b), "mean_a": float(a.mean()) if len(a) else float("nan"),
+            "mean_b": float(b.mean()) if len(b) else float("nan")}
+
+
+def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed: int = 0, n_boot: int = 2000):
+    """The evasion headline at ``eps_255`` (/255, L∞): one row per model, most robust first.
+
+    Columns: ``model``, ``kind``, ``n`` (scans, the same for every model), ``robust acc`` (worst case over the
+    suite), its Wilson interval and patient-clustered bootstrap interval, ``clean acc`` (same scans),
+    ``accuracy drop``, ``clean loss``, ``attacked loss`` and ``loss increase`` (the model's own cross-entropy),
+    and against ``reference``: the robust-accuracy difference, the discordant scans and the exact McNemar
+    p-value (``p vs undefended``)."""
+    import pandas as pd
+
+    from .stats import cluster_bootstrap
+
+    rows = _at_eps(frame, eps_255)
+    ref = rows[rows["model"] == reference]
+    ref = ref.iloc[0] if len(ref) else None
+    out = []
+    for _, r in rows.iterrows():
+        boot = cluster_bootstrap(np.asarray(r["robust"], dtype=float), np.asarray(r["patients"]), seed=seed,
+                                 n_boot=n_boot)
+        test = _paired(r, ref) if ref is not None and r["model"] != reference else None
+        out.append({"model": r["model"], "kind": r["kind"], "n": r["n"], "robust acc": r["robust_accuracy"],
+                    "robust 95% CI": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
+                    "robust bootstrap CI (patients)": f"{boot['ci_low']:.3f}–{boot['ci_high']:.3f}",
+                    "clean acc": r["clean_accuracy"], "accuracy drop": r["accuracy_drop"],
+                    "clean loss": r["clean_loss"], "attacked loss": r["attacked_loss"],
+                    "loss increase": r["loss_increase"],
+                    f"Δ robust vs {reference}": None if test is None else test["difference"],
+                    "discordant (defence only / reference only)": None if test is None
+                    else f"{test['a_only']} / {test['b_only']}",
+                    f"p vs {reference}": None if test is None else test["p_value"],
+                    "attacks": ", ".join(r["attacks"]), "notebook": r["notebook"]})
+    table = pd.DataFrame(out)
+    return table.sort_values(["robust acc", "clean acc"], ascending=False, kind="stable").reset_index(drop=True) \
+        if len(table) else table
+
+
+NARROW = ("model", "n", "robust acc", "robust 95% CI", "clean acc", "accuracy drop", "loss increase",
+          "p vs undefended")
+
+
+def narrow(table):
+    """The headline table cut to the eight columns that fit a page (the wide one is exported beside it)."""
+    return table[[c for c in NARROW if c in table.columns]]
+
+
+def paired_tests(frame, eps_255: float, *, reference: str = "undefended"):
+    """Exact McNemar tests on the paired robust outcomes at ``eps_255``: every model against ``reference``, and
+    each model against its neighbour in the robust-accuracy ranking. ``robust a`` and ``robust b`` are on the
+    scans both saw (a randomized defence may have been attacked on fewer). ``supported`` is ``p < ALPHA``."""
+    import pandas as pd
+
+    rows = _at_eps(frame, eps_255).sort_values("robust_accuracy", ascending=False)
+    by = {r["model"]: r for _, r in rows.iterrows()}
+    pairs = [(m, reference) for m in by if m != reference and reference in by]
+    ranked = list(by)
+    pairs += [(a, b) for a, b in zip(ranked, ranked[1:]) if (a, b) not in pairs and (b, a) not in pairs]
+    out = []
+    for a, b in pairs:
+        t = _paired(by[a], by[b])
+        out.append({"a": a, "b": b, "robust a": t["mean_a"], "robust b": t["mean_b"], "n paired": t["n"],
+                    "a only": t["a_only"],
+                    "b only": t["b_only"], "p": t["p_value"], "supported": t["p_value"] < ALPHA})
+    return pd.DataFrame(out)
+
+
+def attack_matrix(frame, eps_255: float, key: str = "accuracy_drop"):
+    """Models x attacks at ``eps_255``: the accuracy drop (``key="loss_increase"``: the rise in loss) of each
+    attack's own curve (FGSM, PGD) and of the suite's worst case."""
+    import pandas as pd
+
+    rows = frame[(frame["norm"] == "inf") & np.isclose(frame["eps_255"].astype(float), eps_255)]
+    table = rows.pivot_table(index="model", columns="attack", values=key, aggfunc="first")
+    return table.reindex(columns=[c for c in ("FGSM", "PGD", "suite") if c in table.columns]) if len(table) \
+        else pd.DataFrame()
+
+
+def curves(frame, attack: str = "suite", norm: str = "inf"):
+    """Robust accuracy vs ε per model: ``{model: DataFrame(eps_255 or eps, robust_accuracy, ci_low, ci_high)}``."""
+    rows = frame[(frame["attack"] == attack) & (frame["norm"] == norm)]
+    x = "eps_255" if norm == "inf" else "eps"
+    return {m: part.sort_values(x)[[x, "robust_accuracy", "ci_low", "ci_high", "attacked_loss"]]
+            for m, part in rows.groupby("model", sort=False)}
+
+
+def reading(frame, eps_255: float, *, reference: str = "undefended") -> str:
+    """A written reading of the evasion records at ``eps_255``: the reference's robust accuracy, then every
+    defence whose difference from it an exact McNemar test supports (p < ALPHA), and, separately, those it does
+    not (named as "no supported difference"). Every number comes from the records, with its n."""
+    rows = _at_eps(frame, eps_255)
+    if not len(rows):
+        return ""
     parts = []
-    base = by.get("undefended")
-    if base:
-        attack, acc = strongest(base, eps_255)
-        _, loss = strongest(base, eps_255, "loss")
-        if acc is not None:
-            parts.append(f"At ε = {eps_255:g}/255 ({eps_255 / 255:.4f}), the strongest gradient attack ({attack}) "
-                         f"lowers the undefended victim's accuracy from {base['clean_accuracy']:.3f} to {acc:.3f} "
-                         f"and raises its loss from {base['clean_loss']:.3f} to {loss:.3f} (n = {base['n']} scans).")
-    defended = [(r, *strongest(r, eps_255)) for r in rows if r["defence"] != "undefended"]
-    defended = [(r, a, acc) for r, a, acc in defended if acc is not None]
-    if defended:
-        r, a, acc = max(defended, key=lambda t: t[2])
-        parts.append(f"The most robust defence at that ε is **{r['defence']}**: {acc:.3f} under {a}, at a clean "
-                     f"accuracy of {r['clean_accuracy']:.3f}.")
-        same = [r["defence"] for r, a, acc in defended if r["kind"] == "output"]
-        if same:
-            parts.append("The output-side defences (" + ", ".join(same) + ") leave white-box attacks unchanged: "
-                         "they act on the answers, not on the gradients.")
-    eot = [r for r in rows if r["certified"]]
-    for r in eot:
-        cert = next((p["certified_accuracy"] for p in r["certified"]["curve"] if math.isclose(p["radius"], radius)),
-                    None)
-        if cert is not None:
-            parts.append(f"Randomized smoothing with {r['defence'].split(' (')[0].replace('inference noise ', '')} "
-                         f"certifies {cert:.3f} of {r['certified']['n_scans']} scans at L2 radius {radius:g} "
-                         f"(abstentions counted as errors).")
-    copy = study.get("30_attack_copycat", {}).get("metrics")
-    if copy:
-        reach = {k: v for k, v in copy["queries_to_target"].items() if k.startswith("oct/")}
-        best = max(copy["summary"], key=lambda s: s["fidelity_mean"])
-        parts.append(f"A Copycat thief with real OCT scans reaches fidelity {best['fidelity_mean']:.3f} with "
-                     f"{best['queries_mean']:.0f} queries ({best['answers']} answers); "
-                     + ("the 90% fidelity target is reached at " + ", ".join(f"{k}: {v}" for k, v in reach.items()
-                                                                                  if v) if any(reach.values())
-                        else "no curve reaches 90% fidelity within the pool") + ".")
+    ref = rows[rows["model"] == reference]
+    if len(ref):
+        r = ref.iloc[0]
+        parts.append(f"At ε = {eps_255:g}/255 ({eps_255 / 255:.4f}), the attack suite ({', '.join(r['attacks'])}; "
+                     f"worst case per scan) leaves the {reference} victim {r['robust_accuracy']:.3f} robust accuracy "
+                     f"(95% CI {r['ci_low']:.3f}–{r['ci_high']:.3f}, n = {r['n']} scans) from a clean accuracy of "
+                     f"{r['clean_accuracy']:.3f} on the same scans; its loss rises from {r['clean_loss']:.3f} to "
+                     f"{r['attacked_loss']:.3f}.")
+    tests = paired_tests(frame, eps_255, reference=reference)
+    if len(tests):
+        vs = tests[tests["b"] == reference]
+        better = vs[vs["supported"] & (vs["robust a"] > vs["robust b"])]
+        worse = vs[vs["supported"] & (vs["robust a"] < vs["robust b"])]
+        none = vs[~vs["supported"]]
+        def said(t):
+            return (f"{t['robust a']:.3f} vs {t['robust b']:.3f} ({t['a only']} vs {t['b only']} discordant scans, "
+                    f"exact McNemar p = {t['p']:.2g}, n = {t['n paired']})")
+
+        for _, t in better.iterrows():
+            parts.append(f"**{t['a']}** is more robust than the {reference} victim: {said(t)}.")
+        for _, t in worse.iterrows():
+            parts.append(f"**{t['a']}** is less robust than the {reference} victim: {said(t)}.")
+        if len(none):
+            parts.append("No supported difference from the " + reference + " victim (exact McNemar p ≥ "
+                         f"{ALPHA:g}) for: " + "; ".join(f"{t['a']} ({t['robust a']:.3f}, p = {t['p']:.2g})"
+                                                         for _, t in none.iterrows()) + ".")
+        neighbours = tests[(tests["b"] != reference) & (tests["a"] != reference)]
+        sup = neighbours[neighbours["supported"]]
+        if len(neighbours):
+            parts.append("Between neighbours in the ranking, " + (
+                "the tests support: " + "; ".join(f"{t['a']} > {t['b']} (p = {t['p']:.2g})"
+                                                   for _, t in sup.iterrows())
+                if len(sup) else "no difference is supported") + ".")
     return " ".join(parts)

@@ -100,7 +100,12 @@ class TrainConfig:
             pixel units, not clipped (Cohen et al. 2019's training for randomized smoothing; 0: none).
         adv_eps_255: PGD adversarial training (Madry et al. 2018): every training batch is replaced by its
             L-infinity PGD adversarial examples within ε = ``adv_eps_255``/255 (0: none).
-        adv_steps: PGD steps per training batch (random start, step 2.5 ε / steps).
+        adv_steps: PGD steps per training batch (random start, step 2.5 ε / steps); 1 step is FGSM with a
+            random start ("FGSM-RS", Wong et al. 2020), prone to catastrophic overfitting.
+        validate_under_threat: validate under the defence's own threat: a noise-trained model on noisy validation
+            scans (same σ), an adversarially trained one on PGD validation scans (same ε and steps), and select
+            the epoch on that (robust validation accuracy for adversarial training, noisy validation loss for
+            noise training) instead of on clean validation loss.
     """
 
     filters: tuple[int, ...] = (32, 64, 128, 128)
@@ -121,10 +126,11 @@ class TrainConfig:
     noise_sigma: float = 0.0
     adv_eps_255: float = 0.0
     adv_steps: int = 0
+    validate_under_threat: bool = False
 
     # Settings added after artifact keys existed: they enter the key only when they differ from these defaults,
     # so models trained before they existed keep their keys.
-    _KEY_OPTIONAL = {"noise_sigma": 0.0, "adv_eps_255": 0.0, "adv_steps": 0}
+    _KEY_OPTIONAL = {"noise_sigma": 0.0, "adv_eps_255": 0.0, "adv_steps": 0, "validate_under_threat": False}
 
     def __post_init__(self):
         checks = {
@@ -193,6 +199,72 @@ class AttackConfig:
     def eps(self) -> tuple[float, ...]:
         """The grid in [0, 1] pixel units."""
         return tuple(e / 255 for e in self.eps_255)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """The attack suite every model faces (see :mod:`octlib.evaluation`): the same attacks on the same scans.
+
+    Attributes:
+        attacks: run in this order on each ε; a scan is robust only if none fools it. ``FGSM``, ``PGD`` (cross-
+            entropy, highest-loss restart kept), ``APGD-DLR`` / ``APGD-CE`` (ART's AutoPGD; a randomized defence
+            gets ``PGD-margin`` with EOT instead), ``PGD-margin`` (best wrong minus true logit), ``Square``
+            (score-based, no gradients: the gradient-masking probe, at the headline ε only).
+        eps_255: the L∞ ε grid in /255 (in [0, 1] units: value / 255); ``headline_255`` its headline value.
+        n_scans: evaluation scans per model (class-stratified, seeded; ``None``: every evaluation scan).
+        pgd_steps, pgd_restarts: PGD iterations (step 2.5 ε / steps) and random starts (0: start at the scan).
+        apgd_steps, apgd_restarts: AutoPGD iterations and random starts.
+        square_queries: Square attack iterations (one query each) per scan.
+        eot_schedule: ``(draws, steps)`` settings of the EOT convergence study for randomized defences, increasing.
+        eot_tolerance: EOT has converged when the next setting fools at most this many more scans.
+        randomized_n_scans: evaluation scans for randomized defences (``None``: ``n_scans``); EOT costs
+            ``draws`` times more per gradient.
+        batch_size: scans per attack batch.
+    """
+
+    attacks: tuple[str, ...] = ("FGSM", "PGD", "APGD-DLR", "Square")
+    eps_255: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+    headline_255: float = 2
+    n_scans: int | None = 300
+    pgd_steps: int = 20
+    pgd_restarts: int = 3
+    apgd_steps: int = 20
+    apgd_restarts: int = 1
+    square_queries: int = 1000
+    eot_schedule: tuple[tuple[int, int], ...] = ((1, 10), (4, 10), (8, 20), (16, 20), (32, 40))
+    eot_tolerance: int = 1
+    randomized_n_scans: int | None = 100
+    batch_size: int = 128
+
+    def __post_init__(self):
+        bad = []
+        known = ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin", "Square")
+        if not self.attacks or any(a not in known for a in self.attacks) or len(set(self.attacks)) != len(
+                self.attacks):
+            bad.append(f"attacks (distinct names from {known})")
+        if not self.eps_255 or list(self.eps_255) != sorted(set(self.eps_255)) or any(
+                not 0 < e <= 255 for e in self.eps_255):
+            bad.append("eps_255 (increasing values in (0, 255], /255 units)")
+        elif not any(abs(self.headline_255 - e) < 1e-9 for e in self.eps_255):
+            bad.append("headline_255 (a value of eps_255)")
+        for name in ("pgd_steps", "apgd_steps", "apgd_restarts", "square_queries", "batch_size"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name} (>= 1)")
+        if self.pgd_restarts < 0 or self.eot_tolerance < 0:
+            bad.append("pgd_restarts / eot_tolerance (>= 0)")
+        for name in ("n_scans", "randomized_n_scans"):
+            if getattr(self, name) is not None and getattr(self, name) < 4:
+                bad.append(f"{name} (None or >= 4)")
+        if not self.eot_schedule or any(len(p) != 2 or p[0] < 1 or p[1] < 1 for p in self.eot_schedule):
+            bad.append("eot_schedule ((draws >= 1, steps >= 1) pairs)")
+        if bad:
+            raise ValueError(f"Invalid SuiteConfig setting(s): {', '.join(bad)}.")
+
+    def threat(self):
+        """The L∞ :class:`octlib.threat.ThreatModel` of this suite."""
+        from .threat import ThreatModel
+
+        return ThreatModel("inf", eps_255=tuple(self.eps_255), headline_255=self.headline_255)
 
 
 THIEF_ARCHS = ("victim", "separable")
@@ -265,7 +337,6 @@ class DefenceConfig:
         noise_sigmas: standard deviations of the Gaussian noise added to the answered probabilities.
         reverse_sigmoid: ``(beta, gamma)`` of ART's ReverseSigmoid (ART's defaults: 1.0, 0.1).
         label_smoothing: label-smoothing factors of the retrained victims.
-        eval_subset: evaluation scans attacked per model (class-stratified, seeded; ``None``: all).
         extraction_budgets: Copycat budgets against each defended victim (``None``: the extraction budgets).
         adaptive_budget: adaptive KnockoffNets budget against each output defence.
         hsj_subset: scans attacked with HopSkipJump (decision-based, slow).
@@ -273,20 +344,18 @@ class DefenceConfig:
         input_noise_sigmas: σ of the Gaussian input noise, in [0, 1] pixel units: noise-trained victims,
             inference noise and randomized smoothing (Cohen et al. use 0.12, 0.25, 0.5).
         noise_samples: K, the noisy copies the inference-noise defence averages per scan.
-        eot_samples: the copies an EOT attack averages its gradient over (>= K).
         rs_n0, rs_n, rs_alpha: randomized smoothing: samples to select the class, samples to certify, failure
             probability.
-        rs_subset: scans certified (class-stratified, seeded; ``None``: the whole evaluation split).
         rs_radii: L2 radii of the certified-accuracy curve.
         adv_eps_255, adv_steps: PGD adversarial training: ε (/255) and PGD steps per training batch.
         adv_epochs: the most epochs of adversarial training (``None``: the profile's training setting).
-        eps_255: the ε grid (/255) of the defence notebooks (``None``: the evasion grid, ``AttackConfig.eps_255``).
+        retrain_epochs: the most epochs of the other retrained victims, label smoothing and noise training
+            (``None``: the profile's training setting).
     """
 
     noise_sigmas: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5)
     reverse_sigmoid: tuple[float, float] = (1.0, 0.1)
     label_smoothing: tuple[float, ...] = (0.1, 0.3)
-    eval_subset: int | None = None
     extraction_budgets: tuple[int, ...] | None = None
     adaptive_budget: int = 500
     hsj_subset: int = 100
@@ -295,28 +364,26 @@ class DefenceConfig:
     hsj_init_eval: int = 100
     input_noise_sigmas: tuple[float, ...] = (0.12, 0.25, 0.5)
     noise_samples: int = 16
-    eot_samples: int = 32
     rs_n0: int = 100
     rs_n: int = 10000
     rs_alpha: float = 0.001
-    rs_subset: int | None = None
     rs_radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     adv_eps_255: float = 4.0
     adv_steps: int = 7
     adv_epochs: int | None = None
-    eps_255: tuple[float, ...] | None = None
+    retrain_epochs: int | None = None
 
     def __post_init__(self):
         bad = []
         if not self.input_noise_sigmas or any(not 0 < s <= 1 for s in self.input_noise_sigmas):
             bad.append("input_noise_sigmas (in (0, 1], pixel units)")
-        if self.noise_samples < 1 or self.eot_samples < self.noise_samples:
-            bad.append("noise_samples / eot_samples (>= 1; EOT averages at least as many draws as the defence)")
+        if self.noise_samples < 1:
+            bad.append("noise_samples (>= 1)")
+        for name in ("adv_epochs", "retrain_epochs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad.append(f"{name} (None or >= 1)")
         if self.rs_n0 < 1 or self.rs_n < 1 or not 0 < self.rs_alpha < 1:
             bad.append("rs_n0 / rs_n (>= 1) / rs_alpha (in (0, 1))")
-        if self.eps_255 is not None and (not self.eps_255 or list(self.eps_255) != sorted(self.eps_255)
-                                         or any(not 0 < e <= 255 for e in self.eps_255)):
-            bad.append("eps_255 (increasing values in (0, 255], /255 units)")
         if not 0 < self.adv_eps_255 <= 64 or self.adv_steps < 1:
             bad.append("adv_eps_255 (in (0, 64], /255 units) / adv_steps (>= 1)")
         if not self.noise_sigmas or any(not s > 0 for s in self.noise_sigmas):
@@ -325,8 +392,6 @@ class DefenceConfig:
             bad.append("reverse_sigmoid ((beta, gamma), both > 0)")
         if not self.label_smoothing or any(not 0 < v < 1 for v in self.label_smoothing):
             bad.append("label_smoothing (values in (0, 1))")
-        if self.eval_subset is not None and self.eval_subset < 4:
-            bad.append("eval_subset (None or >= 4)")
         if self.extraction_budgets is not None and any(b < 1 for b in self.extraction_budgets):
             bad.append("extraction_budgets (positive)")
         for name in ("adaptive_budget", "hsj_subset", "hsj_max_iter", "hsj_max_eval", "hsj_init_eval"):
@@ -356,6 +421,7 @@ class Profile:
         attack: evasion-attack settings.
         extraction: model-extraction settings.
         defence: defence settings.
+        suite: the attack suite every model faces (:mod:`octlib.evaluation`).
     """
 
     name: str
@@ -369,6 +435,7 @@ class Profile:
     attack: AttackConfig = field(default_factory=AttackConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     defence: DefenceConfig = field(default_factory=DefenceConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -382,12 +449,18 @@ PROFILES: dict[str, Profile] = {
                      extraction=ExtractionConfig(proxy_size=400, budgets=(50, 400), adaptive_budgets=(150,),
                                                  seeds=(0,), thief_steps=80, transfer_eps_255=(2, 8),
                                                  transfer_subset=100),
-                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,), eval_subset=48,
+                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,),
                                            extraction_budgets=(400,), adaptive_budget=100, hsj_subset=12,
                                            hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
-                                           input_noise_sigmas=(0.12,), noise_samples=4, eot_samples=4, rs_n0=32,
-                                           rs_n=1000, rs_subset=32, rs_radii=(0.0, 0.1, 0.25), adv_eps_255=2.0,
-                                           adv_steps=1, adv_epochs=10, eps_255=(1, 2, 4, 8, 32))),
+                                           input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
+                                           rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
+                                           adv_steps=1, adv_epochs=10, retrain_epochs=10),
+                     # quick: PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own
+                     # classifier on every call: most of the suite's time on 48 scans)
+                     suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
+                                       eps_255=(0.5, 1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
+                                       apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
+                                       randomized_n_scans=24, batch_size=128)),
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,

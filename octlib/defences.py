@@ -17,7 +17,8 @@
 * ART's ``ReverseSigmoid`` (Lee et al. 2019, arXiv:1806.00054), the published reference against probability-based
   theft, is used as it is: it is correct on batches.
 
-:func:`output_defences` builds the named set the notebooks compare.
+:func:`output_defences` builds the named set the notebooks compare; :func:`octlib.evaluation.api_target` scores
+the attack suite through one of them.
 
 **Input noise** (notebook 41): :func:`noise_classifier` classifies K noisy copies of each scan and gives plain
 (one draw) or EOT gradients; :func:`smoothed_classifier`, :func:`smoothed_predictions`,
@@ -87,32 +88,50 @@ class OutputNoise(Postprocessor):
 
 def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed: int = 0) -> dict:
     """The output-side defences compared in notebook 40, by name: ``none`` (probabilities), ``label-only``,
-    ``noise σ=...`` for each σ, ``reverse-sigmoid β=...,γ=...``. Each value is ``(answers, post-processors)`` for
+    ``output noise σ=...`` for each σ, ``reverse-sigmoid β=...,γ=...``. Each value is ``(answers, post-processors)`` for
     :func:`octlib.extraction.victim_api`; call again for fresh noise generators."""
     from art.defences.postprocessor import ReverseSigmoid
 
     out = {"none": ("probabilities", []), "label-only": ("labels", [])}
     for sigma in noise_sigmas:
-        out[f"noise σ={sigma:g}"] = ("probabilities", [OutputNoise(sigma, seed=seed)])
+        out[f"output noise σ={sigma:g}"] = ("probabilities", [OutputNoise(sigma, seed=seed)])
     if reverse_sigmoid:
         beta, gamma = reverse_sigmoid
         out[f"reverse-sigmoid β={beta:g},γ={gamma:g}"] = ("probabilities", [ReverseSigmoid(beta=beta, gamma=gamma)])
     return out
 
 
-def answers_under_attack(classifier, x_clean, x_adv, y) -> dict:
-    """What a defended API answers on clean and adversarial scans: :func:`octlib.metrics.answers_report` of
-    each, and the accuracy drop and loss increase between them (the study's two measures)."""
-    from .metrics import answers_report
-
-    clean = answers_report(y, classifier.predict(np.asarray(x_clean, dtype=np.float32)))
-    adv = answers_report(y, classifier.predict(np.asarray(x_adv, dtype=np.float32)))
-    return {"clean": clean, "adversarial": adv,
-            "accuracy_drop": clean["accuracy"]["value"] - adv["accuracy"]["value"],
-            "loss_increase": adv["loss"] - clean["loss"]}
+#: Traced forward/EOT-gradient functions of :func:`noise_classifier`, per (model, samples, loss). It holds the few
+#: models a notebook attacks for the life of the process.
+_TRACED: dict = {}
 
 
-def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0):
+def _noise_functions(model, samples: int, loss: str):
+    """The traced mean-softmax over ``samples`` noisy copies and the mean per-copy loss gradient (EOT)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def mean_softmax(xt, noise):
+        logits = model(tf.repeat(xt, samples, axis=0) + noise, training=False)
+        return tf.reduce_mean(tf.reshape(tf.nn.softmax(logits), (-1, samples, logits.shape[-1])), axis=1)
+
+    @tf.function(reduce_retracing=True)
+    def eot_gradient(xt, yt, noise):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y_rep = tf.repeat(yt, samples, axis=0)
+            logits = model(tf.repeat(xt, samples, axis=0) + noise, training=False)
+            if loss == "margin":
+                per_copy = tf.reduce_max(logits - 1e9 * y_rep, axis=-1) - tf.reduce_sum(y_rep * logits, axis=-1)
+            else:
+                per_copy = tf.keras.losses.categorical_crossentropy(y_rep, logits, from_logits=True)
+            total = tf.reduce_sum(per_copy) / tf.cast(tf.shape(per_copy)[0], tf.float32)
+        return tape.gradient(total, xt)
+
+    return mean_softmax, eot_gradient
+
+
+def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0, loss: str = "cross_entropy"):
     """The model behind **Gaussian input noise**, as an ART classifier: each scan is classified as ``samples``
     noisy copies ``x + N(0, σ²)``, with fresh noise on every call (seeded once, here). The copies are not clipped
     to [0, 1], like the training noise (:class:`octlib.config.TrainConfig` ``noise_sigma``) and randomized
@@ -126,15 +145,19 @@ def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0):
     Why not ART's ``EoTGaussianNoiseTensorFlow``: in ART 1.20.1 with TensorFlow 2.21 its ``forward`` indexes a
     tensor with ``x[[i]]``, which TensorFlow reads as ``x[i]``, and fails (tests/test_defences.py keeps checking);
     it also draws σ uniformly from [0, σ] unless given a pair, and clips the copies.
+
+    ``loss="margin"`` differentiates the logit margin (best wrong minus true logit) of each copy instead of its
+    cross-entropy: the EOT form of :func:`octlib.attacks.art_classifier`'s margin loss.
     """
     import keras
     import tensorflow as tf
 
     from .attacks import _fast_classifier_class
-    from .metrics import softmax
 
     if not sigma > 0 or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"`sigma` must be > 0 and `samples` an integer >= 1, got {sigma!r}, {samples!r}.")
+    if loss not in ("cross_entropy", "margin"):
+        raise ValueError(f"`loss` must be 'cross_entropy' or 'margin', got {loss!r}.")
     rng = np.random.default_rng(seed)
     loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
 
@@ -142,31 +165,29 @@ def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0):
         rep = np.repeat(np.asarray(x, dtype=np.float32), samples, axis=0)
         return rep, rng.standard_normal(rep.shape).astype(np.float32) * np.float32(sigma)
 
+    key = (id(model), samples, loss)
+    if key not in _TRACED:  # traced once per model and setting; later classifiers reuse it (no retracing)
+        _TRACED[key] = _noise_functions(model, samples, loss)
+    mean_softmax, eot_gradient = _TRACED[key]
+
     class NoisyClassifier(_fast_classifier_class()):
         """Classifies ``samples`` noisy copies of each scan; see :func:`noise_classifier`."""
 
         def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
             out = []
             for i in range(0, len(x), batch_size):
-                rep, noise = copies(x[i:i + batch_size])
-                logits = self.model(rep + noise, training=False).numpy()
-                out.append(softmax(logits).reshape(-1, samples, logits.shape[-1]).mean(axis=1))
+                _, noise = copies(x[i:i + batch_size])
+                out.append(mean_softmax(tf.convert_to_tensor(np.asarray(x[i:i + batch_size], dtype=np.float32)),
+                                        noise).numpy().astype(np.float64))
             probs = np.concatenate(out) if out else np.zeros((0, self.nb_classes))
             return self._apply_postprocessing(np.log(np.clip(probs, 1e-12, None)).astype(np.float32), fit=False)
 
         def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
             y = np.asarray(y, dtype=np.float32)
             y = np.eye(self.nb_classes, dtype=np.float32)[y.astype(int).reshape(-1)] if y.ndim == 1 else y
-            rep, noise = copies(x)
-            xt = tf.convert_to_tensor(np.asarray(x, dtype=np.float32))
-            with tf.GradientTape() as tape:
-                tape.watch(xt)
-                noisy = tf.repeat(xt, samples, axis=0) + noise
-                per_copy = tf.keras.losses.categorical_crossentropy(np.repeat(y, samples, axis=0),
-                                                                    self.model(noisy, training=training_mode),
-                                                                    from_logits=True)
-                loss = tf.reduce_sum(per_copy) / (len(x) * samples)
-            return tape.gradient(loss, xt).numpy()
+            _, noise = copies(x)
+            return eot_gradient(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)), tf.convert_to_tensor(y),
+                                noise).numpy()
 
     return NoisyClassifier(model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
                            loss_object=loss_object, clip_values=(0.0, 1.0))
@@ -211,15 +232,17 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
 
 
 def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, eot_samples: int, pgd_steps: int,
-            seed: int = 0, batch_size: int = 256) -> dict:
+            seed: int = 0, batch_size: int = 1000) -> dict:
     """Randomized smoothing of ``model`` with noise σ on scans ``(x, y)``: the certified-accuracy curve over
-    ``radii`` (abstentions are errors) and, next to it, the **empirical** accuracy of the smoothed classifier
-    under an L2 PGD with EOT (``eot_samples`` draws, ``pgd_steps`` steps, no random start) at each radius, which
-    must lie above the certificate. ART's smoothing draws from NumPy's global generator: it is seeded here with
-    ``seed``, once, before certifying.
+    ``radii`` (abstentions are errors) and, next to it, the **empirical** accuracy of the *same* smoothed classifier
+    (same ``n0``, ``n``, ``alpha``: its answer is CERTIFY's class, an abstention an error) under an L2 PGD with EOT
+    (``eot_samples`` draws, ``pgd_steps`` steps, no random start) at each radius, which must lie above the
+    certificate. ART's smoothing draws from NumPy's global generator: it is seeded here with ``seed``, once,
+    before certifying.
 
     Returns ``{"curve", "empirical", "abstained", "median_radius" (of the correct certified scans), "max_radius"
-    (the largest radius ``n`` samples can certify), "certify_s", "n0", "n", "alpha", "n_scans"}``.
+    (the largest radius ``n`` samples can certify), "certify_s", "n0", "n", "alpha", "n_scans", "pred", "radius"
+    (per scan), "empirical_correct" (per radius, per scan)}``.
     """
     import time
 
@@ -232,17 +255,22 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
     pred, radius = smoothed.certify(x, n=n, batch_size=batch_size)
     certify_s = time.perf_counter() - t0
     attacker = noise_classifier(model, sigma, eot_samples, seed=seed + 1)
-    empirical = []
+    empirical, empirical_correct = [], []
     for r in radii:
-        x_adv = x if r == 0 else pgd(attacker, x, y, float(r), norm="2", steps=pgd_steps, restarts=0, seed=seed,
-                                     progress=False).x_adv
-        answers = smoothed_predictions(smoothed.predict(x_adv))
-        empirical.append({"radius": float(r), "accuracy": float(np.mean(answers == y)),
+        if r == 0:
+            answers = pred
+        else:
+            x_adv = pgd(attacker, x, y, float(r), norm="2", steps=pgd_steps, restarts=0, seed=seed,
+                        progress=False).x_adv
+            answers = smoothed.certify(x_adv, n=n, batch_size=batch_size)[0]
+        correct = answers == y
+        empirical_correct.append(correct.astype(int).tolist())
+        empirical.append({"radius": float(r), "accuracy": float(np.mean(correct)),
                           "abstained": int((answers == -1).sum())})
     correct = pred == y
     return {"curve": certified_accuracy(y, pred, radius, radii), "empirical": empirical,
             "abstained": int((pred == -1).sum()),
             "median_radius": float(np.median(radius[correct])) if correct.any() else 0.0,
             "max_radius": max_certifiable_radius(sigma, n, alpha), "certify_s": certify_s, "n0": n0, "n": n,
-            "alpha": alpha, "n_scans": len(y)}
-
+            "alpha": alpha, "n_scans": len(y), "pred": np.asarray(pred).tolist(), "radius": np.asarray(radius).tolist(),
+            "empirical_correct": empirical_correct}

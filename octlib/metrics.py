@@ -244,26 +244,6 @@ def attack_report(y_true, logits_clean, logits_adv, x_clean, x_adv) -> dict:
     }
 
 
-def sweep_table(eps, reports_by_attack: dict):
-    """One row per ε (labelled in /255 and [0, 1]) with, for each attack, adversarial accuracy and loss, success
-    rate, urgent-flip rate, mean L2, PSNR, SSIM and ms per image, from lists of :func:`attack_report` results."""
-    import pandas as pd
-
-    from .attacks import eps_label
-
-    columns = {"ε": [eps_label(e) for e in eps]}
-    fields = {"acc": lambda r: r["adversarial"]["value"], "loss": lambda r: r["loss_adversarial"],
-              "success": lambda r: r["success_rate"], "urgent flip": lambda r: r["urgent_flip"]["rate"],
-              "mean L2": lambda r: r["l2"]["mean"], "PSNR (dB)": lambda r: r["psnr"]["mean"],
-              "SSIM": lambda r: r["ssim"]["mean"], "ms/img": lambda r: r.get("ms_per_image", float("nan"))}
-    for attack, reports in reports_by_attack.items():
-        if len(reports) != len(eps):
-            raise ValueError(f"{attack}: {len(reports)} reports for {len(eps)} ε values.")
-        for name, get in fields.items():
-            columns[f"{attack} {name}"] = [get(r) for r in reports]
-    return pd.DataFrame(columns)
-
-
 def extraction_report(y_true, logits_victim, logits_thief) -> dict:
     """How good a stolen copy is, on the evaluation split (patients neither model trained on).
 
@@ -359,12 +339,31 @@ def minimal_attack_curve(y_true, logits_clean, logits_adv, l2, eps_grid) -> list
     return out
 
 
-def evasion_summary(report: dict) -> dict:
-    """The per-ε numbers of an :func:`attack_report` (plus ``params``) that the results store keeps for the
-    comparison: ε in [0, 1] and /255, adversarial accuracy with CI, loss, drop, increase, urgent-flip rate."""
-    params = report.get("params", {})
-    return {"eps": params.get("eps"), "eps_255": params.get("eps_255"),
-            "accuracy": report["adversarial"]["value"], "ci_low": report["adversarial"]["ci_low"],
-            "ci_high": report["adversarial"]["ci_high"], "loss": report["loss_adversarial"],
-            "accuracy_drop": report["accuracy_drop"], "loss_increase": report["loss_increase"],
-            "urgent_flip": report["urgent_flip"]["rate"], "success_rate": report["success_rate"], "n": report["n"]}
+def outcome_breakdown(y_true, clean_pred, adv_pred, robust) -> dict:
+    """Per-scan outcomes of an evaluation read clinically: ``per_class`` robust accuracy (by true class) and
+    ``urgent_flip``: among urgent scans (CNV/DME) called urgent when clean, the share called non-urgent
+    (DRUSEN/NORMAL) under attack (``rate``, ``flips``, ``denominator``, Wilson interval)."""
+    y = _labels(y_true)
+    clean_pred, adv_pred, robust = np.asarray(clean_pred), np.asarray(adv_pred), np.asarray(robust, dtype=bool)
+    urgent_ok = urgent(y) & urgent(clean_pred)
+    flips = urgent_ok & ~urgent(adv_pred)
+    lo, hi = wilson_interval(int(flips.sum()), int(urgent_ok.sum()))
+    return {"per_class": {cls: float(robust[y == k].mean()) if np.any(y == k) else float("nan")
+                          for k, cls in enumerate(CLASSES)},
+            "urgent_flip": {"rate": float(flips.sum() / urgent_ok.sum()) if urgent_ok.any() else float("nan"),
+                            "flips": int(flips.sum()), "denominator": int(urgent_ok.sum()), "ci_low": lo,
+                            "ci_high": hi}}
+
+
+def flip_curve(l2, flipped, radii) -> list[dict]:
+    """For a minimal-perturbation attack (DeepFool) on correctly classified scans: the share flipped within each
+    L2 radius (``flipped`` scans with ``l2 <= r``), with its Wilson interval. Not an accuracy: DeepFool pushes a
+    scan away from its *predicted* class, so it is read only on scans the model gets right."""
+    l2, flipped = np.asarray(l2, dtype=float), np.asarray(flipped, dtype=bool)
+    out = []
+    for r in radii:
+        k = int((flipped & (l2 <= r)).sum())
+        lo, hi = wilson_interval(k, len(l2))
+        out.append({"radius": float(r), "flipped": k / len(l2) if len(l2) else float("nan"), "ci_low": lo,
+                    "ci_high": hi, "n": int(len(l2))})
+    return out

@@ -96,3 +96,29 @@ def build_model(arch: str, image_size: int, cfg: TrainConfig | None = None, **kw
     if arch not in builders:
         raise ValueError(f"Unknown architecture {arch!r}; choose from {sorted(builders)}.")
     return builders[arch](image_size, cfg, **kwargs)
+
+
+def _float32_config(config):
+    """A copy of a Keras config with every layer's dtype policy set to float32."""
+    if isinstance(config, dict):
+        out = {}
+        for k, v in config.items():
+            if k == "dtype" and v is not None and not isinstance(v, (int, float)):
+                out[k] = "float32"
+            else:
+                out[k] = _float32_config(v)
+        return out
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """The model itself when it computes in float32; otherwise (e.g. trained under ``mixed_float16`` on a GPU) a
+    float32 clone with the same weights, so that attacks backpropagate in float32: input gradients of a float16
+    model can underflow to zero, which looks like robustness (masked gradients)."""
+    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in model.layers):
+        return model
+    clone = model.__class__.from_config(_float32_config(model.get_config()))
+    clone.set_weights([w.astype("float32") if hasattr(w, "astype") else w for w in model.get_weights()])
+    return clone

@@ -166,6 +166,21 @@ def plot_vs_eps(ax, eps_255, reports, key: str = "adversarial", *, label: str = 
     return ax
 
 
+def plot_records_vs_eps(ax, rows, key: str = "robust_accuracy", *, label: str = "", color=None, marker="o",
+                        **plot_kwargs):
+    """Plot evaluation records (:mod:`octlib.records`, one model and attack, L∞) against ε (/255, log axis):
+    ``robust_accuracy`` with its 95% Wilson band, or any scalar key (``attacked_loss``)."""
+    rows = sorted(rows, key=lambda r: r["eps"])
+    eps_255 = np.array([r["eps_255"] for r in rows], dtype=float)
+    line, = ax.plot(eps_255, [r[key] for r in rows], marker=marker, label=label, color=color, **plot_kwargs)
+    if key == "robust_accuracy":
+        ax.fill_between(eps_255, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=line.get_color(),
+                        alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ε (/255; ε in [0, 1] = value / 255)")
+    return ax
+
+
 def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix: str = "", amplify=None):
     """Rows of [clean, perturbation (amplified to the full grey range), adversarial] with labels and confidence."""
     import matplotlib.pyplot as plt

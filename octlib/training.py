@@ -95,13 +95,30 @@ def _with(x, y: tuple):
     return (x, *y) if y else x
 
 
-def adversarial_trainer(model, eps: float, steps: int):
+def _wrapper_class():
+    """A Keras model that wraps ``inner`` and shares its weights: subclasses change how it trains or validates."""
+    import keras
+
+    class Wrapper(keras.Model):
+        def __init__(self, inner, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = inner
+
+        def call(self, x, training=False):
+            return self.inner(x, training=training)
+
+    return Wrapper
+
+
+def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: bool = False):
     """Wrap ``model`` so that ``fit`` trains on L-infinity PGD adversarial examples (Madry et al. 2018).
 
     Each training batch is replaced by PGD with a random start in the ε-ball, ``steps`` sign-gradient steps of
     2.5 ε / steps on the cross-entropy, computed with the model in inference mode, then one optimizer step on the
-    adversarial batch. Evaluation (``validation_data``) stays on clean scans. The wrapper shares its weights with
-    ``model``; save ``model``, not the wrapper. ε is in [0, 1] pixel units.
+    adversarial batch (one step: FGSM-RS, Wong et al. 2020). With ``validate_adversarial`` the validation batches
+    are attacked the same way, so ``val_accuracy`` is the robust validation accuracy that selects the epoch;
+    otherwise evaluation stays on clean scans. The wrapper shares its weights with ``model``; save ``model``,
+    not the wrapper. ε is in [0, 1] pixel units.
     """
     import keras
     import tensorflow as tf
@@ -110,16 +127,8 @@ def adversarial_trainer(model, eps: float, steps: int):
         raise ValueError(f"adversarial training needs 0 < eps <= 1 (pixel units) and steps >= 1, got {eps}, {steps}.")
     step_size = 2.5 * eps / steps
 
-    class PGDAdversarialTraining(keras.Model):
-        def __init__(self, inner, **kwargs):
-            super().__init__(**kwargs)
-            self.inner = inner
-
-        def call(self, x, training=False):
-            return self.inner(x, training=training)
-
-        def train_step(self, data):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    class PGDAdversarialTraining(_wrapper_class()):
+        def attack(self, x, y):
             x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
             for _ in range(steps):
                 with tf.GradientTape() as tape:
@@ -128,7 +137,17 @@ def adversarial_trainer(model, eps: float, steps: int):
                                                                  from_logits=True)
                 x_adv = x_adv + step_size * tf.sign(tape.gradient(loss, x_adv))
                 x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
-            x_adv = tf.stop_gradient(x_adv)
+            return tf.stop_gradient(x_adv)
+
+        def test_step(self, data):
+            if not validate_adversarial:
+                return super().test_step(data)
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            return super().test_step((self.attack(x, y), y, sample_weight))
+
+        def train_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            x_adv = self.attack(x, y)
             with tf.GradientTape() as tape:
                 y_pred = self(x_adv, training=True)
                 loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight)
@@ -142,6 +161,21 @@ def adversarial_trainer(model, eps: float, steps: int):
             return {m.name: m.result() for m in self.metrics}
 
     return PGDAdversarialTraining(model, name=f"{model.name}_pgd_at")
+
+
+def noisy_validator(model, sigma: float, seed: int = 0):
+    """Wrap ``model`` so that validation scans get the training noise N(0, σ²) (not clipped), and the epoch is
+    selected on how the model does under the noise it will be used with; training is the model's own."""
+    import keras
+
+    noise = keras.layers.GaussianNoise(sigma, seed=seed)
+
+    class NoisyValidation(_wrapper_class()):
+        def test_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            return super().test_step((noise(x, training=True), y, sample_weight))
+
+    return NoisyValidation(model, name=f"{model.name}_noisy_val")
 
 
 def class_weights(labels: np.ndarray, mode: str = "balanced") -> dict[int, float] | None:
@@ -198,15 +232,24 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
     try:
         with strategy.scope():
             model = build_cnn(image_size, cfg)
-            fitted = adversarial_trainer(model, cfg.adv_eps_255 / 255, cfg.adv_steps) if cfg.adv_eps_255 else model
+            fitted = model
+            if cfg.adv_eps_255:
+                fitted = adversarial_trainer(model, cfg.adv_eps_255 / 255, cfg.adv_steps,
+                                             validate_adversarial=cfg.validate_under_threat)
+            elif cfg.noise_sigma and cfg.validate_under_threat:
+                fitted = noisy_validator(model, cfg.noise_sigma, seed=seed)
             compile_model(fitted, cfg)
         n_classes = len(CLASSES)
         train_ds = _one_hot(make_dataset(train_images, train_labels, batch_size=cfg.batch_size, training=True,
                                          augment=cfg.augment, seed=seed, noise_sigma=cfg.noise_sigma), n_classes)
         val_ds = _one_hot(make_dataset(val_images, val_labels, batch_size=256), n_classes)
+        # Adversarial training validated under attack selects on robust validation accuracy; everything else on
+        # (clean, or noisy for validated noise training) validation loss.
+        robust_selection = bool(cfg.adv_eps_255 and cfg.validate_under_threat)
         callbacks = [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
-                                          restore_best_weights=True),
+            keras.callbacks.EarlyStopping(monitor="val_accuracy" if robust_selection else "val_loss",
+                                          mode="max" if robust_selection else "min",
+                                          patience=cfg.early_stopping_patience, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.reduce_lr_patience,
                                               min_lr=1e-5),
         ]
@@ -221,7 +264,12 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
     epochs_run = len(history["loss"])
     return model, {
         "history": history, "epochs_run": epochs_run,
-        "best_epoch": int(np.argmin(history["val_loss"])) + 1, "train_seconds": round(seconds, 2),
+        "best_epoch": (int(np.argmax(history["val_accuracy"])) if robust_selection
+                       else int(np.argmin(history["val_loss"]))) + 1,
+        "selected_on": ("robust validation accuracy" if robust_selection else
+                        "noisy validation loss" if cfg.noise_sigma and cfg.validate_under_threat
+                        else "validation loss"),
+        "train_seconds": round(seconds, 2),
         "images_per_second": round(epochs_run * len(train_images) / seconds, 1),
         "device": devices, "mixed_precision": use_mp,
     }

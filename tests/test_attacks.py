@@ -100,6 +100,20 @@ def test_fast_class_gradient_equals_arts(setup):
     np.testing.assert_allclose(clf.class_gradient(x, label=2), art[:, 2:3], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "margin"])
+def test_traced_loss_gradient_equals_arts(setup, loss):
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    model, _, x, y = setup
+    clf = attacks.art_classifier(model, loss=loss)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    traced = clf.loss_gradient(x, onehot)
+    art = TensorFlowV2Classifier.loss_gradient(clf, x, onehot)
+    assert traced.shape == x.shape and np.abs(art).max() > 0
+    np.testing.assert_allclose(traced, art, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(clf.loss_gradient(x[:5], onehot[:5]), art[:5] * len(x) / 5, rtol=1e-4, atol=1e-7)
+
+
 def test_attack_report_counts():
     y = np.array([0, 1, 2, 3, 0, 1])
     clean = np.eye(4)[[0, 1, 2, 3, 0, 2]] * 5  # 5 of 6 right; last DME read as DRUSEN

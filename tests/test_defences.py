@@ -37,7 +37,7 @@ def test_output_noise_is_a_seeded_distribution_without_nan():
 
 def test_named_output_defences():
     names = list(output_defences((0.1, 0.3)))
-    assert names == ["none", "label-only", "noise σ=0.1", "noise σ=0.3", "reverse-sigmoid β=1,γ=0.1"]
+    assert names == ["none", "label-only", "output noise σ=0.1", "output noise σ=0.3", "reverse-sigmoid β=1,γ=0.1"]
     answers, post = output_defences()["label-only"]
     assert answers == "labels" and post == []
 
@@ -189,3 +189,9 @@ def test_certify_puts_the_certificate_next_to_an_empirical_attack(setup):
     assert (out["n0"], out["n"], out["alpha"]) == (8, 32, 0.05) and out["certify_s"] > 0
     again = certify(model, 0.25, x[:8], y[:8], **kw)  # seeded: the same certificate and attack
     assert again["curve"] == out["curve"] and again["empirical"] == out["empirical"]
+    # the empirical check reads the same smoothed classifier as the certificate (its CERTIFY answer, same n):
+    # at radius 0 it is the certificate's own clean accuracy, and every certified scan is answered correctly there
+    pred, radius = np.array(out["pred"]), np.array(out["radius"])
+    assert out["empirical"][0]["accuracy"] == np.mean(pred == y[:8]) == out["curve"][0]["certified_accuracy"]
+    assert len(out["empirical_correct"]) == 3 and all(len(c) == 8 for c in out["empirical_correct"])
+    assert all(p["certified_accuracy"] <= e["accuracy"] + 1e-9 for p, e in zip(out["curve"], out["empirical"]))

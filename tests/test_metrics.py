@@ -43,13 +43,17 @@ def test_bad_shapes_are_named():
         metrics.classification_report([0, 1, 2], np.zeros((2, 4)))
 
 
-def test_sweep_table_has_a_row_per_eps_and_refuses_mismatches():
-    y = np.array([0, 1, 2, 3])
-    clean = np.eye(4)[y] * 5
-    x = np.zeros((4, 8, 8, 1), np.float32)
-    reps = [metrics.attack_report(y, clean, np.eye(4)[[1, 1, 2, 3]] * 5, x, x + 0.01) for _ in range(2)]
-    table = metrics.sweep_table([1 / 255, 2 / 255], {"PGD": reps})
-    assert table["ε"].tolist() == ["1/255 (0.0039)", "2/255 (0.0078)"]
-    assert table["PGD acc"].tolist() == [0.75, 0.75] and table["PGD success"].tolist() == [0.25, 0.25]
-    with pytest.raises(ValueError, match="PGD: 2 reports for 3"):
-        metrics.sweep_table([1, 2, 3], {"PGD": reps})
+def test_flip_curve_reads_deepfool_on_correct_scans_only():
+    curve = metrics.flip_curve([0.05, 0.2, 0.4, 9.0], [True, True, True, False], [0.1, 0.3, 1.0])
+    assert [p["flipped"] for p in curve] == [0.25, 0.5, 0.75] and curve[0]["n"] == 4
+    assert all(p["ci_low"] <= p["flipped"] <= p["ci_high"] for p in curve)
+
+
+def test_outcome_breakdown_counts_missed_referrals():
+    y = np.array([0, 1, 3, 0, 1])  # CNV, DME, NORMAL, CNV, DME
+    clean = np.array([0, 1, 3, 0, 3])  # the last urgent scan is already missed when clean: not counted
+    adv = np.array([3, 0, 0, 2, 3])  # CNV->NORMAL and CNV->DRUSEN are missed referrals; DME->CNV is not
+    out = metrics.outcome_breakdown(y, clean, adv, robust=[0, 0, 0, 0, 0])
+    assert out["urgent_flip"]["flips"] == 2 and out["urgent_flip"]["denominator"] == 3
+    assert out["urgent_flip"]["rate"] == 2 / 3 and out["per_class"]["CNV"] == 0.0
+    assert np.isnan(out["per_class"]["DRUSEN"])

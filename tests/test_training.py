@@ -161,3 +161,62 @@ def test_adversarial_training_trains_on_pgd_examples(splits):
     assert wrapper.inner is inner and set(map(id, wrapper.trainable_variables)) == set(map(id, inner.trainable_variables))
     with pytest.raises(ValueError, match="adversarial training"):
         training.adversarial_trainer(inner, 8, 2)  # 0-255 scale
+
+
+def test_validation_under_the_threat_attacks_or_noises_the_validation_scans(splits):
+    x = splits.val.x
+    y = keras.utils.to_categorical(splits.val.labels, 4)
+    inner = build_cnn(16, TINY)
+    for validate, expect in ((False, "equal"), (True, "higher")):
+        wrapper = training.compile_model(training.adversarial_trainer(inner, 16 / 255, 3, validate_adversarial=validate),
+                                         TINY)
+        clean = training.compile_model(inner, TINY).evaluate(x, y, verbose=0, return_dict=True)["loss"]
+        under = wrapper.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+        assert (under > clean + 1e-4) if expect == "higher" else under == pytest.approx(clean, rel=1e-5)
+    noisy = training.compile_model(training.noisy_validator(inner, 0.3), TINY)
+    losses = {round(noisy.evaluate(x, y, verbose=0, return_dict=True)["loss"], 6) for _ in range(2)}
+    assert len(losses) == 2  # fresh noise on every validation pass
+
+
+def test_defences_select_their_epoch_under_their_own_threat(splits):
+    def fit(cfg):
+        return training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                              image_size=16, seed=0, verbose=0)[1]
+
+    at = fit(replace(TINY, adv_eps_255=8, adv_steps=2, augment="none", epochs=1, validate_under_threat=True))
+    noise = fit(replace(TINY, noise_sigma=0.3, augment="none", epochs=1, validate_under_threat=True))
+    plain = fit(replace(TINY, augment="none", epochs=1))
+    assert at["selected_on"] == "robust validation accuracy" and noise["selected_on"] == "noisy validation loss"
+    assert plain["selected_on"] == "validation loss"
+    assert "validate_under_threat" not in TINY.key_dict()  # old artifact keys unchanged
+    assert replace(TINY, validate_under_threat=True).key_dict()["validate_under_threat"] is True
+
+
+def test_a_mixed_precision_model_is_attacked_through_a_float32_clone():
+    import tensorflow as tf
+
+    from octlib.models import float32_model
+
+    plain = build_cnn(16, TINY)
+    assert float32_model(plain) is plain
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = build_cnn(16, TINY)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    mixed.set_weights(plain.get_weights())
+    clone = float32_model(mixed)
+    assert clone is not mixed and all(layer.dtype_policy.compute_dtype == "float32" for layer in clone.layers)
+    x = tf.constant(np.random.default_rng(0).random((4, 16, 16, 1), dtype=np.float32))
+    y = tf.one_hot([0, 1, 2, 3], 4)
+
+    def input_gradient(model):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = keras.losses.categorical_crossentropy(y, model(x, training=False), from_logits=True)
+        return tape.gradient(loss, x).numpy()
+
+    reference = input_gradient(plain)
+    np.testing.assert_allclose(input_gradient(clone), reference, rtol=1e-4, atol=1e-7)  # float32 reference
+    assert mixed.layers[2].dtype_policy.compute_dtype == "float16"

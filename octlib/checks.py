@@ -1,0 +1,83 @@
+"""Sanity checks of an evaluation (Carlini et al. 2019, "On Evaluating Adversarial Robustness", section 5).
+
+Each check takes numbers from the evaluation records and returns a list of violations in words (empty: passed),
+so a notebook can ``assert not problems, problems`` and notebook 90 can show what failed. None of them proves
+robustness; each one catches a known way an evaluation goes wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def non_increasing(values, *, what: str = "robust accuracy", tolerance: float = 0.0) -> list[str]:
+    """Robust accuracy must not grow with ε (an adversarial example at ε is admissible at every larger ε)."""
+    v = np.asarray(values, dtype=float)
+    return [f"{what} rises from {v[i]:.3f} to {v[i + 1]:.3f} between grid points {i} and {i + 1}"
+            for i in range(len(v) - 1) if v[i + 1] > v[i] + tolerance]
+
+
+def reaches_zero(values, *, what: str = "robust accuracy", tolerance: float = 0.0) -> list[str]:
+    """At the largest ε an unbounded-enough attack fools every scan; robust accuracy left above ``tolerance``
+    there is **suspected gradient masking** (or an ε grid that stops too early)."""
+    v = np.asarray(values, dtype=float)
+    return [] if len(v) == 0 or v[-1] <= tolerance else [
+        f"suspected gradient masking: {what} is {v[-1]:.3f} at the largest ε (should reach 0)"]
+
+
+def iterative_beats_single_step(iterative, single_step, *, tolerance: float = 0.0) -> list[str]:
+    """An iterative attack (PGD) must fool at least as many scans as a single-step one (FGSM) at every ε."""
+    it, ss = np.asarray(iterative, dtype=float), np.asarray(single_step, dtype=float)
+    return [f"iterative attack weaker than single-step at grid point {i}: {a:.3f} > {b:.3f}"
+            for i, (a, b) in enumerate(zip(it, ss)) if a > b + tolerance]
+
+
+def eot_beats_plain(eot, plain, *, tolerance: float = 0.0) -> list[str]:
+    """Against a randomized defence, the EOT attack must do at least as well as the plain (one-draw) attack."""
+    e, p = np.asarray(eot, dtype=float), np.asarray(plain, dtype=float)
+    return [f"EOT weaker than the plain attack at grid point {i}: {a:.3f} > {b:.3f}"
+            for i, (a, b) in enumerate(zip(e, p)) if a > b + tolerance]
+
+
+def whitebox_beats_blackbox(whitebox, blackbox, clean, *, tolerance: float = 0.0) -> list[str]:
+    """White-box robust accuracy <= black-box (Square, HopSkipJump, transfer) <= clean accuracy. Black-box
+    attacks beating white-box ones means the gradients are masked."""
+    out = []
+    if whitebox > blackbox + tolerance:
+        out.append(f"black-box attack stronger than white-box: {blackbox:.3f} < {whitebox:.3f} (masked gradients?)")
+    if blackbox > clean + tolerance:
+        out.append(f"black-box accuracy {blackbox:.3f} above clean accuracy {clean:.3f}")
+    return out
+
+
+def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int = 0) -> list[str]:
+    """Per scan: ``fooled_by`` names the first suite attack that fooled each scan. A score-based attack that fools
+    scans every gradient attack before it missed is the per-scan form of :func:`whitebox_beats_blackbox`."""
+    k = int(np.sum(np.asarray(fooled_by) == attack))
+    return [] if k <= n_allowed else [
+        f"{attack} fooled {k} scans that every gradient attack missed: suspected gradient masking"]
+
+
+def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tolerance: float = 0.0) -> dict:
+    """Every check on one model's rows of :func:`octlib.records.read_records` (L∞): ``{"failed": [...],
+    "masking": [...]}``. ``masking`` lists what would show as "suspected gradient masking" (reported, not
+    failed: a real defence may leave some scans unflipped on a short grid). ``tolerance`` is how much PGD's own
+    accuracy may exceed FGSM's (a randomized defence answers differently on every call; 0 otherwise)."""
+    rows = frame[(frame["model"] == model) & (frame["norm"] == "inf")]
+    failed, masking = [], []
+    suite = rows[rows["attack"] == "suite"].sort_values("eps")
+    if len(suite):
+        failed += non_increasing(suite["robust_accuracy"])
+        masking += reaches_zero(suite["robust_accuracy"], tolerance=masking_tolerance)
+        for fb in suite.get("fooled_by", []):
+            masking += blackbox_finds_little(fb)
+    pgd, fgsm = rows[rows["attack"] == "PGD"].sort_values("eps"), rows[rows["attack"] == "FGSM"].sort_values("eps")
+    if len(pgd) and len(fgsm):
+        failed += non_increasing(pgd["robust_accuracy"], what="PGD accuracy")
+        failed += iterative_beats_single_step(pgd["robust_accuracy"].to_numpy(), fgsm["robust_accuracy"].to_numpy(),
+                                              tolerance=tolerance)
+    for _, r in suite.iterrows():
+        if r["robust_accuracy"] > r["clean_accuracy"]:
+            failed.append(f"robust accuracy {r['robust_accuracy']:.3f} above clean {r['clean_accuracy']:.3f} at "
+                          f"{r['eps_label']}")
+    return {"failed": failed, "masking": list(dict.fromkeys(masking))}

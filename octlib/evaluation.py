@@ -1,0 +1,487 @@
+"""One adaptive evaluation for every model: the same attack suite on the same scans, robust accuracy per scan.
+
+How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; RobustBench):
+
+* **Crafted on the float32 logits model, scored through what the defence answers.** Every gradient attack runs on
+  an ART classifier over the model's logits (a float32 clone when it was trained in mixed precision; never
+  through a post-processor). Whether a scan is fooled is decided by the defence's own answer (a label-only API,
+  noisy probabilities, the average of noisy copies ...): see :class:`Target`.
+* **One suite, worst case per scan.** The suite (:class:`octlib.config.SuiteConfig`) runs, in order, FGSM; PGD on
+  the cross-entropy with random restarts, keeping per scan the **highest-loss** restart (ART keeps the last
+  *successful* one); APGD-DLR (ART's ``AutoProjectedGradientDescent``) or PGD on the logit margin; and the Square
+  attack (score-based, no gradients) at the headline ε as the gradient-masking probe. A scan counts as robust at ε
+  only if **no** attack of the suite fools it.
+* **Monotone in ε, and cheaper for it.** An adversarial scan at ε is admissible at every larger ε, so a scan
+  fooled at ε is fooled at every larger ε and is not attacked again. FGSM and PGD (the attacks whose own curves
+  are drawn) skip only the scans *they* already fooled; APGD and Square run only on the scans that survived every
+  attack before them. :attr:`Evaluation.cost` counts the gradient evaluations spent and those this saves.
+* **Loss** is the cross-entropy of the model's own logits (for a randomized defence: of its averaged answer), the
+  highest found for the scan at any ε' <= ε. Scans the model gets wrong clean, or that were fooled at a smaller
+  ε, are not attacked again, so for them it is the value found before: a lower bound of the worst-case loss. The
+  loss of what an API *answers* (one-hot, noisy, reversed) is a different number, the cost to honest users
+  (:func:`octlib.metrics.answers_report`).
+* **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is the mean over
+  ``eot_samples`` noise draws (:func:`octlib.defences.noise_classifier`), and :func:`eot_convergence` grows the
+  draws and steps until robust accuracy stops falling.
+
+:meth:`Evaluation.records` turns the result into flat rows (:mod:`octlib.records`), one per (model, attack or
+suite, norm, ε), each with the per-scan outcomes, so that any two models can be compared on the same scans.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .config import CLASSES, SuiteConfig
+from .threat import ThreatModel, eps_label, to_255
+
+#: Attacks whose own per-ε curve is kept: each skips only the scans it has fooled itself.
+OWN_CURVE = ("FGSM", "PGD")
+GRADIENT_ATTACKS = ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin")
+SUITE_ATTACKS = (*GRADIENT_ATTACKS, "Square")
+
+
+@dataclass
+class Target:
+    """A model as an evaluation sees it.
+
+    Attributes:
+        name: the row name in tables (e.g. ``undefended``, ``label-only``, ``inference noise σ=0.12``).
+        kind: ``none``, ``output`` (post-processor), ``training`` (a retrained model), ``randomized``
+            (inference-time noise) or ``smoothing``.
+        model: the Keras logits model the attacks differentiate (float32; see :func:`octlib.models.float32_model`).
+        answer: scans -> the class the defence answers (default: argmax of the model's logits).
+        scores: scans -> logits or log-probabilities whose cross-entropy is the loss under attack (default: the
+            model's logits; a randomized defence: the log of its averaged probabilities).
+        crafting: ``loss`` -> the ART classifier the attacks run on (default :func:`octlib.attacks.art_classifier`
+            over ``model``; a randomized defence: EOT over its noise). ``loss="scores"`` asks for the classifier a
+            score-based attack (Square) queries: the model's logits, or a randomized defence's own answers.
+        eot_samples: noise draws per EOT gradient (1 for deterministic models).
+        settings: anything that describes the defence (σ, K, post-processor parameters), kept in the records.
+    """
+
+    name: str
+    kind: str
+    model: object
+    answer: Callable | None = None
+    scores: Callable | None = None
+    crafting: Callable | None = None
+    eot_samples: int = 1
+    settings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .attacks import art_classifier
+        from .metrics import predict_logits
+        from .models import float32_model
+
+        kinds = ("none", "output", "training", "randomized", "smoothing")
+        if self.kind not in kinds:
+            raise ValueError(f"Target {self.name!r}: `kind` must be one of {kinds}, got {self.kind!r}.")
+        self.model = float32_model(self.model)
+        model = self.model
+        if self.scores is None:
+            self.scores = lambda x: predict_logits(model, x)
+        if self.answer is None:
+            self.answer = lambda x: np.asarray(self.scores(x)).argmax(axis=1)
+        if self.crafting is None:
+            self.crafting = lambda loss: art_classifier(model, loss="cross_entropy" if loss == "scores" else loss)
+
+    @property
+    def randomized(self) -> bool:
+        return self.kind in ("randomized", "smoothing")
+
+
+def model_target(name: str, model, *, kind: str = "training", **settings) -> Target:
+    """A deterministic model, attacked and answered through its own logits (the undefended victim: ``kind="none"``)."""
+    return Target(name, kind, model, settings=settings)
+
+
+def api_target(name: str, model, api, **settings) -> Target:
+    """An output defence: attacks are crafted on ``model``'s logits, the answer is the top class of what ``api``
+    (an ART classifier with post-processors, e.g. :func:`octlib.extraction.victim_api`) returns."""
+    return Target(name, "output", model, answer=lambda x: np.asarray(api.predict(x)).argmax(axis=1),
+                  settings=settings)
+
+
+def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int, *, seed: int = 0,
+                 **settings) -> Target:
+    """Inference-time Gaussian noise: the answer averages ``samples`` noisy copies (fresh draws on every call);
+    gradient attacks use EOT over ``eot_samples`` draws (:func:`octlib.defences.noise_classifier`)."""
+    from .defences import noise_classifier
+
+    answering = noise_classifier(model, sigma, samples, seed=seed)
+    draws = iter(range(seed + 1, seed + 1_000_000))
+
+    def crafting(loss):
+        if loss == "scores":  # a score-based attacker queries the defence itself
+            return noise_classifier(model, sigma, samples, seed=next(draws))
+        return noise_classifier(model, sigma, eot_samples, seed=next(draws), loss=loss)
+
+    return Target(name, "randomized", model, answer=lambda x: answering.predict(x).argmax(axis=1),
+                  scores=answering.predict, crafting=crafting,
+                  eot_samples=eot_samples, settings={"sigma": sigma, "samples": samples, **settings})
+
+
+@dataclass
+class Evaluation:
+    """The suite's result on one target: per-scan outcomes over the ε grid (see :mod:`octlib.evaluation`).
+
+    Arrays indexed ``[ε, scan]``: ``robust`` (no suite attack fooled the scan at ε or below), ``loss`` (highest
+    cross-entropy found), ``pred`` (the defence's answer on the scan's worst adversarial example so far);
+    ``own`` holds, per attack of :data:`OWN_CURVE`, its own ``robust`` and ``loss`` arrays; ``fooled_by`` names
+    the first attack that fooled each scan at each ε (``""``: robust or wrong when clean, ``"clean"``).
+    """
+
+    target: str
+    kind: str
+    threat: ThreatModel
+    suite: SuiteConfig
+    y: np.ndarray
+    scan_ids: np.ndarray
+    patients: np.ndarray
+    clean_pred: np.ndarray
+    clean_loss: np.ndarray
+    robust: np.ndarray
+    loss: np.ndarray
+    pred: np.ndarray
+    fooled_by: np.ndarray
+    own: dict
+    cost: dict
+    runtime_s: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return self.clean_pred == self.y
+
+    def robust_accuracy(self, attack: str = "suite") -> np.ndarray:
+        """Robust accuracy per ε for the suite or one of :data:`OWN_CURVE`."""
+        robust = self.robust if attack == "suite" else self.own[attack]["robust"]
+        return robust.mean(axis=1)
+
+    def records(self) -> list[dict]:
+        """Flat rows for :func:`octlib.records.write_records`: one per attack of :data:`OWN_CURVE` and one for the
+        suite, per ε, each with per-scan ``robust``, ``loss`` and ``pred`` lists and the scans' IDs and patients."""
+        rows = []
+        settings = {**self.settings, "eot_samples": self.settings.get("eot_samples", 1)}
+        for attack, curve in self.own.items():
+            rows += outcome_rows(self.target, self.kind, attack, self.threat, self.y, self.clean_pred,
+                                 self.clean_loss, curve["robust"], curve["loss"], self.scan_ids, self.patients,
+                                 settings=settings, attacks=[attack])
+        suite_rows = outcome_rows(self.target, self.kind, "suite", self.threat, self.y, self.clean_pred,
+                                  self.clean_loss, self.robust, self.loss, self.scan_ids, self.patients,
+                                  settings=settings, attacks=list(self.settings.get("attacks", self.suite.attacks)))
+        for i, row in enumerate(suite_rows):
+            row.update(pred=self.pred[i].tolist(), fooled_by=self.fooled_by[i].tolist(), cost=self.cost)
+        return rows + suite_rows
+
+
+def outcome_rows(model: str, kind: str, attack: str, threat: ThreatModel, y, clean_pred, clean_loss, robust, loss,
+                 scan_ids, patients, *, settings: dict | None = None, attacks=None) -> list[dict]:
+    """The record rows of one (model, attack) over ``threat``'s grid from per-scan arrays: ``robust`` and ``loss``
+    are ``[ε, scan]``; ``clean_pred``/``clean_loss`` per scan. Accuracy intervals are Wilson (95%)."""
+    from .metrics import wilson_interval
+
+    y, clean_pred, clean_loss = np.asarray(y), np.asarray(clean_pred), np.asarray(clean_loss, dtype=float)
+    robust, loss = np.asarray(robust, dtype=bool), np.asarray(loss, dtype=float)
+    clean_acc, mean_clean_loss = float((clean_pred == y).mean()), float(clean_loss.mean())
+    rows = []
+    for i, eps in enumerate(threat.eps):
+        k = int(robust[i].sum())
+        lo, hi = wilson_interval(k, len(y))
+        rows.append({
+            "model": model, "kind": kind, "attack": attack, "norm": threat.norm, "eps": float(eps),
+            "eps_255": to_255(eps) if threat.norm == "inf" else None, "eps_label": eps_label(eps, threat.norm),
+            "n": int(len(y)), "clean_accuracy": clean_acc, "robust_accuracy": k / len(y), "ci_low": lo,
+            "ci_high": hi, "clean_loss": mean_clean_loss, "attacked_loss": float(loss[i].mean()),
+            "accuracy_drop": clean_acc - k / len(y), "loss_increase": float(loss[i].mean()) - mean_clean_loss,
+            "attacks": list(attacks or [attack]), "scan_ids": [str(s) for s in scan_ids],
+            "patients": [int(p) for p in patients], "y": y.tolist(), "clean_pred": clean_pred.tolist(),
+            "clean_loss_per_scan": clean_loss.tolist(), "robust": robust[i].astype(int).tolist(),
+            "loss": loss[i].tolist(), "settings": dict(settings or {}),
+        })
+    return rows
+
+
+def _ce(scores, y) -> np.ndarray:
+    from .metrics import cross_entropy
+
+    return cross_entropy(y, scores, per_example=True)
+
+
+def _pgd_best(clf, x, y, eps, *, norm, steps, restarts, seed, batch_size, score):
+    """PGD with ``restarts`` random starts run one at a time; per scan the restart with the highest loss
+    (``score(x_adv)`` -> per-scan loss) is kept. Returns ``(x_adv, loss)``."""
+    from .attacks import pgd
+
+    best_x, best_loss = None, None
+    for r in range(max(1, restarts)):
+        run = pgd(clf, x, y, eps, steps=steps, restarts=1 if restarts else 0, norm=norm, seed=seed + 1000 * r,
+                  batch_size=batch_size, progress=False)
+        loss = score(run.x_adv)
+        if best_x is None:
+            best_x, best_loss = run.x_adv, loss
+        else:
+            better = loss > best_loss
+            best_x[better], best_loss[better] = run.x_adv[better], loss[better]
+    return best_x, best_loss
+
+
+def _apgd(clf, x, y, eps, *, norm, loss_type, steps, restarts, seed, batch_size):
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    np.random.seed(seed)
+    attack = AutoProjectedGradientDescent(
+        clf, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=2 * eps, max_iter=steps, targeted=False,
+        nb_random_init=max(1, restarts), batch_size=batch_size, loss_type=loss_type, verbose=False)
+    return attack.generate(x, np.eye(len(CLASSES), dtype=np.float32)[y]).astype(np.float32)
+
+
+def _square(clf, x, y, eps, *, norm, queries, seed, batch_size):
+    from art.attacks.evasion import SquareAttack
+
+    np.random.seed(seed)
+    attack = SquareAttack(clf, norm=np.inf if norm == "inf" else 2, eps=eps, max_iter=queries, nb_restarts=1,
+                          batch_size=batch_size, verbose=False)
+    return attack.generate(x, np.eye(len(CLASSES), dtype=np.float32)[y]).astype(np.float32)
+
+
+def attack_cost(attack: str, suite: SuiteConfig, eot_samples: int = 1) -> dict:
+    """Gradient evaluations (per scan, counting every EOT draw) and forward queries one attack spends per scan."""
+    grads = {"FGSM": 1, "PGD": suite.pgd_steps * max(1, suite.pgd_restarts),
+             "APGD-CE": suite.apgd_steps * max(1, suite.apgd_restarts),
+             "APGD-DLR": suite.apgd_steps * max(1, suite.apgd_restarts), "PGD-margin": suite.pgd_steps,
+             "Square": 0}[attack]
+    return {"gradients": grads * eot_samples, "queries": suite.square_queries if attack == "Square" else 0}
+
+
+def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, scan_ids=None, patients=None,
+             seed: int = 0, skip_fooled: bool = True, progress: bool = True) -> Evaluation:
+    """Run the attack suite on ``target`` over ``threat``'s ε grid, worst case per scan (see the module docs).
+
+    Args:
+        target: the model and how its defence answers (:func:`model_target`, :func:`api_target`,
+            :func:`noise_target`).
+        x: float32 scans ``(N, S, S, 1)`` in [0, 1]; y: integer labels.
+        threat: norm and ε grid; Square runs at ``threat.headline`` only.
+        suite: which attacks and their settings (:class:`octlib.config.SuiteConfig`).
+        scan_ids, patients: per-scan IDs (e.g. file paths) and patient IDs, kept in the records so that models
+            are paired scan by scan and intervals resample patients (default: positions, one patient per scan).
+        skip_fooled: do not attack again a scan already fooled at a smaller ε (default). ``False`` attacks every
+            correctly classified scan at every ε (for the benchmark that shows both give the same robust accuracy).
+    """
+    from tqdm.auto import tqdm
+
+    from .attacks import _check_xy, check_eps, fgsm
+
+    x, y = _check_xy(x, y)
+    n, grid = len(y), threat.eps
+    for a in suite.attacks:
+        if a not in SUITE_ATTACKS:
+            raise ValueError(f"Unknown attack {a!r} in the suite; use some of {SUITE_ATTACKS}.")
+    if threat.norm == "inf":
+        for e in grid:
+            check_eps(e)
+    scan_ids = np.arange(n).astype(str) if scan_ids is None else np.asarray(scan_ids).astype(str)
+    patients = np.arange(n) if patients is None else np.asarray(patients)
+    if len(scan_ids) != n or len(patients) != n:
+        raise ValueError(f"`scan_ids` ({len(scan_ids)}) and `patients` ({len(patients)}) need one entry per scan "
+                         f"({n}).")
+    attacks = list(suite.attacks)
+    if target.randomized:  # ART's APGD builds its own classifier and would drop the EOT; margin PGD keeps it
+        attacks = list(dict.fromkeys("PGD-margin" if a.startswith("APGD") else a for a in attacks))
+
+    t0 = time.perf_counter()
+    clean_pred = np.asarray(target.answer(x))
+    clean_loss = _ce(target.scores(x), y)
+    correct = clean_pred == y
+    E = len(grid)
+    robust = np.zeros((E, n), dtype=bool)
+    loss = np.zeros((E, n))
+    pred = np.zeros((E, n), dtype=np.int64)
+    fooled_by = np.full((E, n), "", dtype=object)
+    own = {a: {"robust": np.zeros((E, n), dtype=bool), "loss": np.zeros((E, n))} for a in attacks if a in OWN_CURVE}
+    spent = {"gradients": 0, "queries": 0}
+    seconds = {a: 0.0 for a in attacks}
+    baseline = {"gradients": 0, "queries": 0}
+    headline = int(np.argmin(np.abs(np.asarray(grid) - threat.headline)))
+    crafting = {}
+
+    def clf(loss_name):
+        if loss_name not in crafting:
+            crafting[loss_name] = target.crafting(loss_name)
+        return crafting[loss_name]
+
+    def score(xa, idx):
+        return _ce(target.scores(xa), y[idx])
+
+    cur_robust, cur_loss, cur_pred = correct.copy(), clean_loss.copy(), clean_pred.copy()
+    cur_fooled_by = np.where(correct, "", "clean").astype(object)
+    for a in own:
+        own[a]["cur"] = (correct.copy(), clean_loss.copy())
+    bar = tqdm(total=E * len(attacks), desc=f"{target.name}: suite", disable=not progress, leave=False)
+    for i, eps in enumerate(grid):
+        for attack in attacks:
+            bar.update(1)
+            if attack == "Square" and i != headline:
+                continue
+            if attack in own:
+                alive = own[attack]["cur"][0] if skip_fooled else correct
+            else:
+                alive = cur_robust if skip_fooled else correct
+            idx = np.flatnonzero(alive)
+            per_scan = attack_cost(attack, suite, target.eot_samples)
+            baseline["gradients"] += per_scan["gradients"] * int(correct.sum())
+            baseline["queries"] += per_scan["queries"] * int(correct.sum())
+            if not len(idx):
+                continue
+            spent["gradients"] += per_scan["gradients"] * len(idx)
+            spent["queries"] += per_scan["queries"] * len(idx)
+            xs, ys = x[idx], y[idx]
+            seed_i = seed + 7919 * i
+            t_attack = time.perf_counter()
+            if attack == "FGSM":
+                xa = fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv \
+                    if threat.norm == "inf" else _pgd_best(clf("cross_entropy"), xs, ys, eps, norm="2", steps=1,
+                                                           restarts=0, seed=seed_i, batch_size=suite.batch_size,
+                                                           score=lambda xa: score(xa, idx))[0]
+                la = score(xa, idx)
+            elif attack in ("PGD", "PGD-margin"):
+                xa, la = _pgd_best(clf("cross_entropy" if attack == "PGD" else "margin"), xs, ys, eps,
+                                   norm=threat.norm, steps=suite.pgd_steps,
+                                   restarts=suite.pgd_restarts if attack == "PGD" else 0, seed=seed_i,
+                                   batch_size=suite.batch_size, score=lambda xa: score(xa, idx))
+            elif attack.startswith("APGD"):
+                xa = _apgd(clf("cross_entropy"), xs, ys, eps, norm=threat.norm,
+                           loss_type="cross_entropy" if attack == "APGD-CE" else "difference_logits_ratio",
+                           steps=suite.apgd_steps, restarts=suite.apgd_restarts, seed=seed_i,
+                           batch_size=suite.batch_size)
+                la = score(xa, idx)
+            else:  # Square
+                xa = _square(clf("scores"), xs, ys, eps, norm=threat.norm, queries=suite.square_queries,
+                             seed=seed_i, batch_size=suite.batch_size)
+                la = score(xa, idx)
+            pa = np.asarray(target.answer(xa))
+            seconds[attack] += time.perf_counter() - t_attack
+            fooled = pa != ys
+            if attack in own:
+                r, l = own[attack]["cur"]
+                r[idx] &= ~fooled
+                l[idx] = np.maximum(l[idx], la)
+            newly = fooled & cur_robust[idx]
+            cur_fooled_by[idx[newly]] = attack
+            cur_pred[idx[newly]] = pa[newly]
+            keep_pred = ~fooled & cur_robust[idx] & (la > cur_loss[idx])  # robust: the answer at the highest loss
+            cur_pred[idx[keep_pred]] = pa[keep_pred]
+            cur_robust[idx] &= ~fooled
+            cur_loss[idx] = np.maximum(cur_loss[idx], la)
+        robust[i], loss[i], pred[i], fooled_by[i] = cur_robust, cur_loss, cur_pred, cur_fooled_by
+        for a in own:
+            own[a]["robust"][i], own[a]["loss"][i] = own[a]["cur"][0], own[a]["cur"][1]
+    bar.close()
+    for a in own:
+        del own[a]["cur"]
+    cost = {"gradients": spent["gradients"], "queries": spent["queries"],
+            "gradients_without_skipping": baseline["gradients"], "queries_without_skipping": baseline["queries"],
+            "gradients_saved": baseline["gradients"] - spent["gradients"], "skip_fooled": skip_fooled,
+            "seconds_by_attack": {a: round(v, 2) for a, v in seconds.items()}}
+    settings = {**target.settings, "eot_samples": target.eot_samples, "attacks": attacks,
+                "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "apgd_steps": suite.apgd_steps,
+                "apgd_restarts": suite.apgd_restarts, "square_queries": suite.square_queries,
+                "square_eps": float(grid[headline]), "seed": seed}
+    return Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,
+                      patients=patients, clean_pred=clean_pred, clean_loss=clean_loss, robust=robust.copy(),
+                      loss=loss, pred=pred, fooled_by=fooled_by, own=own, cost=cost,
+                      runtime_s=time.perf_counter() - t0, settings=settings)
+
+
+def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedule, *, norm: str = "inf",
+                    seed: int = 0, tolerance: int = 1, batch_size: int = 128) -> dict:
+    """Grow EOT until robust accuracy stops falling: PGD on the cross-entropy, averaged over ``s`` noise draws for
+    ``t`` steps, for each ``(s, t)`` of ``schedule`` (increasing), against inference noise σ averaging
+    ``samples`` copies, on the scans it answers correctly. Converged at the first setting after which the next one
+    fools at most ``tolerance`` more scans;
+    the stronger of those two settings is the one to use.
+
+    Returns ``{"points": [{"eot_samples", "steps", "robust_accuracy", "n", "gradients"}], "converged": (s, t),
+    "converged_index", "tolerance"}``; when no setting converges, the last one is used and ``converged_index`` is
+    the last index with ``"reached": False``.
+    """
+    from .attacks import pgd
+    from .defences import noise_classifier
+
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
+    answering = noise_classifier(model, sigma, samples, seed=seed)
+    correct = answering.predict(x).argmax(axis=1) == y
+    points = []
+    for k, (s, t) in enumerate(schedule):
+        attacker = noise_classifier(model, sigma, int(s), seed=seed + 101 + k)
+        xa = pgd(attacker, x, y, eps, norm=norm, steps=int(t), restarts=0, seed=seed, batch_size=batch_size,
+                 progress=False).x_adv
+        robust = correct & (answering.predict(xa).argmax(axis=1) == y)
+        points.append({"eot_samples": int(s), "steps": int(t), "robust_accuracy": float(robust.mean()),
+                       "robust": int(robust.sum()), "n": int(len(y)), "gradients": int(s) * int(t) * len(y)})
+    converged = len(points) - 1
+    reached = False
+    for k in range(len(points) - 1):
+        if points[k]["robust"] - points[k + 1]["robust"] <= tolerance:
+            converged, reached = k + 1, True  # the stronger of the two settings that agree
+            break
+    return {"points": points, "converged": (points[converged]["eot_samples"], points[converged]["steps"]),
+            "converged_index": converged, "reached": reached, "tolerance": tolerance}
+
+
+@dataclass
+class Scans:
+    """The evaluation scans every model is attacked on: pixels, labels, IDs (relative paths) and patients."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    patients: np.ndarray
+    n_available: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, n: int | None, seed: int = 0) -> "Scans":
+        """A class-stratified, seeded subset of about ``n`` of these scans (all of them for ``None``)."""
+        from .attacks import stratified_subset
+
+        idx = stratified_subset(self.y, n, seed=seed)
+        return Scans(self.x[idx], self.y[idx], self.ids[idx], self.patients[idx], self.n_available)
+
+
+def evaluation_scans(splits, suite: SuiteConfig, *, pool_fraction: float, seed: int = 0) -> Scans:
+    """The scans of the evaluation split (the test patients left after the extraction attacker's pool is carved
+    out, :func:`octlib.data.carve_query_pool`), class-stratified to ``suite.n_scans``: the same scans in every
+    notebook, for every model. Patients are the split groups (patient IDs merged over pixel-identical images)."""
+    from .data import carve_query_pool
+
+    test = carve_query_pool(splits, pool_fraction, seed=seed).test
+    scans = Scans(test.x, test.labels, np.asarray(test.paths).astype(str), np.asarray(test.groups), len(test))
+    return scans.subset(suite.n_scans, seed=seed)
+
+
+def smoothing_records(name: str, certified: dict, scans: Scans, *, cert_radius: float | None = None) -> list[dict]:
+    """Record rows of a randomized-smoothing model from :func:`octlib.defences.certify` on ``scans``: per L2
+    radius > 0 of its curve, a ``certified`` row (certified class right with a radius at least r) and an
+    ``L2 PGD + EOT`` row (the same smoothed classifier's answer under the empirical attack), both L2. An
+    abstention counts as an error; the rows carry no loss (smoothing answers classes only)."""
+    radii = np.array([p["radius"] for p in certified["curve"]])
+    positive = radii > 0
+    threat = ThreatModel("2", radii=tuple(float(r) for r in radii[positive]), headline_255=cert_radius)
+    pred, radius = np.array(certified["pred"]), np.array(certified["radius"])
+    if len(pred) != len(scans):
+        raise ValueError(f"smoothing_records({name!r}): {len(pred)} certified scans for {len(scans)} scans.")
+    certified_ok = np.array([(pred == scans.y) & (radius >= r) for r in radii[positive]])
+    empirical_ok = np.array(certified["empirical_correct"])[positive].astype(bool)
+    no_loss = np.zeros((int(positive.sum()), len(scans)))
+    settings = {k: certified[k] for k in ("n0", "n", "alpha")}
+    return [row for attack, ok in (("certified", certified_ok), ("L2 PGD + EOT", empirical_ok))
+            for row in outcome_rows(name, "smoothing", attack, threat, scans.y, pred, np.zeros(len(scans)), ok,
+                                    no_loss, scans.ids, scans.patients, settings=settings)]

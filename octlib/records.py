@@ -1,0 +1,89 @@
+"""Evaluation records: one flat row per (model, attack or suite, norm, ε), with per-scan outcomes and provenance.
+
+One writer (:func:`write_records`, into the results store) and one reader (:func:`read_records`); notebook 90
+reads only these rows. Every row carries ``profile``, ``data_fingerprint``, ``victim`` and ``notebook``, so a
+comparison can refuse rows that come from different studies (:func:`check_one_study`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .results import ResultsError, list_results, load_results, save_results
+
+#: Keys every row has (besides the per-scan lists).
+ROW_KEYS = ("model", "kind", "attack", "norm", "eps", "n", "clean_accuracy", "robust_accuracy", "clean_loss",
+            "attacked_loss", "accuracy_drop", "loss_increase")
+#: Per-scan lists every row has, one entry per scan, in one scan order.
+SCAN_KEYS = ("scan_ids", "patients", "y", "clean_pred", "robust", "loss")
+PROVENANCE = ("profile", "data_fingerprint", "victim", "notebook")
+
+
+def check_row(row: dict, where: str = "row") -> None:
+    """A clear error for a row that lacks a key, has per-scan lists of the wrong length, or an accuracy outside
+    [0, 1]."""
+    missing = [k for k in (*ROW_KEYS, *SCAN_KEYS) if k not in row]
+    if missing:
+        raise ResultsError(f"{where} ({row.get('model')!r}, {row.get('attack')!r}) lacks {missing}; build rows "
+                           "with octlib.evaluation.Evaluation.records.")
+    bad = [k for k in SCAN_KEYS if len(row[k]) != row["n"]]
+    if bad:
+        raise ResultsError(f"{where} ({row['model']!r}, {row['attack']!r}): per-scan lists {bad} do not have "
+                           f"n = {row['n']} entries.")
+    for k in ("clean_accuracy", "robust_accuracy"):
+        if not 0 <= row[k] <= 1:
+            raise ResultsError(f"{where} ({row['model']!r}, {row['attack']!r}): {k} = {row[k]} is not in [0, 1].")
+
+
+def write_records(name: str, rows, *, notebook: str, profile: str, data: dict, victim: str, settings=None,
+                  seed: int | None = None, runtime_s: float | None = None, extra: dict | None = None,
+                  results_dir=None) -> Path:
+    """Write evaluation ``rows`` (from :meth:`octlib.evaluation.Evaluation.records`, or certified rows) as the
+    results file ``name``, each row stamped with its provenance. ``extra`` is kept beside the rows (e.g. the EOT
+    convergence study, honest-user costs)."""
+    fingerprint = (data or {}).get("fingerprint")
+    if not fingerprint:
+        raise ResultsError(f"write_records({name!r}): `data` needs the data fingerprint, e.g. "
+                           "{'fingerprint': splits.info['fingerprint']}.")
+    stamped = []
+    for i, row in enumerate(rows):
+        check_row(row, f"{name} row {i}")
+        stamped.append({**row, "profile": profile, "data_fingerprint": fingerprint, "victim": victim,
+                        "notebook": notebook})
+    metrics = {"records": stamped, "victim": victim, **(extra or {})}
+    return save_results(name, metrics, settings={"profile": profile, **(settings or {})}, seed=seed, data=data,
+                        runtime_s=runtime_s, notebook=notebook, results_dir=results_dir)
+
+
+def read_records(results_dir=None, names=None):
+    """Every evaluation row in the results store (or in the results named), as a pandas DataFrame, one row per
+    record, per-scan lists kept as lists. Files without records are skipped (they are not evaluations)."""
+    import pandas as pd
+
+    rows = []
+    for name in names or list_results(results_dir):
+        rec = load_results(name, results_dir)
+        for i, row in enumerate(rec["metrics"].get("records", [])):
+            check_row(row, f"{name} row {i}")
+            missing = [k for k in PROVENANCE if not row.get(k)]
+            if missing:
+                raise ResultsError(f"{name} row {i} lacks provenance {missing}: write it with "
+                                   "octlib.records.write_records.")
+            rows.append({**row, "result": name})
+    return pd.DataFrame(rows)
+
+
+def check_one_study(frame) -> None:
+    """Refuse rows that mix profiles, data fingerprints or victims, naming which results hold which."""
+    if not len(frame):
+        return
+    problems = []
+    for key in ("profile", "data_fingerprint", "victim"):
+        groups = frame.groupby(key)["result"].unique()
+        if len(groups) > 1:
+            problems.append(f"{key}: " + "; ".join(f"{str(v)[:16]} in {', '.join(sorted(set(r)))}"
+                                                   for v, r in groups.items()))
+    if problems:
+        raise ResultsError("The evaluation records come from more than one study (" + " | ".join(problems)
+                           + "). Rerun those notebooks in one profile on one victim (make reference) before "
+                           "comparing them.")

@@ -1,0 +1,297 @@
+"""The attack suite on a linear model whose answer under attack is known exactly, and the pieces around it:
+threat model, Carlini checks, records, paired statistics and the comparison built from them."""
+
+import numpy as np
+import pytest
+
+from octlib import checks, compare, evaluation, records, stats
+from octlib.config import SuiteConfig
+from octlib.results import ResultsError
+from octlib.threat import ThreatModel, eps_label, to_255, to_unit
+
+keras = pytest.importorskip("keras")
+
+S = 8  # scan side
+P = S * S
+# Scans of class 0 with every pixel at v: the model answers 0 while mean(x) > 0.5, so an L-infinity attack that
+# darkens every pixel by ε fools the scan exactly when ε > v - 0.5.
+LEVELS = (0.51, 0.52, 0.6, 0.9)
+GRID_255 = (1, 4, 16, 64)  # ε = 0.0039, 0.0157, 0.0627, 0.251
+EXPECTED_ROBUST = np.array([[v - 0.5 >= e / 255 for v in LEVELS] for e in GRID_255])
+
+
+def linear_model():
+    """logits = (mean(x), 0.5, -100, -100): class 0 iff the scan's mean is above 0.5."""
+    inputs = keras.Input((S, S, 1))
+    dense = keras.layers.Dense(4)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    w = np.zeros((P, 4), dtype=np.float32)
+    w[:, 0] = 1.0 / P
+    dense.set_weights([w, np.array([0.0, 0.5, -100.0, -100.0], dtype=np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def scans():
+    x = np.stack([np.full((S, S, 1), v, dtype=np.float32) for v in LEVELS] + [np.full((S, S, 1), 0.7, np.float32)])
+    y = np.array([0, 0, 0, 0, 1])  # the last scan is answered 0: wrong when clean, never attacked
+    return x, y
+
+
+SUITE = SuiteConfig(attacks=("FGSM", "PGD", "APGD-DLR", "Square"), eps_255=GRID_255, headline_255=4, n_scans=None,
+                    pgd_steps=5, pgd_restarts=2, apgd_steps=5, square_queries=20, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def result(scans):
+    x, y = scans
+    target = evaluation.model_target("linear", linear_model(), kind="none")
+    return evaluation.evaluate(target, x, y, SUITE.threat(), SUITE, scan_ids=[f"s{i}" for i in range(5)],
+                               patients=[0, 0, 1, 2, 3], progress=False)
+
+
+def test_threat_model_converts_eps_in_one_place():
+    t = ThreatModel("inf", eps_255=(0.5, 2, 8), headline_255=2)
+    assert t.eps == (0.5 / 255, 2 / 255, 8 / 255) and t.grid == (0.5, 2.0, 8.0)
+    assert t.labels[1] == "2/255 (0.0078)" == eps_label(2 / 255) and t.headline == 2 / 255 and t.index(8) == 2
+    assert to_255(to_unit(2)) == 2 and eps_label(0.25, "2") == "L2 0.25"
+    for bad in ({"eps_255": (2, 1)}, {"eps_255": (300,)}, {"eps_255": (1, 2), "headline_255": 3}, {"norm": "1"}):
+        with pytest.raises(ValueError):
+            ThreatModel(**{"norm": "inf", "eps_255": (1, 2), **bad})
+    with pytest.raises(ValueError, match="not on"):
+        t.index(3)
+    assert ThreatModel("2", radii=(0.1, 0.25)).eps == (0.1, 0.25)
+
+
+def test_suite_finds_exactly_the_scans_a_linear_model_loses(result):
+    correct_part = result.robust[:, :4]
+    np.testing.assert_array_equal(correct_part, EXPECTED_ROBUST)
+    assert not result.robust[:, 4].any() and set(result.fooled_by[:, 4]) == {"clean"}  # wrong when clean
+    np.testing.assert_allclose(result.robust_accuracy(), EXPECTED_ROBUST.sum(axis=1) / 5)
+    # the model is linear: FGSM alone is optimal, and PGD agrees with it
+    np.testing.assert_array_equal(result.own["FGSM"]["robust"], result.robust)
+    np.testing.assert_array_equal(result.own["PGD"]["robust"], result.robust)
+
+
+def test_loss_is_the_models_cross_entropy_and_never_falls(result):
+    assert (np.diff(result.loss, axis=0) >= -1e-12).all()
+    assert (result.loss >= result.clean_loss - 1e-9).all()
+    fooled = ~result.robust[:, :4]
+    assert (result.loss[:, :4][fooled] > np.log(2) - 1e-6).all()  # fooled: the true class is not on top
+
+
+def test_fooled_scans_are_not_attacked_again_and_that_saves_gradients(scans, result):
+    x, y = scans
+    again = evaluation.evaluate(evaluation.model_target("linear", linear_model(), kind="none"), x, y, SUITE.threat(),
+                                SUITE, progress=False, skip_fooled=False)
+    np.testing.assert_array_equal(again.robust, result.robust)  # same robust accuracy ...
+    assert result.cost["gradients"] < again.cost["gradients"]  # ... for fewer gradient evaluations
+    assert result.cost["gradients_without_skipping"] == again.cost["gradients"]
+    assert result.cost["gradients_saved"] == again.cost["gradients"] - result.cost["gradients"] > 0
+
+
+def test_records_are_flat_rows_with_per_scan_outcomes(result):
+    rows = result.records()
+    assert {r["attack"] for r in rows} == {"FGSM", "PGD", "suite"} and len(rows) == 3 * len(GRID_255)
+    suite_rows = [r for r in rows if r["attack"] == "suite"]
+    assert [r["robust_accuracy"] for r in suite_rows] == list(EXPECTED_ROBUST.sum(axis=1) / 5)
+    for r in rows:
+        records.check_row(r)
+        assert r["n"] == 5 and r["scan_ids"][0] == "s0" and r["patients"] == [0, 0, 1, 2, 3]
+        assert r["accuracy_drop"] == pytest.approx(r["clean_accuracy"] - r["robust_accuracy"])
+        assert r["loss_increase"] == pytest.approx(r["attacked_loss"] - r["clean_loss"])
+    assert suite_rows[0]["attacks"] == ["FGSM", "PGD", "APGD-DLR", "Square"]
+
+
+def test_pgd_keeps_the_highest_loss_restart_per_scan(monkeypatch):
+    import octlib.attacks as attacks
+
+    x = np.zeros((3, S, S, 1), dtype=np.float32)
+    calls = []
+
+    class Run:
+        def __init__(self, value):
+            self.x_adv = np.full_like(x, value)
+
+    def fake_pgd(clf, xs, ys, eps, **kw):
+        calls.append(kw["seed"])
+        return Run(0.1 * len(calls))
+
+    monkeypatch.setattr(attacks, "pgd", fake_pgd)
+    table = {0.1: np.array([1.0, 5.0, 2.0]), 0.2: np.array([3.0, 1.0, 2.5]), 0.3: np.array([2.0, 4.0, 9.0])}
+
+    def score(xa):
+        return table[round(float(xa[0, 0, 0, 0]), 1)].copy() if len(set(xa[:, 0, 0, 0])) == 1 else np.array(
+            [table[round(float(v), 1)][i] for i, v in enumerate(xa[:, 0, 0, 0])])
+
+    x_best, loss = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1, restarts=3, seed=0,
+                                        batch_size=8, score=score)
+    assert len(set(calls)) == 3  # each restart its own seed
+    np.testing.assert_allclose(loss, [3.0, 5.0, 9.0])
+    np.testing.assert_allclose(x_best[:, 0, 0, 0], [0.2, 0.1, 0.3])
+
+
+def test_output_defence_is_crafted_on_logits_and_scored_through_its_answers(scans, result):
+    x, y = scans
+    model = linear_model()
+    crafted = []
+
+    class API:  # answers with the opposite class: crafting must never ask it
+        def predict(self, xs):
+            out = np.zeros((len(xs), 4))
+            out[:, 1] = 1.0
+            crafted.append(len(xs))
+            return out
+
+    target = evaluation.api_target("always 1", model, API())
+    ev = evaluation.evaluate(target, x, y, SUITE.threat(), SUITE, progress=False)
+    assert not ev.robust[:, :4].any() and ev.robust[:, 4].all()  # scored by the answers only
+    # the class-1 scan is attacked at every ε on the logits (which it loses at once) yet stays robust: the answer
+    # decides; the crafting classifier has no post-processor at all
+    assert ev.cost["gradients"] > 0 and not target.crafting("cross_entropy").postprocessing_defences
+
+
+def test_randomized_target_gets_eot_and_margin_pgd_instead_of_apgd(scans):
+    x, y = scans
+    target = evaluation.noise_target("noisy", linear_model(), 0.01, 2, 4)
+    ev = evaluation.evaluate(target, x[:4], y[:4], SUITE.threat(), SUITE, progress=False)
+    assert ev.settings["attacks"] == ["FGSM", "PGD", "PGD-margin", "Square"] and ev.settings["eot_samples"] == 4
+    assert (ev.robust_accuracy()[-1] == 0.25) and target.randomized
+    conv = evaluation.eot_convergence(linear_model(), 0.01, 2, x[:4], y[:4], 16 / 255, ((1, 2), (2, 2), (4, 2)))
+    assert [p["eot_samples"] for p in conv["points"]] == [1, 2, 4] and conv["reached"]
+    assert conv["points"][conv["converged_index"]]["robust"] <= conv["points"][0]["robust"]
+
+
+def test_suite_config_is_validated():
+    for bad in ({"attacks": ("FGSM", "CW")}, {"eps_255": (2, 1)}, {"headline_255": 3}, {"pgd_steps": 0},
+                {"n_scans": 2}, {"eot_schedule": ((0, 1),)}):
+        with pytest.raises(ValueError, match="SuiteConfig"):
+            SuiteConfig(**bad)
+
+
+def test_carlini_checks_catch_what_they_are_for():
+    assert checks.non_increasing([0.5, 0.4, 0.4]) == [] and checks.non_increasing([0.5, 0.6])
+    assert checks.reaches_zero([0.5, 0.0]) == [] and "masking" in checks.reaches_zero([0.5, 0.1])[0]
+    assert checks.iterative_beats_single_step([0.2, 0.1], [0.3, 0.1]) == []
+    assert checks.iterative_beats_single_step([0.4], [0.3]) and not checks.iterative_beats_single_step(
+        [0.31], [0.3], tolerance=0.02)
+    assert checks.eot_beats_plain([0.3], [0.4]) == [] and checks.eot_beats_plain([0.5], [0.4])
+    assert checks.whitebox_beats_blackbox(0.1, 0.3, 0.8) == [] and checks.whitebox_beats_blackbox(0.4, 0.2, 0.8)
+    assert checks.whitebox_beats_blackbox(0.1, 0.9, 0.8)
+    assert checks.blackbox_finds_little(["", "PGD", "Square"]) and not checks.blackbox_finds_little(["", "PGD"])
+
+
+def test_evaluation_checks_read_the_records(result):
+    frame = _frame(result.records())
+    assert checks.evaluation_checks(frame, "linear") == {"failed": [], "masking": [
+        "suspected gradient masking: robust accuracy is 0.200 at the largest ε (should reach 0)"]}
+    rows = [dict(r) for r in result.records()]
+    for r in rows:
+        if r["attack"] == "suite" and r["eps_255"] == 64:
+            r["robust_accuracy"] = 0.8  # rises with ε
+    assert checks.evaluation_checks(_frame(rows), "linear")["failed"]
+
+
+def _frame(rows, **stamp):
+    import pandas as pd
+
+    base = {"profile": "quick", "data_fingerprint": "abc", "victim": "v", "notebook": "20.ipynb", "result": "20"}
+    return pd.DataFrame([{**r, **base, **stamp} for r in rows])
+
+
+def test_records_round_trip_and_refuse_mixed_studies(result, tmp_path):
+    rows = result.records()
+    records.write_records("20_x", rows, notebook="20.ipynb", profile="quick", data={"fingerprint": "abc"},
+                          victim="v1", results_dir=tmp_path)
+    records.write_records("41_x", rows, notebook="41.ipynb", profile="full", data={"fingerprint": "abc"},
+                          victim="v2", results_dir=tmp_path)
+    frame = records.read_records(tmp_path)
+    assert len(frame) == 2 * len(rows) and set(frame["result"]) == {"20_x", "41_x"}
+    records.check_one_study(frame[frame.result == "20_x"])
+    with pytest.raises(ResultsError, match=r"profile: full in 41_x; quick in 20_x \| victim"):
+        records.check_one_study(frame)
+    with pytest.raises(ResultsError, match="fingerprint"):
+        records.write_records("20_y", rows, notebook="20.ipynb", profile="quick", data={}, victim="v",
+                              results_dir=tmp_path)
+    bad = dict(rows[0], robust=[1])
+    with pytest.raises(ResultsError, match="per-scan lists"):
+        records.check_row(bad)
+
+
+def test_mcnemar_and_patient_bootstrap():
+    a = np.array([1] * 10 + [0] * 10, bool)
+    b = np.array([0] * 10 + [0] * 10, bool)
+    t = stats.mcnemar(a, b)
+    assert (t["a_only"], t["b_only"]) == (10, 0) and t["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert stats.mcnemar(a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same scans"):
+        stats.mcnemar(a, b[:3])
+    # one patient with all the successes: the clustered interval is wider than treating scans as independent
+    values = np.array([1.0] * 10 + [0.0] * 10)
+    one_patient = stats.cluster_bootstrap(values, np.r_[np.zeros(10), np.arange(1, 11)], seed=0)
+    independent = stats.cluster_bootstrap(values, np.arange(20), seed=0)
+    assert one_patient["n_clusters"] == 11 and independent["n_clusters"] == 20
+    assert one_patient["ci_high"] - one_patient["ci_low"] > independent["ci_high"] - independent["ci_low"]
+    diff = stats.cluster_bootstrap(values, np.arange(20), paired_with=values)
+    assert diff["value"] == diff["ci_low"] == diff["ci_high"] == 0.0
+    p = stats.proportion(a, np.arange(20))
+    assert p["value"] == 0.5 and p["ci_low"] < 0.5 < p["ci_high"] and "boot_low" in p
+
+
+def _rows(model, robust, clean_correct=None, kind="training", eps_255=2):
+    n = len(robust)
+    threat = ThreatModel("inf", eps_255=(eps_255,))
+    y = np.zeros(n, int)
+    clean_pred = np.where(np.ones(n, bool) if clean_correct is None else clean_correct, 0, 1)
+    return evaluation.outcome_rows(model, kind, "suite", threat, y, clean_pred, np.full(n, 0.5), [robust],
+                                   [np.where(robust, 0.6, 3.0)], [f"s{i}" for i in range(n)], np.arange(n) // 2,
+                                   attacks=["PGD"])
+
+
+def test_headline_table_puts_robust_accuracy_first_and_tests_on_paired_scans():
+    n = 60
+    base = np.zeros(n, bool)
+    base[:6] = True
+    strong = np.zeros(n, bool)
+    strong[:30] = True  # 24 scans more: supported
+    close = base.copy()
+    close[6:8] = True  # 2 scans more: not supported
+    frame = _frame(_rows("undefended", base, kind="none") + _rows("adv", strong) + _rows("close", close))
+    table = compare.headline_table(frame, 2)
+    assert list(table["model"]) == ["adv", "close", "undefended"] and list(table.columns[:4]) == [
+        "model", "kind", "n", "robust acc"]
+    adv = table.set_index("model").loc["adv"]
+    assert adv["robust acc"] == 0.5 and adv["discordant (defence only / reference only)"] == "24 / 0"
+    assert adv["p vs undefended"] < 1e-6 and table.set_index("model").loc["close", "p vs undefended"] == 0.5
+    assert len(compare.narrow(table).columns) <= 8
+    text = compare.reading(frame, 2)
+    assert "**adv** is more robust" in text and "No supported difference from the undefended victim" in text
+    assert "**close**" not in text and "close (0.133, p = 0.5)" in text
+    tests = compare.paired_tests(frame, 2)
+    assert set(zip(tests["a"], tests["b"])) >= {("adv", "undefended"), ("close", "undefended"), ("adv", "close")}
+
+
+def test_paired_test_matches_scans_by_id():
+    a = _rows("undefended", np.array([1, 0, 0, 0], bool), kind="none")
+    b = _rows("other", np.array([0, 0, 0, 1], bool))
+    b[0]["scan_ids"] = ["s3", "s1", "s2", "s0"]  # the same scans in another order: s0 robust in both
+    t = compare._paired(b[0], a[0])
+    assert (t["a_only"], t["b_only"]) == (0, 0)
+
+
+def test_smoothing_records_put_certificate_and_empirical_check_side_by_side():
+    y = np.array([0, 1, 2, 3])
+    scans = evaluation.Scans(np.zeros((4, S, S, 1), np.float32), y, np.array(["a", "b", "c", "d"]),
+                             np.array([1, 1, 2, 3]), 4)
+    certified = {"curve": [{"radius": 0.0}, {"radius": 0.25}, {"radius": 0.5}], "pred": [0, 1, -1, 0],
+                 "radius": [0.3, 0.6, 0.0, 0.9], "empirical_correct": [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]],
+                 "n0": 32, "n": 500, "alpha": 0.001}
+    rows = evaluation.smoothing_records("rs", certified, scans, cert_radius=0.25)
+    by = {(r["attack"], r["eps"]): r for r in rows}
+    assert by[("certified", 0.25)]["robust"] == [1, 1, 0, 0] and by[("certified", 0.5)]["robust"] == [0, 1, 0, 0]
+    assert by[("L2 PGD + EOT", 0.5)]["robust"] == [0, 1, 0, 0] and all(r["norm"] == "2" for r in rows)
+    assert by[("certified", 0.25)]["clean_accuracy"] == 0.5  # the abstention (-1) and the wrong class are errors
+    for r in rows:
+        records.check_row(r)
+    with pytest.raises(ValueError, match="4 scans"):
+        evaluation.smoothing_records("rs", {**certified, "pred": [0, 1]}, scans)
