@@ -213,22 +213,29 @@ def _ce(scores, y) -> np.ndarray:
     return cross_entropy(y, scores, per_example=True)
 
 
-def _pgd_best(clf, x, y, eps, *, norm, steps, restarts, seed, batch_size, score):
-    """PGD with ``restarts`` random starts run one at a time; per scan the restart with the highest loss
-    (``score(x_adv)`` -> per-scan loss) is kept. Returns ``(x_adv, loss)``."""
+def _pgd_best(clf, x, y, eps, *, norm, steps, restarts, seed, batch_size, score, answer=None):
+    """PGD with ``restarts`` random starts run one at a time (never ART's own restart loop, which picks restarts
+    through ``predict``). Per scan it keeps the highest-loss restart (``score(x_adv)`` -> per-scan loss), except
+    that a restart whose answer (``answer(x_adv)`` -> class per scan) is wrong wins over one that is not: a scan
+    counts as fooled if any restart fools it. Returns ``(x_adv, highest loss, fooled, answer on x_adv)``."""
     from .attacks import pgd
 
-    best_x, best_loss = None, None
+    y = np.asarray(y)
+    best_x = best_loss = best_fooled = best_pred = top_loss = None
     for r in range(max(1, restarts)):
         run = pgd(clf, x, y, eps, steps=steps, restarts=1 if restarts else 0, norm=norm, seed=seed + 1000 * r,
                   batch_size=batch_size, progress=False)
         loss = score(run.x_adv)
+        pred = np.asarray(answer(run.x_adv)) if answer is not None else np.full(len(y), -1)
+        fooled = (pred != y) if answer is not None else np.zeros(len(y), dtype=bool)
         if best_x is None:
-            best_x, best_loss = run.x_adv, loss
-        else:
-            better = loss > best_loss
-            best_x[better], best_loss[better] = run.x_adv[better], loss[better]
-    return best_x, best_loss
+            best_x, best_loss, best_fooled, best_pred, top_loss = run.x_adv, loss, fooled, pred, loss.copy()
+            continue
+        better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
+        best_x[better], best_loss[better] = run.x_adv[better], loss[better]
+        best_fooled, best_pred[better] = best_fooled | fooled, pred[better]
+        top_loss = np.maximum(top_loss, loss)
+    return best_x, top_loss, best_fooled, best_pred
 
 
 def _apgd(clf, x, y, eps, *, norm, loss_type, steps, restarts, seed, batch_size):
@@ -344,17 +351,16 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             xs, ys = x[idx], y[idx]
             seed_i = seed + 7919 * i
             t_attack = time.perf_counter()
-            if attack == "FGSM":
-                xa = fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv \
-                    if threat.norm == "inf" else _pgd_best(clf("cross_entropy"), xs, ys, eps, norm="2", steps=1,
-                                                           restarts=0, seed=seed_i, batch_size=suite.batch_size,
-                                                           score=lambda xa: score(xa, idx))[0]
+            pa = None
+            if attack == "FGSM" and threat.norm == "inf":
+                xa = fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv
                 la = score(xa, idx)
-            elif attack in ("PGD", "PGD-margin"):
-                xa, la = _pgd_best(clf("cross_entropy" if attack == "PGD" else "margin"), xs, ys, eps,
-                                   norm=threat.norm, steps=suite.pgd_steps,
-                                   restarts=suite.pgd_restarts if attack == "PGD" else 0, seed=seed_i,
-                                   batch_size=suite.batch_size, score=lambda xa: score(xa, idx))
+            elif attack in ("FGSM", "PGD", "PGD-margin"):  # L2 FGSM: one PGD step from the scan
+                xa, la, _, pa = _pgd_best(
+                    clf("cross_entropy" if attack != "PGD-margin" else "margin"), xs, ys, eps, norm=threat.norm,
+                    steps=1 if attack == "FGSM" else suite.pgd_steps,
+                    restarts=suite.pgd_restarts if attack == "PGD" else 0, seed=seed_i, batch_size=suite.batch_size,
+                    score=lambda xa: score(xa, idx), answer=target.answer)
             elif attack.startswith("APGD"):
                 xa = _apgd(clf("cross_entropy"), xs, ys, eps, norm=threat.norm,
                            loss_type="cross_entropy" if attack == "APGD-CE" else "difference_logits_ratio",
@@ -365,7 +371,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
                 xa = _square(clf("scores"), xs, ys, eps, norm=threat.norm, queries=suite.square_queries,
                              seed=seed_i, batch_size=suite.batch_size)
                 la = score(xa, idx)
-            pa = np.asarray(target.answer(xa))
+            pa = np.asarray(target.answer(xa)) if pa is None else pa
             seconds[attack] += time.perf_counter() - t_attack
             fooled = pa != ys
             if attack in own:

@@ -103,7 +103,7 @@ def test_records_are_flat_rows_with_per_scan_outcomes(result):
     assert suite_rows[0]["attacks"] == ["FGSM", "PGD", "APGD-DLR", "Square"]
 
 
-def test_pgd_keeps_the_highest_loss_restart_per_scan(monkeypatch):
+def test_pgd_keeps_the_highest_loss_restart_per_scan_unless_another_one_fools_it(monkeypatch):
     import octlib.attacks as attacks
 
     x = np.zeros((3, S, S, 1), dtype=np.float32)
@@ -120,15 +120,29 @@ def test_pgd_keeps_the_highest_loss_restart_per_scan(monkeypatch):
     monkeypatch.setattr(attacks, "pgd", fake_pgd)
     table = {0.1: np.array([1.0, 5.0, 2.0]), 0.2: np.array([3.0, 1.0, 2.5]), 0.3: np.array([2.0, 4.0, 9.0])}
 
-    def score(xa):
-        return table[round(float(xa[0, 0, 0, 0]), 1)].copy() if len(set(xa[:, 0, 0, 0])) == 1 else np.array(
-            [table[round(float(v), 1)][i] for i, v in enumerate(xa[:, 0, 0, 0])])
+    def restart(xa):  # every scan of a fake run holds that run's value
+        return round(float(xa[0, 0, 0, 0]), 1)
 
-    x_best, loss = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1, restarts=3, seed=0,
-                                        batch_size=8, score=score)
+    def score(xa):
+        return np.array([table[round(float(v), 1)][i] for i, v in enumerate(xa[:, 0, 0, 0])])
+
+    x_best, loss, fooled, pred = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
+                                                      restarts=3, seed=0, batch_size=8, score=score)
     assert len(set(calls)) == 3  # each restart its own seed
     np.testing.assert_allclose(loss, [3.0, 5.0, 9.0])
     np.testing.assert_allclose(x_best[:, 0, 0, 0], [0.2, 0.1, 0.3])
+    assert not fooled.any()
+    # restart 1 fools scan 2 (at a lower loss than restart 3): the scan counts as fooled, with restart 1's scan
+    calls.clear()
+
+    def answer(xa):
+        return np.array([1 if (restart(xa) == 0.1 and i == 2) else 0 for i in range(len(xa))])
+
+    x_best, loss, fooled, pred = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
+                                                      restarts=3, seed=0, batch_size=8, score=score, answer=answer)
+    assert fooled.tolist() == [False, False, True] and pred.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(x_best[:, 0, 0, 0], [0.2, 0.1, 0.1])
+    np.testing.assert_allclose(loss, [3.0, 5.0, 9.0])  # the loss reported is still the highest found
 
 
 def test_output_defence_is_crafted_on_logits_and_scored_through_its_answers(scans, result):
