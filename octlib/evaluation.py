@@ -7,8 +7,8 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
   through a post-processor). Whether a scan is fooled is decided by the defence's own answer (a label-only API,
   noisy probabilities, the average of noisy copies ...): see :class:`Target`.
 * **One suite, worst case per scan.** The suite (:class:`octlib.config.SuiteConfig`) runs, in order, FGSM; PGD on
-  the cross-entropy with random restarts, keeping per scan the **highest-loss** restart (ART keeps the last
-  *successful* one); APGD-DLR (ART's ``AutoProjectedGradientDescent``) or PGD on the logit margin; and the Square
+  the cross-entropy with random restarts, keeping per scan the **highest-loss** restart, unless another restart
+  fools the scan (ART keeps the last *successful* one and picks it through ``predict``); APGD-DLR (ART's ``AutoProjectedGradientDescent``) or PGD on the logit margin; and the Square
   attack (score-based, no gradients) at the headline ε as the gradient-masking probe. A scan counts as robust at ε
   only if **no** attack of the suite fools it.
 * **Monotone in ε, and cheaper for it.** An adversarial scan at ε is admissible at every larger ε, so a scan
