@@ -163,6 +163,25 @@ class Evaluation:
         robust = self.robust if attack == "suite" else self.own[attack]["robust"]
         return robust.mean(axis=1)
 
+    def fooled_by_table(self):
+        """Per ε (rows, labelled), how many scans each attack fooled first; ``robust``: none did, ``clean``: wrong
+        before any attack."""
+        import pandas as pd
+
+        counts = [pd.Series(list(f)).value_counts() for f in self.fooled_by]
+        table = pd.DataFrame(counts, index=self.threat.labels).fillna(0).astype(int)
+        return table.rename(columns={"": "robust"})
+
+    def same_as(self, suite_rows) -> dict:
+        """Whether this evaluation's per-scan outcomes and losses equal another model's suite ``rows`` (records in
+        ε order, e.g. the undefended victim's): ``{"outcomes": bool, "loss": bool}``. An output defence that keeps
+        the top class must match the undefended victim in both."""
+        rows = sorted(suite_rows, key=lambda r: r["eps"])
+        outcomes = len(rows) == len(self.robust) and all(
+            list(a.astype(int)) == list(r["robust"]) for a, r in zip(self.robust, rows))
+        loss = len(rows) == len(self.loss) and bool(np.allclose(self.loss, np.array([r["loss"] for r in rows])))
+        return {"outcomes": bool(outcomes), "loss": loss}
+
     def records(self) -> list[dict]:
         """Flat rows for :func:`octlib.records.write_records`: one per attack of :data:`OWN_CURVE` and one for the
         suite, per ε, each with per-scan ``robust``, ``loss`` and ``pred`` lists and the scans' IDs and patients."""

@@ -309,3 +309,13 @@ def test_smoothing_records_put_certificate_and_empirical_check_side_by_side():
         records.check_row(r)
     with pytest.raises(ValueError, match="4 scans"):
         evaluation.smoothing_records("rs", {**certified, "pred": [0, 1]}, scans)
+
+
+def test_fooled_by_table_and_same_as(result):
+    table = result.fooled_by_table()
+    assert list(table.index) == SUITE.threat().labels and table.sum(axis=1).eq(5).all()
+    assert table["clean"].eq(1).all() and table.loc[SUITE.threat().labels[0], "robust"] == 4
+    suite_rows = [r for r in result.records() if r["attack"] == "suite"]
+    assert result.same_as(suite_rows[::-1]) == {"outcomes": True, "loss": True}  # matched in ε order
+    changed = [dict(r, robust=[0] * 5) for r in suite_rows]
+    assert result.same_as(changed) == {"outcomes": False, "loss": True}
