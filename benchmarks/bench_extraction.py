@@ -58,7 +58,8 @@ def main() -> None:
     profile = octlib.get_profile(args.profile)
     ecfg = profile.extraction
     splits, victim = load_victim(args.data, profile, verbose=0)
-    carved, pools, _ = extraction.attacker_pools(splits, ecfg, seed=0)
+    attacker = extraction.attacker_pools(splits, ecfg, seed=0)
+    carved, pools = attacker.carved, attacker.pools
     x_pool, y_pool = pools["oct"]
     logits_victim = metrics.predict_logits(victim.model, carved.test.x)
     rows = {}

@@ -289,3 +289,40 @@ def reading(frame, eps_255: float, *, reference: str = "undefended") -> str:
                                                    for _, t in sup.iterrows())
                 if len(sup) else "no difference is supported") + ".")
     return " ".join(parts)
+
+
+def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "oct"):
+    """The deployer's trade-off for model extraction: per defence, the thief that steals the most (highest mean
+    fidelity over seeds) among every thief tried against it at one ``budget`` of queries on the ``pool``, beside
+    what the defence costs honest users (``honest_*`` columns of the records, where present).
+
+    ``frame`` holds flat extraction records (:func:`octlib.records.read_extraction`); the no-query baseline and
+    failed runs are left out; ``budget`` defaults to the largest budget every defence was attacked at. Columns:
+    defence, thief (the best), thieves (how many were tried), queries, fidelity (mean) with its sd over seeds and
+    the mean of the per-seed Wilson bounds, n_seeds, n (scans), accuracy, urgent_agreement, honest_*.
+    """
+    import pandas as pd
+
+    ok = frame[(frame["status"] == "ok") & (frame["pool"] == pool) & (frame["attack"] != "no-query")]
+    if not len(ok):
+        return pd.DataFrame()
+    if budget is None:
+        common = set.intersection(*(set(part["budget"]) for _, part in ok.groupby("defence")))
+        if not common:
+            raise ValueError("No budget was used against every defence: pass `budget`.")
+        budget = max(common)
+    at = ok[ok["budget"] == budget]
+    honest = [c for c in at.columns if c.startswith("honest_")]
+    agg = {"queries": ("queries", "mean"), "fidelity": ("fidelity", "mean"), "fidelity_sd": ("fidelity", "std"),
+           "fidelity_low": ("fidelity_low", "mean"), "fidelity_high": ("fidelity_high", "mean"),
+           "n_seeds": ("seed", "nunique"), "n": ("n", "first"), "accuracy": ("accuracy", "mean"),
+           "urgent_agreement": ("urgent_agreement", "mean"), **{c: (c, "first") for c in honest}}
+    per_thief = at.groupby(["defence", "thief"], sort=False).agg(**agg).reset_index()
+    tried = per_thief.groupby("defence", sort=False)["thief"].count().rename("thieves")
+    best = per_thief.loc[per_thief.groupby("defence", sort=False)["fidelity"].idxmax()]
+    best = best.merge(tried, on="defence")
+    order = list(dict.fromkeys(at["defence"]))
+    best["_order"] = best["defence"].map(order.index)
+    cols = ["defence", "thief", "thieves", "queries", "fidelity", "fidelity_sd", "fidelity_low", "fidelity_high",
+            "n_seeds", "n", "accuracy", "urgent_agreement", *honest]
+    return best.sort_values("_order")[cols].reset_index(drop=True)

@@ -275,8 +275,10 @@ class ExtractionConfig:
     """Model-extraction settings (see :mod:`octlib.extraction`).
 
     Attributes:
-        pool_fraction: share of the test split's patients carved out as the attacker's real-OCT query pool
+        pool_fraction: share of the test split's patients carved out as the attacker's real-OCT scans
             (:func:`octlib.data.carve_query_pool`); the rest is where stolen copies are evaluated.
+        pool_val_fraction: share of the attacker's patients kept as its validation scans (never queried for
+            training; where it chooses among its copies, :func:`octlib.extraction.choose_copy`).
         proxy_size: natural-image crops in the out-of-distribution proxy pool (``skimage.data``, offline).
         budgets: query budgets of the random-sampling attacks (Copycat CNN, KnockoffNets ``random``); a budget
             larger than the pool is cut to the pool (the run says so).
@@ -285,15 +287,21 @@ class ExtractionConfig:
         thief_arch: the thief's architecture, ``victim`` (the victim's, fresh weights) or ``separable`` (a
             depthwise-separable CNN: a different family).
         alt_arch: the second architecture compared in the notebooks.
-        thief_steps: optimizer steps the thief trains for, whatever the budget (epochs = steps / batches per
-            epoch), so that small budgets are not under-trained.
+        thief_steps: optimizer steps every thief takes, whatever the budget and strategy (adaptive KnockoffNets'
+            one step per query counted in it), so that small budgets are not under-trained and strategies get
+            equal training compute.
         thief_batch_size: thief training batch size.
         thief_learning_rate: the thief's Adam learning rate (each thief has its own optimizer).
         transfer_eps_255: ε grid (/255) of the transfer attack crafted on the stolen copy.
         transfer_subset: evaluation scans attacked in the transfer comparison (class-stratified; ``None``: all).
+        adaptive_reward: the adaptive KnockoffNets reward used for every answer type (``loss`` works on labels
+            and probabilities alike, so answer type and reward are not confounded).
+        noise_repeats: how often the averaging thief repeats each scan against output noise (each repeat a query).
+        arch_seeds: seeds of the thief-architecture comparison (``None``: ``seeds``).
     """
 
     pool_fraction: float = 0.5
+    pool_val_fraction: float = 0.25
     proxy_size: int = 3000
     budgets: tuple[int, ...] = (50, 100, 250, 500, 1000, 2000, 3000)
     adaptive_budgets: tuple[int, ...] = (100, 250, 500, 1000)
@@ -305,11 +313,20 @@ class ExtractionConfig:
     thief_learning_rate: float = 1e-3
     transfer_eps_255: tuple[float, ...] = (0.5, 1, 2, 4, 8)
     transfer_subset: int | None = None
+    adaptive_reward: str = "loss"
+    noise_repeats: int = 4
+    arch_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
         bad = []
-        if not 0 < self.pool_fraction < 1:
-            bad.append("pool_fraction (in (0, 1))")
+        if not 0 < self.pool_fraction < 1 or not 0 < self.pool_val_fraction < 1:
+            bad.append("pool_fraction / pool_val_fraction (in (0, 1))")
+        if self.adaptive_reward not in ("cert", "div", "loss", "all"):
+            bad.append("adaptive_reward (cert, div, loss or all)")
+        if self.noise_repeats < 1:
+            bad.append("noise_repeats (>= 1)")
+        if self.arch_seeds is not None and (not self.arch_seeds or any(int(v) != v or v < 0 for v in self.arch_seeds)):
+            bad.append("arch_seeds (None or non-negative integers)")
         for name in ("budgets", "adaptive_budgets"):
             values = getattr(self, name)
             if not values or any(int(b) != b or b < 1 for b in values) or list(values) != sorted(set(values)):
@@ -338,7 +355,8 @@ class DefenceConfig:
         reverse_sigmoid: ``(beta, gamma)`` of ART's ReverseSigmoid (ART's defaults: 1.0, 0.1).
         label_smoothing: label-smoothing factors of the retrained victims.
         extraction_budgets: Copycat budgets against each defended victim (``None``: the extraction budgets).
-        adaptive_budget: adaptive KnockoffNets budget against each output defence.
+        adaptive_budget: adaptive KnockoffNets budget against each output defence (at most the extraction
+            thief steps: one training step per query).
         hsj_subset: scans attacked with HopSkipJump (decision-based, slow).
         hsj_max_iter, hsj_max_eval, hsj_init_eval: HopSkipJump iterations and queries per gradient estimate.
         input_noise_sigmas: σ of the Gaussian input noise, in [0, 1] pixel units: noise-trained victims,
@@ -446,11 +464,11 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(name="quick", image_size=64, max_per_split=3000,
                      train=TrainConfig(epochs=20, early_stopping_patience=6, reduce_lr_patience=3),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
-                     extraction=ExtractionConfig(proxy_size=400, budgets=(50, 400), adaptive_budgets=(150,),
-                                                 seeds=(0,), thief_steps=80, transfer_eps_255=(2, 8),
-                                                 transfer_subset=100),
+                     extraction=ExtractionConfig(proxy_size=400, budgets=(40, 80), adaptive_budgets=(40, 80),
+                                                 seeds=(0,), thief_arch="separable", alt_arch="victim",
+                                                 thief_steps=120, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,),
-                                           extraction_budgets=(400,), adaptive_budget=100, hsj_subset=12,
+                                           extraction_budgets=(80,), adaptive_budget=80, hsj_subset=12,
                                            hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
@@ -465,7 +483,16 @@ PROFILES: dict[str, Profile] = {
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,
                     train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=100, batch_size=32,
-                                      learning_rate=1e-3)),
+                                      learning_rate=1e-3),
+                    # extraction sized for 2 CPU cores at 128 px (benchmarks/results/series-full-30-31.json): a
+                    # separable thief (0.13 s per step of 32 scans, the victim's family 0.41 s), 250 steps each
+                    # (adaptive KnockoffNets: <= 200 one-scan steps while querying, the rest on its whole set), five
+                    # budgets up to what the sample's attacker pool holds (249 scans), three seeds
+                    extraction=ExtractionConfig(budgets=(25, 50, 100, 150, 200),
+                                                adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
+                                                alt_arch="victim", thief_steps=250, arch_seeds=(0,),
+                                                transfer_subset=200),
+                    defence=DefenceConfig(extraction_budgets=(200,), adaptive_budget=200)),
 }
 
 

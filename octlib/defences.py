@@ -68,6 +68,8 @@ class OutputNoise(Postprocessor):
     """
 
     params = ["sigma"]
+    #: fresh noise on every call: a thief that repeats a query can average it away
+    randomized = True
 
     def __init__(self, sigma: float = 0.1, seed: int = 0, apply_fit: bool = False, apply_predict: bool = True):
         super().__init__(is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)

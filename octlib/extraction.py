@@ -40,6 +40,7 @@ ART_MNIST_DEMO = {"victim_accuracy": 0.959, "budgets": (250, 500, 1000, 2000, 40
                   "copycat": (0.19, 0.39, 0.65, 0.83, 0.90, 0.91),
                   "knockoff-random": (0.16, 0.32, 0.63, 0.84, 0.89, 0.91)}
 ATTACKS = ("copycat", "knockoff-random", "knockoff-adaptive")
+READS = ("answers", "argmax")
 REWARDS = ("cert", "div", "loss", "all")
 NAN_REASON = ("adaptive KnockoffNets normalises each reward by its running variance; against label-only answers "
               "the certainty reward (top-1 minus top-2 probability) is always 1, its variance 0, so the bandit's "
@@ -47,21 +48,96 @@ NAN_REASON = ("adaptive KnockoffNets normalises each reward by its running varia
               "that answers probabilities.")
 
 
-def attacker_pools(splits, ecfg: ExtractionConfig | None = None, *, seed: int = 0):
-    """The attacker's two query pools and the evaluation split.
+@dataclass
+class Attacker:
+    """What the model-extraction attacker owns, and where copies are scored (:func:`attacker_pools`).
 
-    Returns ``(carved, pools, proxy)``: ``carved`` are the victim's splits with the real-OCT pool carved out of
-    the test patients (:func:`octlib.data.carve_query_pool`; ``carved.test`` is where copies are scored),
-    ``pools`` maps ``"oct"`` and ``"proxy"`` to ``(x, attacker labels)`` (the diagnosis of the attacker's own
-    scans; the source image of a natural-image crop), ``proxy`` is the :class:`octlib.data.ProxyPool`.
+    Attributes:
+        carved: the victim's splits with the attacker's real-OCT scans carved out of the test patients
+            (:func:`octlib.data.carve_query_pool`); ``carved.test`` is the evaluation split, touched only to score.
+        pools: ``"oct"`` and ``"proxy"`` mapped to ``(x, attacker labels)``: the OCT scans the attacker queries
+            with (labels: its own clinicians' diagnoses) and the natural-image crops (labels: the source image).
+        proxy: the :class:`octlib.data.ProxyPool`.
+        val_x, val_y: the attacker's validation scans, other patients of its OCT scans (whole patients, never
+            queried for training): where the attacker compares its copies (:func:`choose_copy`).
     """
-    from .data import carve_query_pool, proxy_pool
+
+    carved: object
+    pools: dict
+    proxy: object
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+    @property
+    def leakage_ok(self) -> bool:
+        return bool(self.carved.info["leakage"]["ok"] and self.carved.info["attacker_val"]["ok"])
+
+
+def attacker_pools(splits, ecfg: ExtractionConfig | None = None, *, seed: int = 0) -> Attacker:
+    """The attacker's query pools, its validation scans and the evaluation split, as an :class:`Attacker`.
+
+    The real-OCT scans are carved out of the test patients by patient (``ecfg.pool_fraction``); a share
+    ``ecfg.pool_val_fraction`` of those patients is kept apart as the attacker's validation scans, so the
+    attacker can choose among its copies without touching the evaluation scans.
+    """
+    from .data import carve_query_pool, proxy_pool, stratified_group_holdout
 
     ecfg = ecfg or ExtractionConfig()
     carved = carve_query_pool(splits, ecfg.pool_fraction, seed=seed)
+    pool = carved.pool
+    groups = pool.groups if pool.patient_level else np.arange(len(pool))
+    is_val = stratified_group_holdout(pool.labels, groups, ecfg.pool_val_fraction, seed + 200)
+    if is_val.all() or not is_val.any():
+        raise ValueError(f"The attacker's OCT scans ({len(pool)} images) are too few to keep "
+                         f"`pool_val_fraction`={ecfg.pool_val_fraction} of them for validation: change it.")
+    query, val = pool.subset(np.flatnonzero(~is_val)), pool.subset(np.flatnonzero(is_val))
+    shared = sorted(set(query.groups) & set(val.groups)) if pool.patient_level else []
+    eval_shared = sorted(set(val.groups) & set(carved.test.groups)) if pool.patient_level else []
+    carved.info["attacker_val"] = {"images": len(val), "patients": val.n_patients(), "ok": not shared
+                                   and not eval_shared, "shared_with_queries": shared[:5],
+                                   "shared_with_evaluation": eval_shared[:5]}
+    carved.pool = query
     proxy = proxy_pool(ecfg.proxy_size, carved.train.image_size, seed=seed)
-    pools = {"oct": (carved.pool.x, carved.pool.labels), "proxy": (proxy.x, proxy.labels)}
-    return carved, pools, proxy
+    pools = {"oct": (query.x, query.labels), "proxy": (proxy.x, proxy.labels)}
+    return Attacker(carved=carved, pools=pools, proxy=proxy, val_x=val.x, val_y=val.labels)
+
+
+@dataclass(frozen=True)
+class Thief:
+    """How a thief uses the API. ``attack``: ``copycat``, ``knockoff-random``, ``knockoff-adaptive`` or
+    ``no-query`` (the baseline: the attacker's own scans with their true labels, no query at all);
+    ``reads``: trains on the ``answers`` as they come (probabilities where the API gives them) or on their
+    ``argmax`` (what defeats a post-processor that keeps the top class); ``repeats``: sends each scan k times
+    and averages the answers (what defeats fresh output noise; every repeat is a counted query, so a budget
+    buys budget // k distinct scans); ``reward``: adaptive KnockoffNets' reward."""
+
+    attack: str = "copycat"
+    reads: str = "answers"
+    repeats: int = 1
+    reward: str | None = None
+
+    def __post_init__(self):
+        if self.attack not in (*ATTACKS, "no-query"):
+            raise ValueError(f"`attack` must be one of {(*ATTACKS, 'no-query')}, got {self.attack!r}.")
+        if self.reads not in READS:
+            raise ValueError(f"`reads` must be one of {READS}, got {self.reads!r}.")
+        if not isinstance(self.repeats, (int, np.integer)) or self.repeats < 1:
+            raise ValueError(f"`repeats` must be an integer >= 1 (queries per scan), got {self.repeats!r}.")
+        if (self.reward is not None) != (self.attack == "knockoff-adaptive") or (
+                self.reward is not None and self.reward not in REWARDS):
+            raise ValueError(f"`reward` (one of {REWARDS}) is set for knockoff-adaptive and only for it, got "
+                             f"{self.reward!r} for {self.attack!r}.")
+
+    @property
+    def name(self) -> str:
+        if self.attack == "no-query":
+            return "no-query (own labels)"
+        name = self.attack + (f" ({self.reward})" if self.reward else "")
+        if self.reads == "argmax" and self.attack != "knockoff-adaptive":
+            name += " · argmax"
+        if self.repeats > 1:
+            name += f" · mean of {self.repeats}"
+        return name
 
 
 def _query_counting_class():
@@ -69,28 +145,34 @@ def _query_counting_class():
 
     class QueryCountingClassifier(_fast_classifier_class()):
         """ART's ``TensorFlowV2Classifier`` that counts the images it is asked to predict (``queries``) and the
-        top class of its answers (``answer_counts``, per class)."""
+        top class of its answers (``answer_counts``, per class). With ``repeats`` k > 1 it is the attacker's
+        client: every scan is sent k times (k queries) and the k answers are averaged."""
 
         queries = 0
+        repeats = 1
         answer_counts = np.zeros(len(CLASSES), dtype=np.int64)
 
         def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
-            with _quiet_retracing():  # one trace per API instance, by design
-                out = super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-            self.queries += len(x)
-            self.answer_counts = self.answer_counts + np.bincount(np.argmax(out, axis=1), minlength=len(CLASSES))
-            return out
+            outs = []
+            for _ in range(self.repeats):
+                with _quiet_retracing():  # one trace per API instance, by design
+                    outs.append(super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs))
+                self.queries += len(x)
+                self.answer_counts = self.answer_counts + np.bincount(np.argmax(outs[-1], axis=1),
+                                                                      minlength=len(CLASSES))
+            return outs[0] if self.repeats == 1 else np.mean(outs, axis=0).astype(np.float32)
 
     return QueryCountingClassifier
 
 
-def victim_api(model, answers: str = "probabilities", *, defences=()):
+def victim_api(model, answers: str = "probabilities", *, defences=(), repeats: int = 1):
     """The victim as a client sees it: an ART classifier whose ``predict`` answers ``probabilities`` (softmax of
     the logits) or ``labels`` (one-hot rows, :class:`octlib.defences.LabelOnly`), and counts queries.
 
     ``defences`` are further ART post-processors applied to the probabilities before a label-only answer is made
     (output noise, ReverseSigmoid...). Post-processors act in ``predict`` only: ``loss_gradient`` and
     ``class_gradient`` are the raw model's (cross-entropy on the logits), which is what a white-box attacker uses.
+    ``repeats``: the client sends every scan this many times and averages the answers (each one a query).
     """
     import keras
 
@@ -98,17 +180,26 @@ def victim_api(model, answers: str = "probabilities", *, defences=()):
 
     if answers not in ANSWERS:
         raise ValueError(f"`answers` must be one of {ANSWERS}, got {answers!r}.")
+    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"`repeats` must be an integer >= 1, got {repeats!r}.")
     chain = [Softmax(), *defences] + ([LabelOnly()] if answers == "labels" else [])
-    return _query_counting_class()(
+    api = _query_counting_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]),
         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), clip_values=(0.0, 1.0),
         postprocessing_defences=chain)
+    api.repeats = int(repeats)
+    return api
 
 
 def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None = None, *,
-                     learning_rate: float = 1e-3):
+                     learning_rate: float = 1e-3, max_steps: int | None = None):
     """A fresh thief: the ``arch`` model (see :func:`octlib.models.build_model`), logits, as an ART
-    ``TensorFlowV2Classifier`` with its own Adam optimizer and a ``train_step`` traced once."""
+    ``TensorFlowV2Classifier`` with its own Adam optimizer and a ``train_step`` traced once.
+
+    ``max_steps``: the optimizer takes at most this many steps; later training batches are skipped, so every thief
+    of a comparison gets exactly the same number of steps whatever ART asks for. ``steps_taken(thief)`` reads
+    the count back from the optimizer.
+    """
     import keras
     import tensorflow as tf
 
@@ -121,15 +212,25 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
     loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
 
     @tf.function(reduce_retracing=True)
-    def train_step(net, images, labels):
+    def traced_step(net, images, labels):
         with tf.GradientTape() as tape:
             loss = loss_object(labels, net(images, training=True))
         optimizer.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
         return loss
 
+    def train_step(net, images, labels):
+        if max_steps is not None and int(optimizer.iterations.numpy()) >= max_steps:
+            return None
+        return traced_step(net, images, labels)
+
     return _fast_classifier_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
         optimizer=optimizer, train_step=train_step, clip_values=(0.0, 1.0))
+
+
+def steps_taken(thief) -> int:
+    """Optimizer steps a thief from :func:`thief_classifier` has taken."""
+    return int(thief.optimizer.iterations.numpy())
 
 
 @contextlib.contextmanager
@@ -149,7 +250,10 @@ def _quiet_retracing():
 
 @dataclass
 class ExtractionRun:
-    """One extraction attack: the settings, the stolen model (``None`` when the attack failed) and its cost."""
+    """One extraction attack: the settings, the stolen model (``None`` when the attack failed) and its cost.
+
+    ``queries`` counts every image sent to the victim (repeats included); ``steps`` the thief's optimizer steps
+    (adaptive KnockoffNets' per-query updates included)."""
 
     attack: str
     answers: str
@@ -165,29 +269,46 @@ class ExtractionRun:
     error: str | None = None
     answer_counts: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    thief_name: str = ""
+    reads: str = "answers"
+    repeats: int = 1
+    steps: int = 0
 
     def row(self) -> dict:
         """The settings and cost as a flat dict (no model)."""
-        return {"attack": self.attack, "answers": self.answers, "pool": self.pool, "budget": self.budget,
-                "queries": self.queries, "seed": self.seed, "thief_arch": self.thief_arch, "status": self.status,
-                "error": self.error, "runtime_s": self.runtime_s, "answer_counts": self.answer_counts,
-                "params": self.params}
+        return {"attack": self.attack, "thief": self.thief_name or self.attack, "answers": self.answers,
+                "reads": self.reads, "repeats": self.repeats, "reward": self.params.get("reward"),
+                "pool": self.pool, "budget": self.budget, "queries": self.queries,
+                "scans": int(self.params.get("nb_stolen", 0)), "steps": self.steps,
+                "seed": self.seed, "thief_arch": self.thief_arch, "status": self.status, "error": self.error,
+                "runtime_s": self.runtime_s, "answer_counts": self.answer_counts, "params": self.params}
 
-    def report(self, x_eval, y_eval, logits_victim) -> dict:
+    def report(self, x_eval, y_eval, logits_victim, *, x_val=None, victim_val=None) -> dict:
         """:meth:`row` plus :func:`octlib.metrics.extraction_report` of the thief on ``(x_eval, y_eval)`` (the
-        metrics are NaN for a failed run)."""
+        metrics are NaN for a failed run). With the attacker's validation scans ``x_val`` and the victim's top
+        class on them (``victim_val``, answers the attacker paid for), also ``val_fidelity``: what the attacker
+        can know about its copy without the evaluation scans."""
         from .metrics import extraction_report, predict_logits
 
+        nan = float("nan")
         if self.thief is None:
-            nan = float("nan")
             return {**self.row(), "n": len(y_eval), "accuracy": {"value": nan}, "loss": nan, "fidelity": {"value": nan},
-                    "relative_accuracy": nan, "urgent_agreement": nan}
-        return {**self.row(), **extraction_report(y_eval, logits_victim, predict_logits(self.thief, x_eval))}
+                    "relative_accuracy": nan, "urgent_agreement": nan, "val_fidelity": nan}
+        val = nan
+        if x_val is not None and victim_val is not None and len(x_val):
+            val = float((predict_logits(self.thief, x_val).argmax(1) == np.asarray(victim_val)).mean())
+        return {**self.row(), **extraction_report(y_eval, logits_victim, predict_logits(self.thief, x_eval)),
+                "val_fidelity": val}
 
 
-def steal(victim_model, pool_x, *, attack: str = "copycat", answers: str = "probabilities", budget: int = 250,
-          pool_labels=None, pool_name: str = "oct", thief_arch: str = "victim", train_cfg: TrainConfig | None = None,
-          ecfg: ExtractionConfig | None = None, reward: str = "all", seed: int = 0, defences=(),
+def _one_hot(labels) -> np.ndarray:
+    return np.eye(len(CLASSES), dtype=np.float32)[np.asarray(labels, dtype=int)]
+
+
+def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "copycat",
+          answers: str = "probabilities", budget: int = 250, pool_labels=None, pool_name: str = "oct",
+          thief_arch: str = "victim", train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None,
+          reward: str = "all", reads: str = "answers", repeats: int = 1, seed: int = 0, defences=(),
           progress: bool = False) -> ExtractionRun:
     """Steal the victim with one attack and budget; the run is reproducible for a ``seed`` (it re-seeds Python,
     NumPy and TensorFlow with it).
@@ -195,29 +316,35 @@ def steal(victim_model, pool_x, *, attack: str = "copycat", answers: str = "prob
     Args:
         victim_model: the victim's Keras logits model (the attacker only ever calls the API's ``predict``).
         pool_x: the attacker's query images, float32 ``(N, S, S, 1)`` in [0, 1].
-        attack: ``copycat``, ``knockoff-random`` or ``knockoff-adaptive``.
-        answers: what the API returns, ``probabilities`` or ``labels``. With probabilities, Copycat and random
-            KnockoffNets train on them (ART's ``use_probability``); adaptive KnockoffNets always trains on the top
-            label and uses the answers for its rewards.
-        budget: queries. Random sampling takes ``min(budget, len(pool))`` distinct images (``extra["capped"]``);
-            adaptive sampling draws with replacement, so it uses the whole budget.
-        pool_labels: the attacker's own category of each pool image (needed by ``knockoff-adaptive``).
+        thief: a :class:`Thief` (attack, reads, repeats, reward); when given it replaces those four arguments.
+        attack: ``copycat``, ``knockoff-random``, ``knockoff-adaptive`` or ``no-query`` (the baseline that never
+            queries: ``budget`` of the attacker's own scans with their true labels ``pool_labels``).
+        answers: what the API returns, ``probabilities`` or ``labels``. Copycat and random KnockoffNets train on
+            what the API returns (``reads="answers"``) or on its top class (``reads="argmax"``); adaptive
+            KnockoffNets always trains on the top class (ART) and uses the answers for its rewards.
+        budget: queries, repeats included. Random sampling takes ``min(budget // repeats, len(pool))`` distinct
+            images (``extra["capped"]``); adaptive sampling draws ``budget // repeats`` with replacement.
+        pool_labels: the attacker's own category of each pool image (needed by ``knockoff-adaptive``; the true
+            diagnosis for ``no-query``).
         pool_name: a name for the pool in the results (``oct``, ``proxy``).
         thief_arch: ``victim`` or ``separable`` (:func:`octlib.models.build_model`).
         train_cfg: the thief architecture's settings (normally the profile's, as for the victim).
-        ecfg: thief training settings (steps, batch size, learning rate); the profile's by default.
+        ecfg: thief training settings (steps, batch size, learning rate); the profile's by default. Every thief
+            takes exactly ``ecfg.thief_steps`` optimizer steps, adaptive KnockoffNets' one step per query included.
         reward: adaptive KnockoffNets reward (``cert``, ``div``, ``loss``, ``all``).
+        reads, repeats: see :class:`Thief`.
         defences: output post-processors of the victim API (see :func:`victim_api`).
     """
     import keras
     from art.attacks.extraction import CopycatCNN, KnockoffNets
 
-    if attack not in ATTACKS:
-        raise ValueError(f"`attack` must be one of {ATTACKS}, got {attack!r}.")
-    if reward not in REWARDS:
-        raise ValueError(f"`reward` must be one of {REWARDS}, got {reward!r}.")
+    if thief is None:
+        thief = Thief(attack, reads, repeats, reward if attack == "knockoff-adaptive" else None)
+    attack, reads, repeats = thief.attack, thief.reads, thief.repeats
     if not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"`budget` must be a positive integer (queries), got {budget!r}.")
+    if budget < repeats:
+        raise ValueError(f"`budget` ({budget}) buys no scan at {repeats} repeats per scan: raise it.")
     pool_x = np.asarray(pool_x, dtype=np.float32)
     if pool_x.ndim != 4 or pool_x.shape[1:] != tuple(victim_model.input_shape[1:]):
         raise ValueError(f"`pool_x` must be (N, {', '.join(map(str, victim_model.input_shape[1:]))}) images like the "
@@ -226,61 +353,85 @@ def steal(victim_model, pool_x, *, attack: str = "copycat", answers: str = "prob
         raise ValueError("`pool_x` must be a non-empty array of images in [0, 1].")
     ecfg = ecfg or ExtractionConfig()
     adaptive = attack == "knockoff-adaptive"
-    actions = None
-    if adaptive:
-        if pool_labels is None or len(pool_labels) != len(pool_x):
-            raise ValueError("`knockoff-adaptive` needs `pool_labels`: the attacker's own category of every pool "
-                             "image (e.g. the diagnosis of its OCT scans, or the source of a proxy crop).")
-        actions = np.unique(np.asarray(pool_labels), return_inverse=True)[1].reshape(-1)  # categories 0..K-1
-    used = int(budget) if adaptive else int(min(budget, len(pool_x)))
+    if attack in ("knockoff-adaptive", "no-query") and (pool_labels is None or len(pool_labels) != len(pool_x)):
+        raise ValueError(f"`{attack}` needs `pool_labels`: the attacker's own category of every pool image (e.g. "
+                         "the diagnosis of its OCT scans; for knockoff-adaptive also the source of a proxy crop).")
+    scans = budget // repeats
+    used = scans if adaptive else int(min(scans, len(pool_x)))
+    online = used if adaptive else 0
+    if online > ecfg.thief_steps:
+        raise ValueError(f"adaptive KnockoffNets takes one training step per query: `thief_steps` "
+                         f"({ecfg.thief_steps}) must be at least the scans it queries ({online}); raise thief_steps "
+                         "or lower the budget.")
     batches = math.ceil(used / ecfg.thief_batch_size)
-    epochs = max(1, math.ceil(ecfg.thief_steps / batches))
+    epochs = max(1, math.ceil((ecfg.thief_steps - online) / batches))
     params = {"budget_requested": int(budget), "nb_stolen": used, "nb_epochs": epochs,
-              "batch_size_fit": ecfg.thief_batch_size, "thief_steps": ecfg.thief_steps,
-              "learning_rate": ecfg.thief_learning_rate, "use_probability": answers == "probabilities"}
+              "batch_size_fit": ecfg.thief_batch_size, "thief_steps": ecfg.thief_steps, "online_steps": online,
+              "learning_rate": ecfg.thief_learning_rate, "use_probability": answers == "probabilities"
+              and reads == "answers" and not adaptive and attack != "no-query"}
     if adaptive:
-        params["reward"] = reward
+        params["reward"] = thief.reward
     keras.utils.set_random_seed(int(seed))
-    api = victim_api(victim_model, answers, defences=defences)
-    thief = thief_classifier(thief_arch, pool_x.shape[1], train_cfg, learning_rate=ecfg.thief_learning_rate)
-    common = dict(batch_size_fit=ecfg.thief_batch_size, batch_size_query=256, nb_epochs=epochs, nb_stolen=used,
-                  use_probability=answers == "probabilities")
-    if attack == "copycat":
-        art_attack = CopycatCNN(api, **common)
-    else:
-        art_attack = KnockoffNets(api, sampling_strategy="adaptive" if adaptive else "random", reward=reward,
-                                  verbose=progress, **common)
+    api = victim_api(victim_model, answers, defences=defences, repeats=repeats)
+    model = thief_classifier(thief_arch, pool_x.shape[1], train_cfg, learning_rate=ecfg.thief_learning_rate,
+                             max_steps=ecfg.thief_steps)
     t0 = time.perf_counter()
     status, error, stolen = "ok", None, None
-    try:
-        with _quiet_retracing(), np.errstate(invalid="ignore"):  # the NaN is reported below, with its reason
-            stolen = art_attack.extract(pool_x, y=actions, thieved_classifier=thief)
-    except ValueError as exc:
-        if "probabilities contain NaN" not in str(exc):
-            raise
-        status, error = "failed", f"{exc}: {NAN_REASON}"
+    if attack == "no-query":
+        pick = np.random.default_rng(seed).choice(len(pool_x), used, replace=False)
+        with _quiet_retracing():
+            model.fit(pool_x[pick], _one_hot(np.asarray(pool_labels)[pick]), batch_size=ecfg.thief_batch_size,
+                      nb_epochs=epochs)
+        stolen, answers = model, "none"
+    else:
+        common = dict(batch_size_fit=ecfg.thief_batch_size, batch_size_query=256, nb_epochs=epochs, nb_stolen=used,
+                      use_probability=params["use_probability"])
+        if attack == "copycat":
+            art_attack = CopycatCNN(api, **common)
+        else:
+            art_attack = KnockoffNets(api, sampling_strategy="adaptive" if adaptive else "random",
+                                      reward=thief.reward or "all", verbose=progress, **common)
+        actions = np.unique(np.asarray(pool_labels), return_inverse=True)[1].reshape(-1) if adaptive else None
+        try:
+            with _quiet_retracing(), np.errstate(invalid="ignore"):  # the NaN is reported below, with its reason
+                stolen = art_attack.extract(pool_x, y=actions, thieved_classifier=model)
+        except ValueError as exc:
+            if "probabilities contain NaN" not in str(exc):
+                raise
+            status, error = "failed", f"{exc}: {NAN_REASON}"
     runtime = time.perf_counter() - t0
     return ExtractionRun(attack=attack, answers=answers, pool=pool_name, budget=int(budget), queries=int(api.queries),
                          seed=int(seed), thief_arch=thief_arch, params=params, runtime_s=runtime,
                          thief=stolen.model if stolen is not None else None, status=status, error=error,
                          answer_counts=dict(zip(CLASSES, map(int, api.answer_counts))),
-                         extra={"capped": used < budget})
+                         extra={"capped": used < scans}, thief_name=thief.name, reads=reads, repeats=repeats,
+                         steps=steps_taken(model))
+
+
+def _as_thief(spec, reward: str) -> Thief:
+    if isinstance(spec, Thief):
+        return spec
+    return Thief(spec, reward=reward if spec == "knockoff-adaptive" else None)
 
 
 def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, budgets=None, seeds=None,
           thief_archs=None, train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None,
-          reward: str = "all", fallback_reward: str | None = None, x_eval=None, y_eval=None, defences=(),
-          tag: dict | None = None, progress: bool = True) -> list[dict]:
-    """Every combination of pool x attack x answer type x thief architecture x budget x seed, as report rows
+          reward: str = "all", fallback_reward: str | None = None, x_eval=None, y_eval=None, x_val=None,
+          defences=(), tag: dict | None = None, progress: bool = True) -> list[dict]:
+    """Every combination of pool x thief x answer type x thief architecture x budget x seed, as report rows
     (:meth:`ExtractionRun.report` on ``(x_eval, y_eval)``), with a progress bar.
 
-    ``pools`` maps a pool name to ``(x, labels)`` (labels may be ``None`` unless ``knockoff-adaptive`` is
-    among the attacks). Budgets larger than a random-sampling pool are cut to the pool size once (the row's
-    ``queries`` says what was used). Returns the rows and keeps the stolen models out of them.
+    ``attacks`` are :class:`Thief` specs or attack names (an adaptive one gets ``reward``). ``pools`` maps a
+    pool name to ``(x, labels)`` (labels may be ``None`` unless ``knockoff-adaptive`` or ``no-query`` is among
+    the thieves; ``no-query`` runs once per budget, whatever ``answers``). Budgets larger than a random-sampling
+    pool are cut to the pool once (the row's ``queries`` says what was used). Returns the rows and keeps the
+    stolen models out of them.
 
+    ``x_val``: the attacker's validation scans; the victim's top class on them is read once (``len(x_val)``
+    queries, the same for every copy) and every row gets ``val_fidelity`` (see :func:`choose_copy`).
     ``fallback_reward``: an adaptive KnockoffNets run that fails with ``reward`` (ART's ``all`` on label-only
-    answers: "probabilities contain NaN") keeps its failed row and is run again with this reward; the retry's row
-    names its attack ``knockoff-adaptive (<reward>)``. ``tag`` is added to every row (e.g. ``{"defence": name}``).
+    answers: "probabilities contain NaN") keeps its failed row and is run again with this reward; the rows name
+    their thief ``knockoff-adaptive (<reward>)``. ``tag`` is added to every row (e.g. ``{"defence": name}``).
     """
     from tqdm.auto import tqdm
 
@@ -294,46 +445,108 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
     if x_eval is None or y_eval is None:
         raise ValueError("`x_eval` and `y_eval` (the evaluation split) are needed to score the stolen copies.")
     logits_victim = predict_logits(victim_model, x_eval)
+    victim_val = None if x_val is None else predict_logits(victim_model, x_val).argmax(1)
     jobs = []
     for pool_name, (px, plabels) in pools.items():
-        for attack in attacks:
+        for spec in attacks:
+            thief = _as_thief(spec, reward)
             wanted = budgets if budgets is not None else (
-                ecfg.adaptive_budgets if attack == "knockoff-adaptive" else ecfg.budgets)
-            if attack != "knockoff-adaptive":  # cut to the pool once: a larger budget would repeat the same run
-                wanted = sorted({min(int(b), len(px)) for b in wanted})
-            for ans in answers:
+                ecfg.adaptive_budgets if thief.attack == "knockoff-adaptive" else ecfg.budgets)
+            if thief.attack != "knockoff-adaptive":  # cut to the pool once: a larger budget would repeat a run
+                wanted = sorted({min(int(b), len(px) * thief.repeats) for b in wanted})
+            for ans in (("probabilities",) if thief.attack == "no-query" else answers):
                 for arch in thief_archs:
                     for b in wanted:
                         for s in seeds:
-                            jobs.append((pool_name, px, plabels, attack, ans, arch, int(b), s))
+                            jobs.append((pool_name, px, plabels, thief, ans, arch, int(b), s))
     rows = []
-    for pool_name, px, plabels, attack, ans, arch, b, s in tqdm(jobs, desc="extraction runs", disable=not progress):
-        kw = dict(attack=attack, answers=ans, budget=b, pool_labels=plabels, pool_name=pool_name, thief_arch=arch,
+    for pool_name, px, plabels, thief, ans, arch, b, s in tqdm(jobs, desc="extraction runs", disable=not progress):
+        kw = dict(answers=ans, budget=b, pool_labels=plabels, pool_name=pool_name, thief_arch=arch,
                   train_cfg=train_cfg, ecfg=ecfg, seed=s, defences=defences)
-        run = steal(victim_model, px, reward=reward, **kw)
-        rows.append(run.report(x_eval, y_eval, logits_victim))
-        if run.status != "ok" and attack == "knockoff-adaptive" and fallback_reward:
-            retry = steal(victim_model, px, reward=fallback_reward, **kw).report(x_eval, y_eval, logits_victim)
-            rows.append({**retry, "attack": f"knockoff-adaptive ({fallback_reward})"})
+        run = steal(victim_model, px, thief=thief, **kw)
+        rows.append(run.report(x_eval, y_eval, logits_victim, x_val=x_val, victim_val=victim_val))
+        if run.status != "ok" and thief.attack == "knockoff-adaptive" and fallback_reward:
+            retry = steal(victim_model, px, thief=Thief(thief.attack, thief.reads, thief.repeats, fallback_reward),
+                          **kw)
+            rows.append(retry.report(x_eval, y_eval, logits_victim, x_val=x_val, victim_val=victim_val))
     for row in rows:
         row.update(tag or {})
     return rows
 
 
+#: The columns of a flat extraction record (one per defence x thief x pool x answers x budget x seed).
+FLAT_KEYS = ("defence", "thief", "attack", "answers", "reads", "repeats", "reward", "pool", "thief_arch", "budget",
+             "queries", "scans", "steps", "seed", "status", "n", "accuracy", "accuracy_low", "accuracy_high",
+             "fidelity", "fidelity_low", "fidelity_high", "urgent_agreement", "loss", "val_fidelity", "runtime_s")
+
+
+def flat_rows(rows, defence: str = "none", **extra) -> list[dict]:
+    """Report rows of :func:`sweep` as flat records (``FLAT_KEYS`` plus ``extra``), the form the results store
+    keeps and notebook 90 reads (:func:`octlib.records.stamp_extraction`). A row's own ``defence`` tag wins."""
+    out = []
+    for r in rows:
+        acc, fid = r["accuracy"], r["fidelity"]
+        flat = {"defence": r.get("defence", defence), "n": r.get("n"), "accuracy": acc.get("value"),
+                "accuracy_low": acc.get("ci_low"), "accuracy_high": acc.get("ci_high"),
+                "fidelity": fid.get("value"), "fidelity_low": fid.get("ci_low"), "fidelity_high": fid.get("ci_high")}
+        flat.update({k: r.get(k) for k in FLAT_KEYS if k not in flat})
+        out.append({**flat, **extra})
+    return out
+
+
 def summarise(rows, threshold: float = 0.9):
-    """Mean ± sd over seeds per pool x attack x answers x thief x budget (a DataFrame), and per curve the
-    budget at which mean fidelity reaches ``threshold`` and stays there (``None``: not within the budgets)."""
+    """Mean ± sd over seeds per pool x thief x answers x thief architecture x budget (a DataFrame), and per
+    curve of a thief that queries ``{"queries": the budget at which mean fidelity reaches threshold and stays
+    there (None: not reached), "within": the largest number of queries tried}``."""
     from .metrics import budget_to_reach, mean_sd
 
-    flat = [{"pool": r["pool"], "attack": r["attack"], "answers": r["answers"], "thief_arch": r["thief_arch"],
-             "budget": r["budget"], "queries": r["queries"], "accuracy": r["accuracy"]["value"],
-             "loss": r["loss"], "fidelity": r["fidelity"]["value"], "relative_accuracy": r["relative_accuracy"],
-             "urgent_agreement": r["urgent_agreement"], "runtime_s": r["runtime_s"],
-             "failed": r["status"] != "ok"} for r in rows]
-    keys = ["pool", "attack", "answers", "thief_arch", "budget"]
-    table = mean_sd(flat, keys, ["queries", "accuracy", "loss", "fidelity", "relative_accuracy",
-                                 "urgent_agreement", "runtime_s", "failed"])
+    flat = [{"pool": r["pool"], "thief": r.get("thief", r["attack"]), "answers": r["answers"],
+             "thief_arch": r["thief_arch"], "budget": r["budget"], "queries": r["queries"],
+             "scans": r.get("scans", float("nan")), "steps": r.get("steps", float("nan")),
+             "accuracy": r["accuracy"]["value"], "loss": r["loss"],
+             "fidelity": r["fidelity"]["value"], "relative_accuracy": r["relative_accuracy"],
+             "urgent_agreement": r["urgent_agreement"], "val_fidelity": r.get("val_fidelity", float("nan")),
+             "runtime_s": r["runtime_s"], "failed": r["status"] != "ok"} for r in rows]
+    keys = ["pool", "thief", "answers", "thief_arch", "budget"]
+    table = mean_sd(flat, keys, ["queries", "scans", "steps", "accuracy", "loss", "fidelity", "relative_accuracy",
+                                 "urgent_agreement", "val_fidelity", "runtime_s", "failed"])
     reach = {}
-    for curve, part in table.groupby(keys[:-1], sort=True):
-        reach["/".join(curve)] = budget_to_reach(part["queries_mean"], part["fidelity_mean"], threshold)
+    for curve, part in table[table["queries_mean"] > 0].groupby(keys[:-1], sort=True):  # not the no-query thief
+        found = budget_to_reach(part["queries_mean"], part["fidelity_mean"], threshold)
+        reach["/".join(curve)] = {"queries": None if found is None else int(found),
+                                  "within": int(part["queries_mean"].max())}
     return table, reach
+
+
+def reach_text(reach: dict, threshold: float = 0.9) -> list[str]:
+    """One line per curve of :func:`summarise`'s ``reach``: the queries to the fidelity threshold, or "not
+    reached within N"."""
+    return [f"{curve}: fidelity >= {threshold:g} from {r['queries']} queries" if r["queries"] is not None else
+            f"{curve}: not reached within {r['within']} queries" for curve, r in reach.items()]
+
+
+def choose_copy(rows, **where) -> dict:
+    """The row of the copy an attacker would pick: the highest ``val_fidelity`` (agreement with the victim on the
+    attacker's own validation scans), among successful rows matching ``where`` (e.g. ``thief_arch="victim"``);
+    ties go to fewer queries, then the lower seed. Never reads the evaluation scans' metrics."""
+    ok = [r for r in rows if r["status"] == "ok" and all(r.get(k) == v for k, v in where.items())]
+    ok = [r for r in ok if np.isfinite(r.get("val_fidelity", float("nan")))]
+    if not ok:
+        raise ValueError(f"No successful run with a validation fidelity matches {where}: pass `x_val` to sweep.")
+    return max(ok, key=lambda r: (r["val_fidelity"], -r["queries"], -r["seed"]))
+
+
+def adaptive_thieves(answers: str, defences=(), ecfg: ExtractionConfig | None = None) -> tuple[Thief, ...]:
+    """The thieves a determined attacker runs against an API that answers ``answers`` through the post-processors
+    ``defences``: Copycat on the answers as they come; on their argmax when they are probabilities (a
+    post-processor that keeps the top class then gives away exactly the labels); Copycat averaging
+    ``ecfg.noise_repeats`` repeats of every scan when a post-processor is randomized (fresh noise per call); and
+    adaptive KnockoffNets with ``ecfg.adaptive_reward`` (the same reward for every API)."""
+    ecfg = ecfg or ExtractionConfig()
+    out = [Thief("copycat")]
+    if answers == "probabilities":
+        out.append(Thief("copycat", reads="argmax"))
+    if any(getattr(d, "randomized", False) for d in defences) and ecfg.noise_repeats > 1:
+        out.append(Thief("copycat", repeats=ecfg.noise_repeats))
+    out.append(Thief("knockoff-adaptive", reward=ecfg.adaptive_reward))
+    return tuple(out)

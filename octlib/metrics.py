@@ -269,6 +269,19 @@ def extraction_report(y_true, logits_victim, logits_thief) -> dict:
     }
 
 
+def extraction_baselines(logits_victim) -> dict:
+    """What a copy gets without learning anything, on the evaluation scans: ``chance`` (a uniform guess: 1/4
+    agreement in expectation), ``majority`` (always answering the victim's commonest answer: fidelity),
+    ``always_urgent`` and ``always_non_urgent`` (urgent-call agreement of a copy that always, or never, refers),
+    and the victim's answer shares."""
+    pv = np.asarray(logits_victim).argmax(axis=1)
+    share = np.bincount(pv, minlength=len(CLASSES)) / max(len(pv), 1)
+    urgent_share = float(urgent(pv).mean()) if len(pv) else float("nan")
+    return {"n": int(len(pv)), "chance": 1 / len(CLASSES), "majority": float(share.max()),
+            "majority_class": CLASSES[int(share.argmax())], "always_urgent": urgent_share,
+            "always_non_urgent": 1 - urgent_share, "answer_shares": dict(zip(CLASSES, map(float, share)))}
+
+
 def mean_sd(rows, by, values):
     """Mean, sample standard deviation and count of ``values`` over the rows that share the ``by`` columns
     (e.g. seeds of one attack x budget): a DataFrame with ``<value>_mean``, ``<value>_sd``, ``n_seeds``."""
@@ -322,6 +335,12 @@ def answers_report(y_true, answers) -> dict:
     answers = np.asarray(answers, dtype=np.float64)
     return {"accuracy": accuracy(y, answers.argmax(axis=1)), "loss": cross_entropy(y, answers, from_logits=False),
             "ece": expected_calibration_error(y, answers)["ece"]}
+
+
+def honest_columns(report: dict) -> dict:
+    """An :func:`answers_report` as the flat ``honest_accuracy``, ``honest_loss``, ``honest_ece`` columns of an
+    extraction record (what a defence costs honest users, beside how much a thief steals)."""
+    return {"honest_accuracy": report["accuracy"]["value"], "honest_loss": report["loss"], "honest_ece": report["ece"]}
 
 
 def minimal_attack_curve(y_true, logits_clean, logits_adv, l2, eps_grid) -> list[dict]:

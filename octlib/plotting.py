@@ -208,20 +208,35 @@ def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix
 
 
 def plot_budget_curves(ax, table, metric: str = "fidelity", *, by=("pool", "answers"), reference=None,
-                       reference_label: str = "victim", styles=None):
+                       reference_label: str = "victim", styles=None, x: str = "queries"):
     """Mean ± sd (over seeds) of an extraction ``metric`` against the queries used (log axis), one line per
     combination of the ``by`` columns of :func:`octlib.extraction.summarise`'s table; an optional horizontal
-    ``reference`` line (e.g. the victim's accuracy)."""
+    ``reference`` line (e.g. the victim's accuracy). ``x="scans"`` plots against the distinct scans instead (the
+    no-query thief's own labelled scans; an averaging thief's distinct scans)."""
     for i, (key, part) in enumerate(table.groupby(list(by), sort=True)):
         key = key if isinstance(key, tuple) else (key,)
-        part = part.sort_values("queries_mean")
-        x, m = part["queries_mean"].to_numpy(float), part[f"{metric}_mean"].to_numpy(float)
+        part = part.sort_values(f"{x}_mean")
+        xs, m = part[f"{x}_mean"].to_numpy(float), part[f"{metric}_mean"].to_numpy(float)
         sd = np.nan_to_num(part[f"{metric}_sd"].to_numpy(float))
         style = (styles or {}).get(key, {})
-        line, = ax.plot(x, m, marker="o", label=" · ".join(map(str, key)), **style)
-        ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
+        line, = ax.plot(xs, m, marker="o", label=" · ".join(map(str, key)), **style)
+        ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
     ax.set_xscale("log")
     ax.set(xlabel="queries to the victim", ylabel=metric.replace("_", " "))
+    return ax
+
+
+def plot_extraction_baselines(ax, baselines: dict, metric: str = "fidelity"):
+    """Horizontal lines for what a copy gets without learning (:func:`octlib.metrics.extraction_baselines`):
+    chance for accuracy and fidelity, the victim's commonest answer for fidelity, always-urgent (and never-urgent)
+    for urgent-call agreement."""
+    lines = {"accuracy": [("chance", baselines["chance"])],
+             "fidelity": [("chance", baselines["chance"]),
+                          (f"always {baselines['majority_class']}", baselines["majority"])],
+             "urgent_agreement": [("always urgent", baselines["always_urgent"]),
+                                  ("never urgent", baselines["always_non_urgent"])]}.get(metric, [])
+    for (label, value), ls in zip(lines, (":", "-.")):
+        ax.axhline(value, color="grey", ls=ls, lw=1, label=f"{label} ({value:.2f})")
     return ax

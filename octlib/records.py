@@ -87,3 +87,38 @@ def check_one_study(frame) -> None:
         raise ResultsError("The evaluation records come from more than one study (" + " | ".join(problems)
                            + "). Rerun those notebooks in one profile on one victim (make reference) before "
                            "comparing them.")
+
+
+def stamp_extraction(rows, *, profile: str, data: dict, victim: str, notebook: str) -> list[dict]:
+    """Flat extraction records (:func:`octlib.extraction.flat_rows`) stamped with their provenance, to keep
+    under ``metrics["extraction_records"]`` of a results file (read back by :func:`read_extraction`)."""
+    from .extraction import FLAT_KEYS
+
+    fingerprint = (data or {}).get("fingerprint")
+    if not fingerprint:
+        raise ResultsError("stamp_extraction: `data` needs the data fingerprint, e.g. "
+                           "{'fingerprint': splits.info['fingerprint']}.")
+    out = []
+    for i, row in enumerate(rows):
+        missing = [k for k in FLAT_KEYS if k not in row]
+        if missing:
+            raise ResultsError(f"extraction record {i} lacks {missing}; build it with octlib.extraction.flat_rows.")
+        out.append({**row, "profile": profile, "data_fingerprint": fingerprint, "victim": victim,
+                    "notebook": notebook})
+    return out
+
+
+def read_extraction(results_dir=None, names=None):
+    """Every flat extraction record in the results store (or in the results named), one row per defence x thief x
+    pool x answers x budget x seed, as a pandas DataFrame with the ``result`` it came from."""
+    import pandas as pd
+
+    rows = []
+    for name in names or list_results(results_dir):
+        for i, row in enumerate(load_results(name, results_dir)["metrics"].get("extraction_records", [])):
+            missing = [k for k in PROVENANCE if not row.get(k)]
+            if missing:
+                raise ResultsError(f"{name} extraction record {i} lacks provenance {missing}: write it with "
+                                   "octlib.records.stamp_extraction.")
+            rows.append({**row, "result": name})
+    return pd.DataFrame(rows)

@@ -16,7 +16,7 @@ from octlib.defences import LabelOnly, Softmax  # noqa: E402
 from octlib.models import build_cnn, build_model  # noqa: E402
 
 TINY = TrainConfig(filters=(4, 8), dense_units=0)
-ECFG = ExtractionConfig(thief_steps=6, thief_batch_size=8, budgets=(8, 16), adaptive_budgets=(8,), seeds=(0,))
+ECFG = ExtractionConfig(thief_steps=20, thief_batch_size=8, budgets=(8, 16), adaptive_budgets=(8,), seeds=(0,))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_extraction_runs_and_is_reproducible(victim, pool, attack):
 def test_random_budget_is_cut_to_the_pool(victim, pool):
     run = extraction.steal(victim, pool[0][:10], attack="copycat", budget=50, train_cfg=TINY, ecfg=ECFG)
     assert run.queries == 10 and run.extra["capped"] and run.params["nb_stolen"] == 10
-    assert run.params["nb_epochs"] == 3  # 6 steps / ceil(10 / 8) batches
+    assert run.params["nb_epochs"] == 10 and run.steps == 20  # 20 steps / ceil(10 / 8) batches
 
 
 def test_adaptive_label_only_nan_is_reported_not_raised(victim, pool):
@@ -166,7 +166,9 @@ def test_sweep_and_summary(victim, pool):
     assert sorted({r["budget"] for r in rows}) == [4, 12]  # 40 is cut to the pool of 12 and not run twice
     assert len(rows) == 4
     table, reach = extraction.summarise(rows, threshold=0.0)
-    assert list(table["n_seeds"]) == [2, 2] and reach == {"oct/copycat/labels/victim": 4}
+    assert list(table["n_seeds"]) == [2, 2] and reach == {"oct/copycat/labels/victim": {"queries": 4, "within": 12}}
+    _, never = extraction.summarise(rows, threshold=1.01)
+    assert extraction.reach_text(never) == ["oct/copycat/labels/victim: not reached within 12 queries"]
 
 
 # -- metrics -------------------------------------------------------------------------------------------------------
@@ -212,9 +214,126 @@ def test_sweep_retries_a_failed_adaptive_run_with_the_fallback_reward(victim, po
               ecfg=ECFG, x_eval=x, y_eval=labels, progress=False)
     rows = extraction.sweep(victim, {"oct": (x, labels)}, reward="all", fallback_reward="div",
                             tag={"defence": "label-only"}, **kw)
-    assert [(r["attack"], r["status"]) for r in rows] == [("knockoff-adaptive", "failed"),
-                                                          ("knockoff-adaptive (div)", "ok")]
+    assert [(r["thief"], r["status"]) for r in rows] == [("knockoff-adaptive (all)", "failed"),
+                                                         ("knockoff-adaptive (div)", "ok")]
     assert rows[1]["params"]["reward"] == "div" and all(r["defence"] == "label-only" for r in rows)
     assert len(extraction.sweep(victim, {"oct": (x, labels)}, reward="all", **kw)) == 1  # no fallback: no retry
     with pytest.raises(ValueError, match="fallback_reward"):
         extraction.sweep(victim, {"oct": (x, labels)}, fallback_reward="best", **kw)
+
+
+# -- adaptive thieves, equal compute, baselines, choosing a copy without the evaluation scans --------------------
+
+@pytest.mark.parametrize("thief", [extraction.Thief("copycat"), extraction.Thief("knockoff-random"),
+                                   extraction.Thief("knockoff-adaptive", reward="loss"),
+                                   extraction.Thief("copycat", reads="argmax", repeats=2),
+                                   extraction.Thief("no-query")])
+def test_every_thief_takes_the_same_optimizer_steps(victim, pool, thief):
+    x, labels = pool
+    run = extraction.steal(victim, x, thief=thief, budget=16, pool_labels=labels, train_cfg=TINY, ecfg=ECFG)
+    assert run.status == "ok" and run.steps == ECFG.thief_steps
+    expected_online = 16 // thief.repeats if thief.attack == "knockoff-adaptive" else 0
+    assert run.params["online_steps"] == expected_online
+    assert run.queries == (0 if thief.attack == "no-query" else 16)
+
+
+def test_adaptive_budget_above_the_steps_is_refused(victim, pool):
+    x, labels = pool
+    with pytest.raises(ValueError, match="thief_steps"):
+        extraction.steal(victim, x, thief=extraction.Thief("knockoff-adaptive", reward="loss"), budget=21,
+                         pool_labels=labels, train_cfg=TINY, ecfg=ECFG)
+    with pytest.raises(ValueError, match="pool_labels"):
+        extraction.steal(victim, x, attack="no-query", budget=8, train_cfg=TINY, ecfg=ECFG)
+    with pytest.raises(ValueError, match="reward"):
+        extraction.Thief("copycat", reward="loss")
+    with pytest.raises(ValueError, match="repeats"):
+        extraction.Thief("copycat", repeats=0)
+
+
+def test_argmax_thief_against_reverse_sigmoid_steals_the_label_only_copy(victim, pool):
+    """ReverseSigmoid keeps the top class, so a thief that trains on the argmax of its answers sees exactly what
+    a label-only API answers: the same copy, whatever the post-processor does to the probabilities."""
+    from art.defences.postprocessor import ReverseSigmoid
+
+    x = pool[0]
+    kw = dict(budget=16, train_cfg=TINY, ecfg=ECFG, seed=3)
+    labels_copy = extraction.steal(victim, x, answers="labels", **kw)
+    rs = [ReverseSigmoid(beta=1.0, gamma=0.1)]
+    argmax_copy = extraction.steal(victim, x, answers="probabilities", reads="argmax", defences=rs, **kw)
+    raw_copy = extraction.steal(victim, x, answers="probabilities", defences=rs, **kw)
+    np.testing.assert_allclose(labels_copy.thief.predict(x, verbose=0), argmax_copy.thief.predict(x, verbose=0),
+                               atol=1e-6)
+    assert not np.allclose(raw_copy.thief.predict(x, verbose=0), argmax_copy.thief.predict(x, verbose=0))
+    assert argmax_copy.params["use_probability"] is False and raw_copy.params["use_probability"] is True
+
+
+def test_repeating_client_counts_every_query_and_averages_noise_away(victim, pool):
+    from octlib.defences import OutputNoise
+
+    x = pool[0][:20]
+    clean = extraction.victim_api(victim).predict(x)
+    one = extraction.victim_api(victim, defences=[OutputNoise(0.3, seed=0)])
+    many = extraction.victim_api(victim, defences=[OutputNoise(0.3, seed=0)], repeats=16)
+    err_one, err_many = (np.abs(api.predict(x) - clean).mean() for api in (one, many))
+    assert one.queries == 20 and many.queries == 20 * 16
+    assert err_many < err_one / 2
+    run = extraction.steal(victim, pool[0], thief=extraction.Thief("copycat", repeats=4), budget=18, train_cfg=TINY,
+                           ecfg=ECFG, defences=[OutputNoise(0.3, seed=0)])
+    assert run.params["nb_stolen"] == 4 and run.queries == 16 and run.budget == 18
+    with pytest.raises(ValueError, match="repeats"):
+        extraction.victim_api(victim, repeats=0)
+
+
+def test_attacker_validation_scans_are_other_patients(small_layout):
+    splits = make_splits(load_folder(small_layout, 16, progress=False), "official", seed=0)
+    ecfg = ExtractionConfig(proxy_size=10, pool_val_fraction=0.3)
+    attacker = extraction.attacker_pools(splits, ecfg, seed=0)
+    carved = attacker.carved
+    info = carved.info["attacker_val"]
+    assert attacker.leakage_ok and info["images"] == len(attacker.val_y) > 0
+    assert len(attacker.val_y) + len(attacker.pools["oct"][1]) + len(carved.test) == len(splits.test)
+    assert not set(carved.pool.groups) & set(carved.test.groups)
+    assert attacker.pools["oct"][0].shape[1:] == (16, 16, 1) and len(attacker.pools["proxy"][0]) == 10
+
+
+def test_choose_copy_reads_validation_only():
+    rows = [{"status": "ok", "val_fidelity": v, "fidelity": {"value": f}, "queries": q, "seed": s, "thief_arch": "a"}
+            for v, f, q, s in ((0.7, 0.95, 100, 0), (0.8, 0.60, 200, 0), (0.8, 0.99, 100, 1))]
+    pick = extraction.choose_copy(rows)
+    assert (pick["queries"], pick["seed"]) == (100, 1)
+    for r in rows:  # change every evaluation number: the choice must not move
+        r["fidelity"] = {"value": 1 - r["fidelity"]["value"]}
+    assert extraction.choose_copy(rows) is pick
+    with pytest.raises(ValueError, match="x_val"):
+        extraction.choose_copy(rows, thief_arch="b")
+
+
+def test_baselines_and_flat_records_round_trip(victim, pool, tmp_path):
+    from octlib import compare, records
+
+    logits = np.eye(4)[[0, 0, 0, 1, 3, 2, 0, 3]]
+    base = metrics.extraction_baselines(logits)
+    assert base["majority"] == 0.5 and base["majority_class"] == "CNV" and base["chance"] == 0.25
+    assert base["always_urgent"] == 0.625 and base["always_non_urgent"] == 0.375
+    x, labels = pool
+    rows = extraction.sweep(victim, {"oct": (x, labels)}, attacks=(extraction.Thief("copycat"),
+                            extraction.Thief("copycat", reads="argmax")), answers=("probabilities",), budgets=(16,),
+                            seeds=(0, 1), train_cfg=TINY, ecfg=ECFG, x_eval=x, y_eval=labels, x_val=x[:10],
+                            progress=False)
+    assert all(np.isfinite(r["val_fidelity"]) for r in rows)
+    flat = extraction.flat_rows(rows, defence="undefended", honest_accuracy=0.9)
+    assert set(extraction.FLAT_KEYS) <= set(flat[0]) and flat[0]["honest_accuracy"] == 0.9
+    stamped = records.stamp_extraction(flat, profile="quick", data={"fingerprint": "abc"}, victim="v",
+                                       notebook="nb.ipynb")
+    from octlib.results import save_results
+
+    save_results("x_extraction", {"extraction_records": stamped}, results_dir=tmp_path)
+    frame = records.read_extraction(tmp_path)
+    assert len(frame) == 4 and set(frame["thief"]) == {"copycat", "copycat · argmax"}
+    records.check_one_study(frame)
+    table = compare.extraction_defence_table(frame)
+    assert len(table) == 1 and table.iloc[0]["n_seeds"] == 2
+    best = frame.groupby("thief")["fidelity"].mean().max()
+    assert table.iloc[0]["fidelity"] == pytest.approx(best)
+    with pytest.raises(Exception, match="fingerprint"):
+        records.stamp_extraction(flat, profile="quick", data={}, victim="v", notebook="nb")
