@@ -58,17 +58,23 @@ def write_records(name: str, rows, *, notebook: str, profile: str, data: dict, v
 def read_records(results_dir=None, names=None):
     """Every evaluation row in the results store (or in the results named), as a pandas DataFrame, one row per
     record, per-scan lists kept as lists. Files without records are skipped (they are not evaluations)."""
+    return _read("records", "write_records", results_dir, names, check=check_row)
+
+
+def _read(key: str, writer: str, results_dir, names, check=None):
+    """The rows under ``metrics[key]`` of every results file (or of those named), each checked for provenance
+    (and by ``check``), with the ``result`` it came from, as a DataFrame."""
     import pandas as pd
 
     rows = []
     for name in names or list_results(results_dir):
-        rec = load_results(name, results_dir)
-        for i, row in enumerate(rec["metrics"].get("records", [])):
-            check_row(row, f"{name} row {i}")
+        for i, row in enumerate(load_results(name, results_dir)["metrics"].get(key, [])):
+            if check is not None:
+                check(row, f"{name} row {i}")
             missing = [k for k in PROVENANCE if not row.get(k)]
             if missing:
-                raise ResultsError(f"{name} row {i} lacks provenance {missing}: write it with "
-                                   "octlib.records.write_records.")
+                raise ResultsError(f"{name} {key} {i} lacks provenance {missing}: write it with "
+                                   f"octlib.records.{writer}.")
             rows.append({**row, "result": name})
     return pd.DataFrame(rows)
 
@@ -111,14 +117,4 @@ def stamp_extraction(rows, *, profile: str, data: dict, victim: str, notebook: s
 def read_extraction(results_dir=None, names=None):
     """Every flat extraction record in the results store (or in the results named), one row per defence x thief x
     pool x answers x budget x seed, as a pandas DataFrame with the ``result`` it came from."""
-    import pandas as pd
-
-    rows = []
-    for name in names or list_results(results_dir):
-        for i, row in enumerate(load_results(name, results_dir)["metrics"].get("extraction_records", [])):
-            missing = [k for k in PROVENANCE if not row.get(k)]
-            if missing:
-                raise ResultsError(f"{name} extraction record {i} lacks provenance {missing}: write it with "
-                                   "octlib.records.stamp_extraction.")
-            rows.append({**row, "result": name})
-    return pd.DataFrame(rows)
+    return _read("extraction_records", "stamp_extraction", results_dir, names)
