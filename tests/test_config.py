@@ -27,3 +27,22 @@ def test_project_root_is_the_checkout():
 def test_set_seed_validates():
     with pytest.raises(ValueError, match="`seed`"):
         set_seed(-1)
+
+
+def test_extraction_settings_fit_their_strategies():
+    """Every profile: adaptive KnockoffNets' budgets fit in the thief's steps (one step per query, and some left
+    for its final training, as the random strategies get); the full profile draws real curves (>= 5 budgets,
+    >= 3 seeds) and attacks each defence at a budget it also sweeps."""
+    from octlib.config import PROFILES, ExtractionConfig
+
+    for profile in PROFILES.values():
+        ecfg, dcfg = profile.extraction, profile.defence
+        assert max(ecfg.adaptive_budgets) < ecfg.thief_steps, profile.name
+        assert dcfg.adaptive_budget < ecfg.thief_steps, profile.name
+        assert set(dcfg.extraction_budgets or ecfg.budgets) <= set(ecfg.budgets), profile.name
+    full = PROFILES["full"].extraction
+    assert len(full.budgets) >= 5 and len(full.adaptive_budgets) >= 5 and len(full.seeds) >= 3
+    with pytest.raises(ValueError, match="pool_val_fraction"):
+        ExtractionConfig(pool_val_fraction=1.0)
+    with pytest.raises(ValueError, match="adaptive_reward"):
+        ExtractionConfig(adaptive_reward="best")
