@@ -224,6 +224,12 @@ def plot_budget_curves(ax, table, metric: str = "fidelity", *, by=("pool", "answ
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
     ax.set_xscale("log")
+    ticks = sorted(set(getattr(ax, "_octlib_budget_ticks", set())) | {float(v) for v in table[f"{x}_mean"]
+                                                                      if np.isfinite(v) and v > 0})
+    ax._octlib_budget_ticks = ticks  # a second call on the same axes keeps the first one's budgets
+    if ticks:  # label the budgets themselves, not powers of ten
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     ax.set(xlabel="queries to the victim", ylabel=metric.replace("_", " "))
     return ax
 
