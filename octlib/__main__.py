@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="*", help="notebook name prefixes or patterns, e.g. 00 10")
     run.add_argument("--out", help="folder for executed copies and manifest.json (default runs/<time>-<profile>)")
     run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
+    run.add_argument("--split-policy", choices=["official", "pooled"],
+                     help="the victim's split policy; default: OCTLIB_SPLIT_POLICY, else the profile's (official)")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import NotebookFailed, run_series
 
         try:
-            run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress)
+            run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress,
+                       split_policy=args.split_policy)
         except NotebookFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1

@@ -1,9 +1,11 @@
 """Project settings in one place: class names, paths, profiles and the seed helper.
 
-Two settings are read from the environment (and can be passed as arguments instead):
+Three settings are read from the environment (and can be passed as arguments instead):
 
-* ``OCTLIB_PROFILE``: ``quick`` (CI, the sample, minutes on 2 CPU cores) or ``full`` (the study, a GPU).
+* ``OCTLIB_PROFILE``: ``quick`` (CI, the sample, minutes on 2 CPU cores) or ``full`` (the study).
 * ``OCTLIB_DATA``: which data to use; resolved by :func:`octlib.data.resolve_source`.
+* ``OCTLIB_SPLIT_POLICY``: the victim's split policy, ``official`` or ``pooled`` (default: the profile's,
+  ``official``); see :func:`get_profile`.
 
 Output folders default to the project root (``figures/``, ``results/``, ``artifacts/``, ``data/``) and can be
 moved with ``OCTLIB_FIGURES``, ``OCTLIB_RESULTS``, ``OCTLIB_ARTIFACTS`` and ``OCTLIB_CACHE``. The project root is
@@ -27,6 +29,9 @@ URGENT_CLASSES: tuple[str, ...] = ("CNV", "DME")
 
 PROFILE_ENV = "OCTLIB_PROFILE"
 DATA_ENV = "OCTLIB_DATA"
+SPLIT_POLICY_ENV = "OCTLIB_SPLIT_POLICY"
+#: ``official``: keep the source's test split; ``pooled``: pool every image and split by patient.
+SPLIT_POLICIES = ("official", "pooled")
 DEFAULT_PROFILE = "quick"
 
 
@@ -497,7 +502,9 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """Resolve the profile: ``name`` if given, else ``OCTLIB_PROFILE``, else ``quick``; then apply overrides."""
+    """Resolve the profile: ``name`` if given, else ``OCTLIB_PROFILE``, else ``quick``; its split policy:
+    ``split_policy`` if given, else ``OCTLIB_SPLIT_POLICY``, else the profile's; then apply the other overrides
+    (``None`` values are ignored, so a notebook can pass its parameters as they are)."""
     chosen = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     chosen = chosen.strip().lower()
     if chosen not in PROFILES:
@@ -506,6 +513,16 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
             f"Use one of {sorted(PROFILES)}, e.g. `export {PROFILE_ENV}=quick`."
         )
     profile = PROFILES[chosen]
+    arg_policy = overrides.pop("split_policy", None)
+    policy = arg_policy or os.environ.get(SPLIT_POLICY_ENV)
+    if policy:
+        policy = policy.strip().lower()
+        if policy not in SPLIT_POLICIES:
+            raise ValueError(
+                f"Unknown split policy {policy!r} (from {'the argument' if arg_policy else SPLIT_POLICY_ENV}). Use "
+                f"'official' (keep the source's test split) or 'pooled' (pool every image and split by patient), "
+                f"e.g. `export {SPLIT_POLICY_ENV}=pooled`.")
+        profile = replace(profile, split_policy=policy)
     if overrides:
         known = {f.name for f in fields(Profile)}
         unknown = sorted(set(overrides) - known)

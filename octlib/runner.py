@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .config import DATA_ENV, PROFILE_ENV, get_profile, project_root
+from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root
 from .provenance import hardware, library_versions
 
 
@@ -55,19 +55,22 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 
 
 def run_series(profile: str | None = None, data: str | None = None, *, only: list[str] | None = None,
-               out_dir: Path | str | None = None, kernel: str = "python3", progress: bool = True) -> dict:
-    """Execute the series; returns the manifest (also written to ``<out_dir>/manifest.json``)."""
+               out_dir: Path | str | None = None, kernel: str = "python3", progress: bool = True,
+               split_policy: str | None = None) -> dict:
+    """Execute the series; returns the manifest (also written to ``<out_dir>/manifest.json``). ``split_policy``
+    (else ``OCTLIB_SPLIT_POLICY``, else the profile's) is passed to every notebook through the environment."""
     import papermill as pm
     from tqdm.auto import tqdm
 
     from .data import load_dataset, resolve_source
 
-    prof = get_profile(profile)
+    prof = get_profile(profile, split_policy=split_policy)
     source = resolve_source(data, prof)
     # Load once before any kernel starts: a wrong setting or a failed download stops here with its message, the
     # OCTMNIST download (with its progress bar) happens once, and every notebook then reads the cache.
     ds = load_dataset(data, prof, progress=progress)
     os.environ[PROFILE_ENV] = prof.name
+    os.environ[SPLIT_POLICY_ENV] = prof.split_policy
     if data is not None:
         os.environ[DATA_ENV] = str(source.path or source.spec)
     books = find_notebooks(only)
@@ -85,7 +88,8 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     t_all = time.perf_counter()
     for i, book in enumerate(books, 1):
         target = out / book.name
-        print(f"[{i}/{len(books)}] {book.name} (profile {prof.name}, data {source.describe()})", flush=True)
+        print(f"[{i}/{len(books)}] {book.name} (profile {prof.name}, {prof.split_policy} split, data "
+              f"{source.describe()})", flush=True)
         t0 = time.perf_counter()
         entry = {"notebook": book.name, "executed": str(target)}
         try:

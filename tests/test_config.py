@@ -46,3 +46,17 @@ def test_extraction_settings_fit_their_strategies():
         ExtractionConfig(pool_val_fraction=1.0)
     with pytest.raises(ValueError, match="adaptive_reward"):
         ExtractionConfig(adaptive_reward="best")
+
+
+def test_split_policy_is_a_setting(monkeypatch):
+    monkeypatch.delenv("OCTLIB_SPLIT_POLICY", raising=False)
+    assert get_profile("quick").split_policy == "official"
+    monkeypatch.setenv("OCTLIB_SPLIT_POLICY", "Pooled")
+    assert get_profile("quick").split_policy == "pooled"
+    assert get_profile("full", split_policy="official").split_policy == "official"  # the argument wins
+    assert get_profile("quick", split_policy=None).split_policy == "pooled"  # a notebook's None: the environment
+    monkeypatch.setenv("OCTLIB_SPLIT_POLICY", "random")
+    with pytest.raises(ValueError, match="OCTLIB_SPLIT_POLICY"):
+        get_profile("quick")
+    with pytest.raises(ValueError, match="the argument"):
+        get_profile("quick", split_policy="by-image")
