@@ -299,6 +299,9 @@ class ExtractionConfig:
         thief_learning_rate: the thief's Adam learning rate (each thief has its own optimizer).
         transfer_eps_255: ε grid (/255) of the transfer attack crafted on the stolen copy.
         transfer_subset: evaluation scans attacked in the transfer comparison (class-stratified; ``None``: all).
+        transfer_pgd_steps, transfer_pgd_restarts: PGD of the transfer comparison (on the copy, the surrogate and,
+            white-box, on the victim); the white-box reference only has to be stronger than transfer here, the
+            victim's full evaluation is notebook 20's suite.
         adaptive_reward: the adaptive KnockoffNets reward used for every answer type (``loss`` works on labels
             and probabilities alike, so answer type and reward are not confounded).
         noise_repeats: how often the averaging thief repeats each scan against output noise (each repeat a query).
@@ -318,6 +321,8 @@ class ExtractionConfig:
     thief_learning_rate: float = 1e-3
     transfer_eps_255: tuple[float, ...] = (0.5, 1, 2, 4, 8)
     transfer_subset: int | None = None
+    transfer_pgd_steps: int = 10
+    transfer_pgd_restarts: int = 1
     adaptive_reward: str = "loss"
     noise_repeats: int = 4
     arch_seeds: tuple[int, ...] | None = None
@@ -330,6 +335,8 @@ class ExtractionConfig:
             bad.append("adaptive_reward (cert, div, loss or all)")
         if self.noise_repeats < 1:
             bad.append("noise_repeats (>= 1)")
+        if self.transfer_pgd_steps < 1 or self.transfer_pgd_restarts < 0:
+            bad.append("transfer_pgd_steps (>= 1) / transfer_pgd_restarts (>= 0)")
         if self.arch_seeds is not None and (not self.arch_seeds or any(int(v) != v or v < 0 for v in self.arch_seeds)):
             bad.append("arch_seeds (None or non-negative integers)")
         for name in ("budgets", "adaptive_budgets"):
@@ -496,7 +503,7 @@ PROFILES: dict[str, Profile] = {
                     extraction=ExtractionConfig(budgets=(25, 50, 100, 150, 200),
                                                 adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
                                                 alt_arch="victim", thief_steps=250, arch_seeds=(0,),
-                                                transfer_subset=200),
+                                                transfer_subset=100),
                     defence=DefenceConfig(extraction_budgets=(200,), adaptive_budget=200)),
 }
 
