@@ -24,6 +24,8 @@ from pathlib import Path
 import _common
 
 GOAL_SECONDS = {"quick": 600}
+#: the full profile's goal is per notebook: each within 60 minutes on 2 CPU cores
+GOAL_PER_NOTEBOOK_SECONDS = {"full": 3600}
 
 
 def from_manifests(paths, profile: str) -> dict:
@@ -40,16 +42,21 @@ def from_manifests(paths, profile: str) -> dict:
             "data": manifests[0]["data"], "notebooks_seconds": round(sum(notebooks.values()), 1),
             "notebooks": notebooks, "runs": [{"manifest": str(p), "started": m.get("started"),
                                               "finished": m.get("finished")} for p, m in zip(paths, manifests)],
+            "goal_per_notebook_seconds": GOAL_PER_NOTEBOOK_SECONDS.get(profile),
+            "over_goal": [n for n, t in notebooks.items() if t > GOAL_PER_NOTEBOOK_SECONDS.get(profile, float("inf"))],
             "hardware": manifests[0]["hardware"], "versions": manifests[0]["versions"]}
 
 
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--manifest", nargs="+", help="record these runs' manifest.json instead of running")
+    parser.add_argument("--note", help="with --manifest: how the runs were made (e.g. what else shared the cores)")
     args = parser.parse_args()
     if args.manifest:
-        out = _common.write_report(from_manifests(args.manifest, args.profile),
-                                   f"series-{args.profile}-recorded", args.out)
+        report = from_manifests(args.manifest, args.profile)
+        if args.note:
+            report["note"] = args.note
+        out = _common.write_report(report, f"series-{args.profile}-recorded", args.out)
         print(f"recorded {len(args.manifest)} run(s) -> {out}")
         return
 
