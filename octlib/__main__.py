@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
     run.add_argument("--split-policy", choices=["official", "pooled"],
                      help="the victim's split policy; default: OCTLIB_SPLIT_POLICY, else the profile's (official)")
+    run.add_argument("--reference", action="store_true",
+                     help="the reference run (full profile only): write the committed figures/, their results and "
+                          "one manifest per notebook (make reference); without it figures go to the run folder")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress,
-                       split_policy=args.split_policy)
+                       split_policy=args.split_policy, reference=args.reference)
         except NotebookFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1

@@ -7,8 +7,10 @@ Three settings are read from the environment (and can be passed as arguments ins
 * ``OCTLIB_SPLIT_POLICY``: the victim's split policy, ``official`` or ``pooled`` (default: the profile's,
   ``official``); see :func:`get_profile`.
 
-Output folders default to the project root (``figures/``, ``results/``, ``artifacts/``, ``data/``) and can be
-moved with ``OCTLIB_FIGURES``, ``OCTLIB_RESULTS``, ``OCTLIB_ARTIFACTS`` and ``OCTLIB_CACHE``. The project root is
+Output folders live under the project root and can be moved with ``OCTLIB_FIGURES``, ``OCTLIB_RESULTS``,
+``OCTLIB_ARTIFACTS`` and ``OCTLIB_CACHE``. The committed ``figures/`` are written only by the reference run
+(``make reference``, :func:`octlib.runner.run_series` with ``reference=True``); any other run writes its figures
+into its own run folder, and a notebook opened by hand into ``runs/interactive/figures`` (see :func:`figures_dir`). The project root is
 ``OCTLIB_HOME`` when set, else the checkout that holds this package, else the current directory (e.g. on Colab
 after a non-editable install).
 """
@@ -51,9 +53,22 @@ def _dir(env: str, default: str) -> Path:
     return Path(value).expanduser().resolve() if value else project_root() / default
 
 
+#: The committed reference run's folder (figures, tables, their results and one manifest per notebook).
+REFERENCE_DIR = "figures"
+#: Where figures of a notebook opened by hand go when ``OCTLIB_FIGURES`` is not set.
+INTERACTIVE_FIGURES = "runs/interactive/figures"
+
+
 def figures_dir() -> Path:
-    """Where :func:`octlib.plotting.save_fig` writes (``OCTLIB_FIGURES`` or ``<root>/figures``)."""
-    return _dir("OCTLIB_FIGURES", "figures")
+    """Where :func:`octlib.plotting.save_fig` and table exports write: ``OCTLIB_FIGURES``, else
+    ``<root>/runs/interactive/figures``. Never the committed ``figures/`` unless a reference run (or the user)
+    points ``OCTLIB_FIGURES`` there: ``python -m octlib run`` sets it to its run folder."""
+    return _dir("OCTLIB_FIGURES", INTERACTIVE_FIGURES)
+
+
+def reference_dir() -> Path:
+    """The committed reference run: ``<root>/figures`` (figures, tables, ``results/`` and ``manifests/``)."""
+    return project_root() / REFERENCE_DIR
 
 
 def results_dir() -> Path:
@@ -100,6 +115,10 @@ class TrainConfig:
         label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 40).
         early_stopping_patience: epochs without a better validation loss before stopping (best weights kept).
         reduce_lr_patience: epochs without a better validation loss before halving the learning rate.
+        lr_schedule: ``plateau`` (halve the learning rate after ``reduce_lr_patience`` epochs without a better
+            validation loss; stop early after ``early_stopping_patience``) or ``cosine`` (cosine decay from
+            ``learning_rate`` to 1% of it over all ``epochs``, no early stop; the epoch with the lowest validation
+            loss is kept either way).
         mixed_precision: use float16 compute on a GPU (logits stay float32); ignored on CPU.
         noise_sigma: Gaussian noise N(0, σ²) added to every training scan after augmentation, σ in [0, 1]
             pixel units, not clipped (Cohen et al. 2019's training for randomized smoothing; 0: none).
@@ -132,10 +151,12 @@ class TrainConfig:
     adv_eps_255: float = 0.0
     adv_steps: int = 0
     validate_under_threat: bool = False
+    lr_schedule: str = "plateau"
 
     # Settings added after artifact keys existed: they enter the key only when they differ from these defaults,
     # so models trained before they existed keep their keys.
-    _KEY_OPTIONAL = {"noise_sigma": 0.0, "adv_eps_255": 0.0, "adv_steps": 0, "validate_under_threat": False}
+    _KEY_OPTIONAL = {"noise_sigma": 0.0, "adv_eps_255": 0.0, "adv_steps": 0, "validate_under_threat": False,
+                     "lr_schedule": "plateau"}
 
     def __post_init__(self):
         checks = {
@@ -147,7 +168,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
             "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
             "early_stopping_patience": self.early_stopping_patience >= 1,
-            "reduce_lr_patience": self.reduce_lr_patience >= 1,
+            "reduce_lr_patience": self.reduce_lr_patience >= 1, "lr_schedule": self.lr_schedule in ("plateau", "cosine"),
             "noise_sigma": 0 <= self.noise_sigma <= 1, "adv_eps_255": 0 <= self.adv_eps_255 <= 64,
             "adv_steps": self.adv_steps >= 0 and (self.adv_steps >= 1) == (self.adv_eps_255 > 0),
         }
@@ -225,6 +246,10 @@ class SuiteConfig:
         randomized_n_scans: evaluation scans for randomized defences (``None``: ``n_scans``); EOT costs
             ``draws`` times more per gradient.
         batch_size: scans per attack batch.
+        spread_seeds: training seeds of the undefended victim's seed spread (the first is the study victim; the
+            split keeps the study's seed), each attacked with the suite on the same scans over ``spread_eps_255``.
+        spread_eps_255: the ε (/255) of the seed spread (include the headline ε: Square runs there, else at the
+            largest).
     """
 
     attacks: tuple[str, ...] = ("FGSM", "PGD", "APGD-DLR", "Square")
@@ -240,6 +265,8 @@ class SuiteConfig:
     eot_tolerance: int = 1
     randomized_n_scans: int | None = 100
     batch_size: int = 128
+    spread_seeds: tuple[int, ...] = (0, 1, 2)
+    spread_eps_255: tuple[float, ...] = (0.5, 2)
 
     def __post_init__(self):
         bad = []
@@ -262,6 +289,12 @@ class SuiteConfig:
                 bad.append(f"{name} (None or >= 4)")
         if not self.eot_schedule or any(len(p) != 2 or p[0] < 1 or p[1] < 1 for p in self.eot_schedule):
             bad.append("eot_schedule ((draws >= 1, steps >= 1) pairs)")
+        if not self.spread_seeds or len(set(self.spread_seeds)) != len(self.spread_seeds) or any(
+                int(v) != v or v < 0 for v in self.spread_seeds):
+            bad.append("spread_seeds (distinct non-negative integers)")
+        if not self.spread_eps_255 or list(self.spread_eps_255) != sorted(set(self.spread_eps_255)) or any(
+                not 0 < e <= 255 for e in self.spread_eps_255):
+            bad.append("spread_eps_255 (increasing values in (0, 255], /255 units)")
         if bad:
             raise ValueError(f"Invalid SuiteConfig setting(s): {', '.join(bad)}.")
 
@@ -270,6 +303,15 @@ class SuiteConfig:
         from .threat import ThreatModel
 
         return ThreatModel("inf", eps_255=tuple(self.eps_255), headline_255=self.headline_255)
+
+    def spread_threat(self):
+        """The L∞ threat of the seed spread: ``spread_eps_255``; its headline is the suite's when included, else
+        the largest spread ε."""
+        from .threat import ThreatModel
+
+        grid = tuple(self.spread_eps_255)
+        headline = self.headline_255 if any(abs(e - self.headline_255) < 1e-9 for e in grid) else grid[-1]
+        return ThreatModel("inf", eps_255=grid, headline_255=headline)
 
 
 THIEF_ARCHS = ("victim", "separable")
@@ -490,7 +532,7 @@ PROFILES: dict[str, Profile] = {
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
                                        eps_255=(0.5, 1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
-                                       randomized_n_scans=24, batch_size=128)),
+                                       randomized_n_scans=24, batch_size=128, spread_seeds=(0,))),
     # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
     # per epoch at 128 px: ~0.7 GFLOP per training image).
     "full": Profile(name="full", image_size=128,

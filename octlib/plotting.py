@@ -31,7 +31,7 @@ def save_fig(fig, name: str, *, folder: Path | str | None = None, formats=("png"
     """Write ``fig`` as ``<figures>/<name>.png`` (300 dpi) and ``.pdf`` and return the paths.
 
     ``name`` starts with the notebook number (``00_class_counts``) so a report figure traces back to its source.
-    The folder is ``OCTLIB_FIGURES`` or ``<project>/figures``.
+    The folder is :func:`octlib.config.figures_dir` (``OCTLIB_FIGURES``, else ``runs/interactive/figures``).
     """
     if not isinstance(name, str) or not _NAME.match(name) or Path(name).suffix in (".png", ".pdf"):
         raise ValueError(f"Figure name {name!r} must be letters, digits, '_', '-' or '.', without an extension, "

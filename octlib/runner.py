@@ -2,8 +2,13 @@
 
 Notebooks ``notebooks/NN_*.ipynb`` run in number order through papermill with the chosen profile and data (passed
 to each kernel as ``OCTLIB_PROFILE`` / ``OCTLIB_DATA``). Executed copies and a ``manifest.json`` (profile, data
-source and fingerprint, library versions, hardware, GPU, time per notebook) go to ``runs/<timestamp>-<profile>/``.
-The run stops at the first failing notebook and names it and the failing cell.
+source and fingerprint, library versions, hardware, GPU, time per notebook) go to ``runs/<timestamp>-<profile>/``,
+and so do the run's figures and tables (``<run>/figures``), unless ``OCTLIB_FIGURES`` says otherwise.
+
+The **reference run** (``reference=True``, ``make reference``) is the one way to write the committed ``figures/``:
+full profile only; figures and tables to ``figures/``, results to ``figures/results/``, and one manifest per
+notebook to ``figures/manifests/<notebook>.json`` as each notebook ends, so the reference can be assembled
+notebook by notebook. The run stops at the first failing notebook and names it and the failing cell.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root
+from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root, reference_dir
+
+FIGURES_ENV = "OCTLIB_FIGURES"
+RESULTS_ENV = "OCTLIB_RESULTS"
 from .provenance import hardware, library_versions
 
 
@@ -48,23 +56,52 @@ def nvidia_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def _rel(path: Path) -> str:
+    """``path`` relative to the project root when it lies inside it (committed manifests name no machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
 def _write_manifest(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, path)
 
 
+def output_folders(out: Path, *, reference: bool = False, reference_root: Path | None = None) -> dict[str, Path]:
+    """Where a run's kernels write: ``{"OCTLIB_FIGURES": ..., ["OCTLIB_RESULTS": ...]}``.
+
+    A reference run writes figures and tables to the committed ``figures/`` and results to ``figures/results``;
+    any other run writes figures to ``OCTLIB_FIGURES`` when the user set it, else to ``<out>/figures``, and keeps
+    the results store the user chose (``OCTLIB_RESULTS``, else ``results/``)."""
+    if reference:
+        root = Path(reference_root) if reference_root else reference_dir()
+        return {FIGURES_ENV: root, RESULTS_ENV: root / "results"}
+    chosen = os.environ.get(FIGURES_ENV)
+    return {FIGURES_ENV: Path(chosen).expanduser().resolve() if chosen else Path(out) / "figures"}
+
+
 def run_series(profile: str | None = None, data: str | None = None, *, only: list[str] | None = None,
                out_dir: Path | str | None = None, kernel: str = "python3", progress: bool = True,
-               split_policy: str | None = None) -> dict:
+               split_policy: str | None = None, reference: bool = False, notebooks_dir: Path | None = None,
+               reference_root: Path | None = None) -> dict:
     """Execute the series; returns the manifest (also written to ``<out_dir>/manifest.json``). ``split_policy``
-    (else ``OCTLIB_SPLIT_POLICY``, else the profile's) is passed to every notebook through the environment."""
+    (else ``OCTLIB_SPLIT_POLICY``, else the profile's) is passed to every notebook through the environment.
+
+    ``reference=True`` is the reference run (full profile only): it writes the committed ``figures/`` (or
+    ``reference_root``), the results beside them and one manifest per notebook in ``<reference>/manifests``.
+    ``notebooks_dir`` runs another folder's ``NN_*.ipynb`` (tests)."""
     import papermill as pm
-    from tqdm.auto import tqdm
 
     from .data import load_dataset, resolve_source
 
     prof = get_profile(profile, split_policy=split_policy)
+    if reference and prof.name != "full":
+        raise ValueError(f"A reference run writes the committed figures/ and runs the full profile only; got "
+                         f"profile {prof.name!r}. Use `python -m octlib run --reference --profile full` (make "
+                         "reference), or drop --reference to write this run's figures into its own run folder.")
     source = resolve_source(data, prof)
     # Load once before any kernel starts: a wrong setting or a failed download stops here with its message, the
     # OCTMNIST download (with its progress bar) happens once, and every notebook then reads the cache.
@@ -73,12 +110,20 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     os.environ[SPLIT_POLICY_ENV] = prof.split_policy
     if data is not None:
         os.environ[DATA_ENV] = str(source.path or source.spec)
-    books = find_notebooks(only)
+    books = find_notebooks(only, notebooks_dir)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(out_dir) if out_dir else project_root() / "runs" / f"{stamp}-{prof.name}"
+    default_out = "reference" if reference else f"{stamp}-{prof.name}"
+    out = Path(out_dir) if out_dir else project_root() / "runs" / default_out
     out.mkdir(parents=True, exist_ok=True)
+    folders = output_folders(out, reference=reference, reference_root=reference_root)
+    for env, folder in folders.items():
+        os.environ[env] = str(folder)
+    manifests = folders[FIGURES_ENV] / "manifests" if reference else None
+    print(f"Figures and tables go to {folders[FIGURES_ENV]}" + (" (the committed reference)" if reference else ""),
+          flush=True)
     manifest = {
-        "started": stamp, "profile": prof.to_dict(),
+        "started": stamp, "profile": prof.to_dict(), "reference": reference,
+        "outputs": {k: _rel(v) for k, v in folders.items()},
         "data": {"spec": source.spec, "kind": source.kind, "origin": source.origin,
                  "path": str(source.path) if source.path else None, "fingerprint": ds.info.get("fingerprint"),
                  "n_images": len(ds)},
@@ -103,8 +148,14 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
             _write_manifest(out / "manifest.json", manifest)
             raise NotebookFailed(f"{book.name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}\n"
                                  f"Executed copy with the traceback: {target}") from None
-        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1))
+        entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1),
+                     finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
         manifest["notebooks"].append(entry)
+        if manifests is not None:  # the reference keeps one manifest per notebook, written as it ends
+            manifests.mkdir(parents=True, exist_ok=True)
+            one = {k: v for k, v in manifest.items() if k not in ("notebooks", "status")}
+            _write_manifest(manifests / f"{book.stem}.json",
+                            {**one, "notebook": {**entry, "executed": _rel(target)}})
         print(f"    done in {entry['seconds']} s", flush=True)
     manifest.update(status="ok", total_seconds=round(time.perf_counter() - t_all, 1),
                     finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

@@ -1,5 +1,7 @@
 """python -m octlib: argument handling and early failure (the notebooks themselves run under nbval)."""
 
+import json
+
 import pytest
 
 from octlib.__main__ import main
@@ -25,3 +27,61 @@ def test_data_command_prints_the_split_summary(small_layout, capsys):
     assert main(["data", "--data", str(small_layout), "--profile", "quick", "--policy", "pooled"]) == 0
     out = capsys.readouterr().out
     assert "leakage check" in out and "'ok': True" in out and "train" in out
+
+
+def _tiny_series(folder):
+    """One notebook that writes a figure and a result the way the series does."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "from octlib.plotting import save_fig\nfrom octlib.results import save_results\n"
+        "fig, ax = plt.subplots()\nax.plot([0, 1])\nsave_fig(fig, '00_tiny')\nsave_results('00_tiny', {'x': 1})")]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / "00_tiny.ipynb")
+    return folder
+
+
+@pytest.fixture
+def run_env(monkeypatch):
+    """run_series sets these for its kernels; put them back afterwards."""
+    for var in ("OCTLIB_FIGURES", "OCTLIB_RESULTS", "OCTLIB_PROFILE", "OCTLIB_SPLIT_POLICY", "OCTLIB_DATA"):
+        monkeypatch.setenv(var, "unset")  # recorded, so that the value run_series sets is undone afterwards
+        monkeypatch.delenv(var)
+
+
+def test_a_plain_run_writes_figures_into_its_own_run_folder(small_layout, tmp_path, run_env, monkeypatch):
+    monkeypatch.setenv("OCTLIB_RESULTS", str(tmp_path / "results"))
+    books = _tiny_series(tmp_path / "nbs")
+    manifest = run_series("quick", str(small_layout), out_dir=tmp_path / "run", notebooks_dir=books,
+                          progress=False, reference_root=tmp_path / "committed")
+    assert (tmp_path / "run" / "figures" / "00_tiny.png").is_file()
+    assert (tmp_path / "results" / "00_tiny.json").is_file()
+    assert not (tmp_path / "committed").exists()
+    assert manifest["reference"] is False and manifest["notebooks"][0]["status"] == "ok"
+
+
+def test_the_reference_run_writes_figures_results_and_one_manifest_per_notebook(small_layout, tmp_path, run_env):
+    books = _tiny_series(tmp_path / "nbs")
+    ref = tmp_path / "committed"
+    run_series("full", str(small_layout), out_dir=tmp_path / "run", notebooks_dir=books, progress=False,
+               reference=True, reference_root=ref)
+    assert (ref / "00_tiny.png").is_file() and (ref / "results" / "00_tiny.json").is_file()
+    one = json.loads((ref / "manifests" / "00_tiny.json").read_text())
+    assert one["profile"]["name"] == "full" and one["reference"] is True
+    assert one["notebook"]["notebook"] == "00_tiny.ipynb" and one["notebook"]["seconds"] > 0
+    assert one["data"]["fingerprint"]
+
+
+def test_the_reference_run_refuses_the_quick_profile(tmp_path, run_env):
+    with pytest.raises(ValueError, match="full profile only"):
+        run_series("quick", str(tmp_path / "missing"), out_dir=tmp_path / "run", reference=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_notebook_opened_by_hand_never_writes_the_committed_figures(monkeypatch):
+    from octlib.config import figures_dir, reference_dir
+
+    monkeypatch.delenv("OCTLIB_FIGURES", raising=False)
+    assert figures_dir() != reference_dir() and figures_dir().parts[-3:] == ("runs", "interactive", "figures")
