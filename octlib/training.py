@@ -178,6 +178,19 @@ def noisy_validator(model, sigma: float, seed: int = 0):
     return NoisyValidation(model, name=f"{model.name}_noisy_val")
 
 
+def _LearningRateLog():
+    """A callback that writes the optimizer's current learning rate into each epoch's logs (and so the
+    history), as ``ReduceLROnPlateau`` does, for a scheduled learning rate."""
+    import keras
+
+    class LearningRateLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    return LearningRateLog()
+
+
 def class_weights(labels: np.ndarray, mode: str = "balanced") -> dict[int, float] | None:
     """``{class: n / (k * n_class)}`` for ``balanced`` (classes absent from ``labels`` get 1.0); ``None`` for
     ``none``."""
@@ -190,12 +203,20 @@ def class_weights(labels: np.ndarray, mode: str = "balanced") -> dict[int, float
     return {k: float(v) for k, v in enumerate(w)}
 
 
-def compile_model(model, cfg: TrainConfig):
-    """AdamW + cross-entropy on logits (with ``cfg.label_smoothing``) + accuracy."""
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int | None = None):
+    """AdamW + cross-entropy on logits (with ``cfg.label_smoothing``) + accuracy. With ``cfg.lr_schedule ==
+    "cosine"`` the learning rate decays from ``cfg.learning_rate`` to 1% of it over ``cfg.epochs`` epochs of
+    ``steps_per_epoch`` steps (required then)."""
     import keras
 
+    lr = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        if not steps_per_epoch:
+            raise ValueError("A cosine learning-rate schedule needs `steps_per_epoch` (batches per epoch).")
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps_per_epoch,
+                                                    alpha=0.01)
     model.compile(
-        optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay),
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
@@ -238,7 +259,7 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
                                              validate_adversarial=cfg.validate_under_threat)
             elif cfg.noise_sigma and cfg.validate_under_threat:
                 fitted = noisy_validator(model, cfg.noise_sigma, seed=seed)
-            compile_model(fitted, cfg)
+            compile_model(fitted, cfg, steps_per_epoch=-(-len(train_images) // cfg.batch_size))
         n_classes = len(CLASSES)
         train_ds = _one_hot(make_dataset(train_images, train_labels, batch_size=cfg.batch_size, training=True,
                                          augment=cfg.augment, seed=seed, noise_sigma=cfg.noise_sigma), n_classes)
@@ -249,10 +270,14 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
         callbacks = [
             keras.callbacks.EarlyStopping(monitor="val_accuracy" if robust_selection else "val_loss",
                                           mode="max" if robust_selection else "min",
-                                          patience=cfg.early_stopping_patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.reduce_lr_patience,
-                                              min_lr=1e-5),
+                                          patience=cfg.early_stopping_patience if cfg.lr_schedule == "plateau"
+                                          else cfg.epochs, restore_best_weights=True),
         ]
+        if cfg.lr_schedule == "plateau":
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                               patience=cfg.reduce_lr_patience, min_lr=1e-5))
+        else:
+            callbacks.append(_LearningRateLog())
         t0 = time.perf_counter()
         hist = fitted.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                          class_weight=class_weights(train_labels, cfg.class_weight), shuffle=False,

@@ -220,3 +220,21 @@ def test_a_mixed_precision_model_is_attacked_through_a_float32_clone():
     reference = input_gradient(plain)
     np.testing.assert_allclose(input_gradient(clone), reference, rtol=1e-4, atol=1e-7)  # float32 reference
     assert mixed.layers[2].dtype_policy.compute_dtype == "float16"
+
+
+def test_cosine_schedule_decays_over_all_epochs_without_early_stopping(splits):
+    cfg = replace(TINY, lr_schedule="cosine", epochs=3, early_stopping_patience=1, learning_rate=1e-2)
+    assert "lr_schedule" not in artifacts.artifact_key(splits, TINY, seed=0)[1]["train_config"]  # old keys stay
+    assert artifacts.artifact_key(splits, cfg, seed=0)[1]["train_config"]["lr_schedule"] == "cosine"
+    model, info = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                                 image_size=16, seed=0, verbose=0)
+    assert info["epochs_run"] == 3  # patience 1 would have stopped a plateau run on a flat validation loss
+    lrs = info["history"]["learning_rate"]
+    assert lrs[0] < 1e-2 and lrs[-1] < lrs[0] and lrs[-1] >= 1e-4 * 0.99  # decays towards 1% of the start
+    steps = -(-len(splits.train) // cfg.batch_size)
+    schedule = training.compile_model(build_cnn(16, cfg), cfg, steps_per_epoch=steps).optimizer.learning_rate
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        training.compile_model(build_cnn(16, cfg), cfg)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    assert schedule is not None
