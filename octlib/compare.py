@@ -76,6 +76,54 @@ def profiles(study: dict) -> str:
     return "; ".join(f"{p} ({', '.join(nbs)})" for p, nbs in groups.items())
 
 
+def _victim(record: dict) -> str | None:
+    """The victim model a record attacked; for notebook 10's record, the victim policy's artifact."""
+    m = record.get("metrics", {}) or {}
+    if m.get("victim"):
+        return m["victim"]
+    policy = m.get("victim_policy")
+    return (m.get(policy) or {}).get("artifact") if policy else None
+
+
+def require_one_study(study: dict, frame=None, profile: str | None = None) -> None:
+    """Fail (:class:`octlib.results.ResultsError`) when the results are not one study: results or evaluation
+    records that mix data fingerprints, profiles or victims (naming which results hold which), or that come from
+    another profile than ``profile`` (the comparison's own, e.g. ``full`` in the reference run)."""
+    from .records import check_one_study
+    from .results import ResultsError
+
+    problems = consistency(study)
+    if profile is not None:
+        other = sorted(n for n, r in study.items() if _profile_name(r) not in (None, profile))
+        if frame is not None and len(frame):
+            other += sorted({f"{r} (records)" for r, p in zip(frame["result"], frame["profile"]) if p != profile})
+        if other:
+            problems.append(f"Not from the {profile} profile: {', '.join(other)}.")
+    if problems:
+        raise ResultsError(" ".join(problems) + f" Rerun those notebooks in one profile on one victim (the reference:"
+                           f" make reference) before comparing them.")
+    if frame is not None:
+        check_one_study(frame)
+
+
+def seed_spread_table(study: dict):
+    """The undefended victim's seed spread (notebook 20): per measure, mean, sd, min and max over training seeds,
+    with the number of seeds and of scans; empty when notebook 20's record has none."""
+    import pandas as pd
+
+    spread = ((study.get("20_attack_fgsm") or {}).get("metrics") or {}).get("seed_spread")
+    if not spread:
+        return pd.DataFrame()
+    n = spread["n_scans"]
+    rows = {f"clean accuracy ({n} evaluation scans)": spread["summary"]["clean_accuracy"]}
+    if spread.get("test_accuracy"):
+        rows["test-split accuracy"] = spread["test_accuracy"]
+    for eps, value in spread["summary"]["robust_accuracy"].items():
+        rows[f"robust accuracy at {eps}/255 ({float(eps) / 255:.4f}), {n} scans"] = value
+    table = pd.DataFrame(rows).T.rename(columns={"n": "seeds"})
+    return table[["mean", "sd", "min", "max", "seeds"]].astype({"seeds": int}).rename_axis("undefended victim")
+
+
 def consistency(study: dict) -> list[str]:
     """What makes the records hard to compare, in words (empty when nothing does): results from more than one
     dataset, from more than one profile, or attacks and defences run against different victim models."""
@@ -93,7 +141,7 @@ def consistency(study: dict) -> list[str]:
     spread({n: (r.get("data") or {}).get("fingerprint", "")[:12] or None for n, r in study.items()},
            "datasets (fingerprints)")
     spread({n: _profile_name(r) for n, r in study.items()}, "profiles")
-    spread({n: r.get("metrics", {}).get("victim") for n, r in study.items()}, "victim models")
+    spread({n: _victim(r) for n, r in study.items()}, "victim models")
     return notes
 
 

@@ -481,15 +481,45 @@ class Scans:
         return Scans(self.x[idx], self.y[idx], self.ids[idx], self.patients[idx], self.n_available)
 
 
-def evaluation_scans(splits, suite: SuiteConfig, *, pool_fraction: float, seed: int = 0) -> Scans:
-    """The scans of the evaluation split (the test patients left after the extraction attacker's pool is carved
-    out, :func:`octlib.data.carve_query_pool`), class-stratified to ``suite.n_scans``: the same scans in every
-    notebook, for every model. Patients are the split groups (patient IDs merged over pixel-identical images)."""
-    from .data import carve_query_pool
+def evaluation_scans(splits, suite: SuiteConfig, *, seed: int = 0) -> Scans:
+    """The evaluation scans of the evasion and defence notebooks: the test split, class-stratified to
+    ``suite.n_scans``: the same scans in every notebook, for every model. Patients are the split groups (patient
+    IDs merged over pixel-identical images).
 
-    test = carve_query_pool(splits, pool_fraction, seed=seed).test
+    Every test patient counts here, including those the extraction notebooks hand to their attacker as its own
+    scans (:func:`octlib.data.carve_query_pool`): an evasion attacker needs no scans of its own, and these patients
+    were never used for training or model selection. Model extraction is measured on the other test patients."""
+    test = splits.test
     scans = Scans(test.x, test.labels, np.asarray(test.paths).astype(str), np.asarray(test.groups), len(test))
     return scans.subset(suite.n_scans, seed=seed)
+
+
+def seed_spread(models: dict, scans: Scans, threat: ThreatModel, suite: SuiteConfig, *, seed: int = 0,
+                progress: bool = True) -> dict:
+    """Clean and robust accuracy of one training recipe under different training seeds: ``models`` maps each seed
+    to its trained model; each faces the same ``suite`` on the same ``scans`` over ``threat``'s ε grid.
+
+    Returns ``{"per_seed": {seed: {"clean_accuracy", "clean_loss", "robust_accuracy": {eps_255: value}}},
+    "summary": {"clean_accuracy": spread, "robust_accuracy": {eps_255: spread}}, "n_scans", "eps_255",
+    "attacks"}`` with :func:`octlib.stats.spread` (mean, sd, min, max, n) over seeds: the training noise against
+    which a difference between two models should be read."""
+    from .stats import spread
+
+    if not models:
+        raise ValueError("`models` must map at least one training seed to its model.")
+    per_seed = {}
+    for s, model in models.items():
+        ev = evaluate(model_target(f"seed {s}", model, kind="none"), scans.x, scans.y, threat, suite,
+                      scan_ids=scans.ids, patients=scans.patients, seed=seed, progress=progress)
+        per_seed[int(s)] = {"clean_accuracy": float(ev.clean_correct.mean()),
+                            "clean_loss": float(ev.clean_loss.mean()),
+                            "robust_accuracy": {f"{e:g}": float(a) for e, a in
+                                                zip(threat.eps_255, ev.robust_accuracy())}}
+    keys = [f"{e:g}" for e in threat.eps_255]
+    summary = {"clean_accuracy": spread([p["clean_accuracy"] for p in per_seed.values()]),
+               "robust_accuracy": {k: spread([p["robust_accuracy"][k] for p in per_seed.values()]) for k in keys}}
+    return {"per_seed": per_seed, "summary": summary, "n_scans": len(scans), "eps_255": list(threat.eps_255),
+            "attacks": list(suite.attacks)}
 
 
 def smoothing_records(name: str, certified: dict, scans: Scans, *, cert_radius: float | None = None) -> list[dict]:

@@ -84,3 +84,13 @@ def proportion(successes, clusters=None, *, seed: int = 0) -> dict:
         boot = cluster_bootstrap(s, clusters, seed=seed)
         out.update(boot_low=boot["ci_low"], boot_high=boot["ci_high"], n_clusters=boot["n_clusters"])
     return out
+
+
+def spread(values) -> dict:
+    """Mean, sample standard deviation (n - 1; ``nan`` for one value), minimum, maximum and n of per-seed values:
+    how much a number moves when only the training seed changes."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if not len(v) or not np.all(np.isfinite(v)):
+        raise ValueError(f"`values` must be finite numbers, one per seed; got {list(v)}.")
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}

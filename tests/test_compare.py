@@ -63,3 +63,34 @@ def test_profile_is_read_from_a_whole_profile_stored_as_settings(tmp_path, monke
 
     save_results("10_train_cnn", {"victim_policy": "official"}, settings=get_profile("full"))
     assert compare.provenance(compare.load_study()[0])["profile"].tolist() == ["full"]
+
+
+def test_the_comparison_refuses_another_profile_or_a_different_victim_in_training(store, tmp_path):
+    from octlib.results import ResultsError
+
+    study, _ = compare.load_study()
+    compare.require_one_study(study, profile="quick")  # one study: passes
+    with pytest.raises(ResultsError, match="Not from the full profile: 20_attack_fgsm, 40_defence_class_labels"):
+        compare.require_one_study(study, profile="full")
+    data = {"fingerprint": "ab" * 32, "source": "sample"}
+    save_results("10_train_cnn", {"victim_policy": "pooled", "pooled": {"artifact": "cnn-other"}},
+                 settings={"name": "quick", "image_size": 64}, data=data)
+    study, _ = compare.load_study()
+    with pytest.raises(ResultsError, match="victim models: cnn-a: 20_attack_fgsm, 40_defence_class_labels; "
+                                           "cnn-other: 10_train_cnn"):
+        compare.require_one_study(study, profile="quick")
+
+
+def test_seed_spread_table_reads_notebook_20s_spread(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCTLIB_RESULTS", str(tmp_path))
+    one = {"mean": 0.9, "sd": 0.01, "min": 0.89, "max": 0.91, "n": 3}
+    spread = {"n_scans": 300, "summary": {"clean_accuracy": one, "robust_accuracy": {"0.5": one, "2": one}},
+              "test_accuracy": one}
+    save_results("20_attack_fgsm", {"victim": "cnn-a", "seed_spread": spread}, settings={"profile": "full"})
+    study, _ = compare.load_study()
+    table = compare.seed_spread_table(study)
+    assert list(table.columns) == ["mean", "sd", "min", "max", "seeds"] and (table["seeds"] == 3).all()
+    assert list(table.index) == ["clean accuracy (300 evaluation scans)", "test-split accuracy",
+                                 "robust accuracy at 0.5/255 (0.0020), 300 scans",
+                                 "robust accuracy at 2/255 (0.0078), 300 scans"]
+    assert compare.seed_spread_table({}).empty

@@ -319,3 +319,36 @@ def test_fooled_by_table_and_same_as(result):
     assert result.same_as(suite_rows[::-1]) == {"outcomes": True, "loss": True}  # matched in ε order
     changed = [dict(r, robust=[0] * 5) for r in suite_rows]
     assert result.same_as(changed) == {"outcomes": False, "loss": True}
+
+
+def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans):
+    x, y = scans
+    shifted = linear_model()  # a "seed" whose threshold is 0.55, not 0.5: it loses the scans at 0.51 and 0.52
+    w, b = shifted.layers[-1].get_weights()
+    shifted.layers[-1].set_weights([w, b + np.array([-0.05, 0, 0, 0], dtype=np.float32)])
+    suite = SuiteConfig(attacks=("FGSM", "PGD"), eps_255=GRID_255, headline_255=4, n_scans=None, pgd_steps=5,
+                        pgd_restarts=1, batch_size=8, spread_eps_255=(1, 4))
+    sc = evaluation.Scans(x, y, np.array([f"s{i}" for i in range(5)]), np.arange(5), 5)
+    out = evaluation.seed_spread({0: linear_model(), 7: shifted}, sc, suite.spread_threat(), suite, progress=False)
+    assert out["eps_255"] == [1, 4] and out["n_scans"] == 5 and list(out["per_seed"]) == [0, 7]
+    # seed 0: clean 4/5; 1/255 (0.0039) fools none of them, 4/255 (0.0157) the scan at 0.51
+    assert out["per_seed"][0]["clean_accuracy"] == 0.8
+    assert out["per_seed"][0]["robust_accuracy"] == {"1": 0.8, "4": 0.6}
+    # seed 7 answers 0 only above 0.55: clean 2/5 (0.6 and 0.9), robust at both ε
+    assert out["per_seed"][7]["clean_accuracy"] == 0.4 and out["per_seed"][7]["robust_accuracy"]["4"] == 0.4
+    clean = out["summary"]["clean_accuracy"]
+    assert clean["mean"] == pytest.approx(0.6) and clean["sd"] == pytest.approx(np.std([0.8, 0.4], ddof=1))
+    assert out["summary"]["robust_accuracy"]["4"]["mean"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        evaluation.seed_spread({}, sc, suite.spread_threat(), suite)
+
+
+def test_spread_of_one_seed_has_no_sd_and_bad_values_are_refused():
+    one = stats.spread([0.9])
+    assert one["mean"] == 0.9 and np.isnan(one["sd"]) and one["n"] == 1
+    with pytest.raises(ValueError, match="one per seed"):
+        stats.spread([0.9, float("nan")])
+    assert SuiteConfig(spread_eps_255=(0.5, 1)).spread_threat().headline == 1 / 255
+    for bad in ({"spread_seeds": (0, 0)}, {"spread_eps_255": (8, 1)}, {"spread_seeds": ()}):
+        with pytest.raises(ValueError, match="spread"):
+            SuiteConfig(**bad)

@@ -51,17 +51,15 @@ def test_second_load_is_from_cache_and_much_faster(sample_root):
 
 def test_evaluation_scans_are_the_same_patient_disjoint_scans_every_time(sample_root):
     from octlib import get_profile
-    from octlib.data import carve_query_pool
     from octlib.evaluation import evaluation_scans
 
     profile = get_profile("quick")
     s = load_splits(sample_root, "quick", policy="official", progress=False)
-    a = evaluation_scans(s, profile.suite, pool_fraction=profile.extraction.pool_fraction, seed=0)
-    b = evaluation_scans(s, profile.suite, pool_fraction=profile.extraction.pool_fraction, seed=0)
-    assert len(a) == profile.suite.n_scans and list(a.ids) == list(b.ids) and a.n_available == 334
+    a = evaluation_scans(s, profile.suite, seed=0)
+    b = evaluation_scans(s, profile.suite, seed=0)
+    assert len(a) == profile.suite.n_scans and list(a.ids) == list(b.ids) and a.n_available == len(s.test) == 668
     assert np.bincount(a.y, minlength=4).tolist() == [12, 12, 12, 12]
-    pool = carve_query_pool(s, profile.extraction.pool_fraction, seed=0).pool
-    assert not set(a.patients) & set(pool.groups) and not set(a.ids) & set(pool.paths)
-    assert set(a.patients) <= set(s.test.groups) and not set(a.patients) & set(s.train.groups)
+    assert set(a.patients) <= set(s.test.groups)
+    assert not set(a.patients) & (set(s.train.groups) | set(s.val.groups))
     half = a.subset(24)
     assert set(half.ids) <= set(a.ids) and len(half) == 24
