@@ -11,6 +11,12 @@ full-profile run too long to repeat for a benchmark:
 
     python benchmarks/bench_series.py --profile full --manifest runs/reference-full-evasion/manifest.json \
         --out benchmarks/results/series-full-20-21.json
+
+The reference run keeps one manifest per notebook (``figures/manifests/<notebook>.json``); ``--reference`` records
+those (default output ``benchmarks/results/series-full.json``), with the series total against its goal (6 hours)
+and the notebooks of the series not yet in the reference listed as missing:
+
+    python benchmarks/bench_series.py --profile full --reference
 """
 
 from __future__ import annotations
@@ -26,22 +32,31 @@ import _common
 GOAL_SECONDS = {"quick": 600}
 #: the full profile's goal is per notebook: each within 60 minutes on 2 CPU cores
 GOAL_PER_NOTEBOOK_SECONDS = {"full": 3600}
+#: and the whole full series within 6 hours
+GOAL_SERIES_SECONDS = {"full": 21600}
+
+
+def _entries(manifest: dict) -> list[dict]:
+    """The notebook entries of a run manifest (``notebooks``) or of a reference manifest (one ``notebook``)."""
+    return manifest["notebooks"] if "notebooks" in manifest else [manifest["notebook"]]
 
 
 def from_manifests(paths, profile: str) -> dict:
     """A report from existing run manifests: their notebooks and times, data, hardware and versions."""
     manifests = [json.loads(Path(p).read_text()) for p in paths]
     for path, m in zip(paths, manifests):
-        if m.get("status") != "ok" or m["profile"]["name"] != profile:
-            raise SystemExit(f"{path}: status {m.get('status')!r}, profile {m['profile']['name']!r}; record only "
+        status = m.get("status", m.get("notebook", {}).get("status"))
+        if status != "ok" or m["profile"]["name"] != profile:
+            raise SystemExit(f"{path}: status {status!r}, profile {m['profile']['name']!r}; record only "
                              f"finished runs of the {profile!r} profile.")
     if len({m["data"]["fingerprint"] for m in manifests}) > 1:
         raise SystemExit("The manifests come from different data (fingerprints differ); record them separately.")
-    notebooks = {e["notebook"]: e["seconds"] for m in manifests for e in m["notebooks"]}
+    notebooks = {e["notebook"]: e["seconds"] for m in manifests for e in _entries(m)}
     return {"benchmark": "notebook times recorded from run manifests (not rerun)", "profile": profile,
             "data": manifests[0]["data"], "notebooks_seconds": round(sum(notebooks.values()), 1),
             "notebooks": notebooks, "runs": [{"manifest": str(p), "started": m.get("started"),
-                                              "finished": m.get("finished")} for p, m in zip(paths, manifests)],
+                                              "finished": m.get("finished", m.get("notebook", {}).get("finished"))}
+                                             for p, m in zip(paths, manifests)],
             "goal_per_notebook_seconds": GOAL_PER_NOTEBOOK_SECONDS.get(profile),
             "over_goal": [n for n, t in notebooks.items() if t > GOAL_PER_NOTEBOOK_SECONDS.get(profile, float("inf"))],
             "hardware": manifests[0]["hardware"], "versions": manifests[0]["versions"]}
@@ -50,8 +65,29 @@ def from_manifests(paths, profile: str) -> dict:
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--manifest", nargs="+", help="record these runs' manifest.json instead of running")
+    parser.add_argument("--reference", action="store_true",
+                        help="record the reference run's per-notebook manifests (figures/manifests/*.json)")
     parser.add_argument("--note", help="with --manifest: how the runs were made (e.g. what else shared the cores)")
     args = parser.parse_args()
+    if args.reference:
+        from octlib.config import reference_dir
+        from octlib.runner import find_notebooks
+
+        paths = sorted((reference_dir() / "manifests").glob("*.json"))
+        if not paths:
+            raise SystemExit(f"No reference manifests in {reference_dir() / 'manifests'}: run make reference first.")
+        report = from_manifests(paths, "full")
+        report["runs"] = [{**r, "manifest": str(Path(r["manifest"]).relative_to(reference_dir().parent))}
+                          for r in report["runs"]]
+        report["missing"] = [b.name for b in find_notebooks() if b.name not in report["notebooks"]]
+        report["goal_series_seconds"] = GOAL_SERIES_SECONDS["full"]
+        report["series_goal_met"] = None if report["missing"] else (
+            report["notebooks_seconds"] <= GOAL_SERIES_SECONDS["full"])
+        if args.note:
+            report["note"] = args.note
+        out = _common.write_report(report, "series-full", args.out)
+        print(f"recorded {len(paths)} notebook(s), missing {report['missing']} -> {out}")
+        return
     if args.manifest:
         report = from_manifests(args.manifest, args.profile)
         if args.note:
