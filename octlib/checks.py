@@ -58,6 +58,19 @@ def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int =
         f"{attack} fooled {k} scans that every gradient attack missed: suspected gradient masking"]
 
 
+def tolerance(frame, model: str, scans: float) -> float:
+    """How much PGD's own accuracy may exceed FGSM's for ``model`` in :func:`evaluation_checks`: ``scans`` / n when
+    its answers are random (a randomized defence, or an API whose post-processor answers at random: the same
+    adversarial scan may be answered differently on the next call), else 0."""
+    rows = frame[frame["model"] == model]
+    if not len(rows):
+        raise ValueError(f"No records of model {model!r}.")
+    first = rows.iloc[0]
+    randomized = first["kind"] in ("randomized", "smoothing") or bool(
+        (first.get("settings") or {}).get("randomized_answer", False))
+    return scans / int(first["n"]) if randomized else 0.0
+
+
 def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tolerance: float = 0.0) -> dict:
     """Every check on one model's rows of :func:`octlib.records.read_records` (L∞): ``{"failed": [...],
     "masking": [...]}``. ``masking`` lists what would show as "suspected gradient masking" (reported, not

@@ -102,9 +102,12 @@ def model_target(name: str, model, *, kind: str = "training", **settings) -> Tar
 
 def api_target(name: str, model, api, **settings) -> Target:
     """An output defence: attacks are crafted on ``model``'s logits, the answer is the top class of what ``api``
-    (an ART classifier with post-processors, e.g. :func:`octlib.extraction.victim_api`) returns."""
+    (an ART classifier with post-processors, e.g. :func:`octlib.extraction.victim_api`) returns. When a
+    post-processor answers at random (output noise), the records say so (``settings["randomized_answer"]``), and
+    the checks allow the randomized tolerance (:func:`octlib.checks.tolerance`)."""
+    randomized = any(getattr(d, "randomized", False) for d in getattr(api, "postprocessing_defences", None) or [])
     return Target(name, "output", model, answer=lambda x: np.asarray(api.predict(x)).argmax(axis=1),
-                  settings=settings)
+                  settings={**settings, "randomized_answer": randomized})
 
 
 def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int, *, seed: int = 0,

@@ -352,3 +352,22 @@ def test_spread_of_one_seed_has_no_sd_and_bad_values_are_refused():
     for bad in ({"spread_seeds": (0, 0)}, {"spread_eps_255": (8, 1)}, {"spread_seeds": ()}):
         with pytest.raises(ValueError, match="spread"):
             SuiteConfig(**bad)
+
+
+def test_random_answers_get_the_randomized_tolerance_in_the_checks(scans, result):
+    import pandas as pd
+
+    from octlib.defences import OutputNoise
+    from octlib.extraction import victim_api
+
+    x, y = scans
+    model = linear_model()
+    noisy = evaluation.api_target("noise", model, victim_api(model, "probabilities", defences=[OutputNoise(0.3)]))
+    plain = evaluation.api_target("label", model, victim_api(model, "labels"))
+    assert noisy.settings["randomized_answer"] is True and plain.settings["randomized_answer"] is False
+    frame = pd.DataFrame(result.records())
+    assert checks.tolerance(frame, "linear", 2) == 0.0  # deterministic answers: no slack
+    frame["settings"] = [{"randomized_answer": True}] * len(frame)
+    assert checks.tolerance(frame, "linear", 2) == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="No records"):
+        checks.tolerance(frame, "other", 2)
