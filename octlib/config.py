@@ -10,9 +10,9 @@ Three settings are read from the environment (and can be passed as arguments ins
 Output folders live under the project root and can be moved with ``OCTLIB_FIGURES``, ``OCTLIB_RESULTS``,
 ``OCTLIB_ARTIFACTS`` and ``OCTLIB_CACHE``. The committed ``figures/`` are written only by the reference run
 (``make reference``, :func:`octlib.runner.run_series` with ``reference=True``); any other run writes its figures
-into its own run folder, and a notebook opened by hand into ``runs/interactive/figures`` (see :func:`figures_dir`). The project root is
-``OCTLIB_HOME`` when set, else the checkout that holds this package, else the current directory (e.g. on Colab
-after a non-editable install).
+into its own run folder, and a notebook opened by hand into ``runs/interactive/figures`` (see
+:func:`figures_dir`). The project root is ``OCTLIB_HOME`` when set, else the checkout that holds this package, else
+the current directory (e.g. on Colab after a non-editable install).
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1, "learning_rate": self.learning_rate > 0,
             "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
             "early_stopping_patience": self.early_stopping_patience >= 1,
-            "reduce_lr_patience": self.reduce_lr_patience >= 1, "lr_schedule": self.lr_schedule in ("plateau", "cosine"),
+            "reduce_lr_patience": self.reduce_lr_patience >= 1,
+            "lr_schedule": self.lr_schedule in ("plateau", "cosine"),
             "noise_sigma": 0 <= self.noise_sigma <= 1, "adv_eps_255": 0 <= self.adv_eps_255 <= 64,
             "adv_steps": self.adv_steps >= 0 and (self.adv_steps >= 1) == (self.adv_eps_255 > 0),
         }
@@ -535,8 +536,8 @@ PROFILES: dict[str, Profile] = {
                                        eps_255=(0.5, 1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
                                        randomized_n_scans=24, batch_size=128, spread_seeds=(0,))),
-    # Full: the study, designed for full OCT2017 on one GPU; on the sample it also runs on 2 CPU cores (about 5 s
-    # per epoch at 128 px: ~0.7 GFLOP per training image).
+    # Full: the study (the committed reference), sized for 2 CPU cores on the sample at 128 px (~0.7 GFLOP per
+    # training image); settings worth more compute on a GPU are the notebooks' papermill parameters.
     "full": Profile(name="full", image_size=128,
                     # cosine decay over 50 epochs from 2e-3 (benchmarks/results/victim-recipe-full.json): pooled
                     # validation accuracy 0.970 / 0.970 / 0.967 over seeds 0-2, against 0.907 with the plateau schedule

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root, reference_dir
+from .provenance import hardware, library_versions
 
 FIGURES_ENV = "OCTLIB_FIGURES"
 RESULTS_ENV = "OCTLIB_RESULTS"
-from .provenance import hardware, library_versions
 
 
 class NotebookFailed(RuntimeError):
