@@ -179,6 +179,15 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
     return trained
 
 
+def get_or_train_seeds(splits, cfg: TrainConfig, seeds, *, name: str, retrain: str = "auto",
+                       trained: dict | None = None, verbose: int = 0) -> dict:
+    """``{seed: TrainedModel}``: the same recipe and split under several training seeds, each through
+    :func:`get_or_train` (cached when it exists); ``trained`` holds models already loaded (e.g. the study victim)."""
+    trained = dict(trained or {})
+    return {int(s): trained[s] if s in trained else get_or_train(splits, cfg, name=name, seed=int(s), retrain=retrain,
+                                                                 verbose=verbose) for s in seeds}
+
+
 def victim_name(policy: str) -> str:
     """Artifact name of the victim trained under a split policy (``cnn-official``, ``cnn-pooled``)."""
     return f"cnn-{policy}"

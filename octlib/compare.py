@@ -106,22 +106,35 @@ def require_one_study(study: dict, frame=None, profile: str | None = None) -> No
         check_one_study(frame)
 
 
+def seed_spread_tables(spread: dict):
+    """``(per_seed, summary)`` DataFrames of a seed spread (:func:`octlib.evaluation.seed_spread`): one row per
+    training seed (test-split accuracy when known, clean and robust accuracy on the scans), and per measure the
+    mean, sd, min and max over seeds with the number of seeds."""
+    import pandas as pd
+
+    n = spread["n_scans"]
+    per_seed = pd.DataFrame({s: {**({"test-split acc": p["test_accuracy"]} if "test_accuracy" in p else {}),
+                                 f"clean acc ({n} scans)": p["clean_accuracy"],
+                                 **{f"robust acc {e}/255": v for e, v in p["robust_accuracy"].items()}}
+                             for s, p in spread["per_seed"].items()}).T.rename_axis("training seed")
+    summary = spread["summary"]
+    rows = {f"clean accuracy ({n} evaluation scans)": summary["clean_accuracy"]}
+    if summary.get("test_accuracy"):
+        rows["test-split accuracy"] = summary["test_accuracy"]
+    for eps, value in summary["robust_accuracy"].items():
+        rows[f"robust accuracy at {eps}/255 ({float(eps) / 255:.4f}), {n} scans"] = value
+    table = pd.DataFrame(rows).T.rename(columns={"n": "seeds"})
+    table = table[["mean", "sd", "min", "max", "seeds"]].astype({"seeds": int}).rename_axis("undefended victim")
+    return per_seed, table
+
+
 def seed_spread_table(study: dict):
-    """The undefended victim's seed spread (notebook 20): per measure, mean, sd, min and max over training seeds,
-    with the number of seeds and of scans; empty when notebook 20's record has none."""
+    """The undefended victim's seed spread as notebook 20 recorded it (the summary of :func:`seed_spread_tables`);
+    empty when notebook 20's record has none."""
     import pandas as pd
 
     spread = ((study.get("20_attack_fgsm") or {}).get("metrics") or {}).get("seed_spread")
-    if not spread:
-        return pd.DataFrame()
-    n = spread["n_scans"]
-    rows = {f"clean accuracy ({n} evaluation scans)": spread["summary"]["clean_accuracy"]}
-    if spread.get("test_accuracy"):
-        rows["test-split accuracy"] = spread["test_accuracy"]
-    for eps, value in spread["summary"]["robust_accuracy"].items():
-        rows[f"robust accuracy at {eps}/255 ({float(eps) / 255:.4f}), {n} scans"] = value
-    table = pd.DataFrame(rows).T.rename(columns={"n": "seeds"})
-    return table[["mean", "sd", "min", "max", "seeds"]].astype({"seeds": int}).rename_axis("undefended victim")
+    return seed_spread_tables(spread)[1] if spread else pd.DataFrame()
 
 
 def consistency(study: dict) -> list[str]:

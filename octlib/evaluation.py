@@ -500,27 +500,35 @@ def evaluation_scans(splits, suite: SuiteConfig, *, seed: int = 0) -> Scans:
 def seed_spread(models: dict, scans: Scans, threat: ThreatModel, suite: SuiteConfig, *, seed: int = 0,
                 progress: bool = True) -> dict:
     """Clean and robust accuracy of one training recipe under different training seeds: ``models`` maps each seed
-    to its trained model; each faces the same ``suite`` on the same ``scans`` over ``threat``'s ε grid.
+    to its trained model (a Keras model, or a :class:`octlib.artifacts.TrainedModel`, whose sidecar then adds the
+    whole test split's accuracy and the artifact's name); each faces the same ``suite`` on the same ``scans`` over
+    ``threat``'s ε grid.
 
-    Returns ``{"per_seed": {seed: {"clean_accuracy", "clean_loss", "robust_accuracy": {eps_255: value}}},
-    "summary": {"clean_accuracy": spread, "robust_accuracy": {eps_255: spread}}, "n_scans", "eps_255",
-    "attacks"}`` with :func:`octlib.stats.spread` (mean, sd, min, max, n) over seeds: the training noise against
-    which a difference between two models should be read."""
+    Returns ``{"per_seed": {seed: {"clean_accuracy", "clean_loss", "robust_accuracy": {eps_255: value}[,
+    "test_accuracy", "artifact"]}}, "summary": {"clean_accuracy": spread, "robust_accuracy": {eps_255: spread}[,
+    "test_accuracy": spread]}, "n_scans", "eps_255", "attacks"}`` with :func:`octlib.stats.spread` (mean, sd, min,
+    max, n) over seeds: the training noise against which a difference between two models should be read."""
     from .stats import spread
 
     if not models:
         raise ValueError("`models` must map at least one training seed to its model.")
     per_seed = {}
-    for s, model in models.items():
+    for s, trained in models.items():
+        model = getattr(trained, "model", trained)
         ev = evaluate(model_target(f"seed {s}", model, kind="none"), scans.x, scans.y, threat, suite,
                       scan_ids=scans.ids, patients=scans.patients, seed=seed, progress=progress)
-        per_seed[int(s)] = {"clean_accuracy": float(ev.clean_correct.mean()),
-                            "clean_loss": float(ev.clean_loss.mean()),
-                            "robust_accuracy": {f"{e:g}": float(a) for e, a in
-                                                zip(threat.eps_255, ev.robust_accuracy())}}
+        row = {"clean_accuracy": float(ev.clean_correct.mean()), "clean_loss": float(ev.clean_loss.mean()),
+               "robust_accuracy": {f"{e:g}": float(a) for e, a in zip(threat.eps_255, ev.robust_accuracy())}}
+        sidecar = getattr(trained, "sidecar", None)
+        if sidecar:
+            row.update(test_accuracy=float(sidecar["metrics"]["test"]["accuracy"]["value"]),
+                       artifact=trained.path.name)
+        per_seed[int(s)] = row
     keys = [f"{e:g}" for e in threat.eps_255]
     summary = {"clean_accuracy": spread([p["clean_accuracy"] for p in per_seed.values()]),
                "robust_accuracy": {k: spread([p["robust_accuracy"][k] for p in per_seed.values()]) for k in keys}}
+    if all("test_accuracy" in p for p in per_seed.values()):
+        summary["test_accuracy"] = spread([p["test_accuracy"] for p in per_seed.values()])
     return {"per_seed": per_seed, "summary": summary, "n_scans": len(scans), "eps_255": list(threat.eps_255),
             "attacks": list(suite.attacks)}
 

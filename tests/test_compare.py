@@ -84,8 +84,9 @@ def test_the_comparison_refuses_another_profile_or_a_different_victim_in_trainin
 def test_seed_spread_table_reads_notebook_20s_spread(tmp_path, monkeypatch):
     monkeypatch.setenv("OCTLIB_RESULTS", str(tmp_path))
     one = {"mean": 0.9, "sd": 0.01, "min": 0.89, "max": 0.91, "n": 3}
-    spread = {"n_scans": 300, "summary": {"clean_accuracy": one, "robust_accuracy": {"0.5": one, "2": one}},
-              "test_accuracy": one}
+    spread = {"n_scans": 300, "summary": {"clean_accuracy": one, "robust_accuracy": {"0.5": one, "2": one},
+                                          "test_accuracy": one},
+              "per_seed": {0: {"clean_accuracy": 0.9, "robust_accuracy": {"0.5": 0.5, "2": 0.1}, "test_accuracy": 0.93}}}
     save_results("20_attack_fgsm", {"victim": "cnn-a", "seed_spread": spread}, settings={"profile": "full"})
     study, _ = compare.load_study()
     table = compare.seed_spread_table(study)
@@ -94,3 +95,6 @@ def test_seed_spread_table_reads_notebook_20s_spread(tmp_path, monkeypatch):
                                  "robust accuracy at 0.5/255 (0.0020), 300 scans",
                                  "robust accuracy at 2/255 (0.0078), 300 scans"]
     assert compare.seed_spread_table({}).empty
+    per_seed, _ = compare.seed_spread_tables(spread)
+    assert list(per_seed.columns) == ["test-split acc", "clean acc (300 scans)", "robust acc 0.5/255",
+                                      "robust acc 2/255"] and per_seed.loc[0, "test-split acc"] == 0.93

@@ -341,6 +341,19 @@ def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans):
     assert out["summary"]["robust_accuracy"]["4"]["mean"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least one"):
         evaluation.seed_spread({}, sc, suite.spread_threat(), suite)
+    assert "test_accuracy" not in out["summary"]  # plain models carry no sidecar
+
+    class Trained:  # what get_or_train returns: the model, its sidecar, its folder
+        def __init__(self, model, acc):
+            from pathlib import Path
+
+            self.model, self.path = model, Path(f"cnn-{acc}")
+            self.sidecar = {"metrics": {"test": {"accuracy": {"value": acc}}}}
+
+    both = evaluation.seed_spread({0: Trained(linear_model(), 0.9), 7: Trained(shifted, 0.7)}, sc,
+                                  suite.spread_threat(), suite, progress=False)
+    assert both["per_seed"][7]["artifact"] == "cnn-0.7" and both["summary"]["test_accuracy"]["mean"] == pytest.approx(0.8)
+    assert both["per_seed"][0]["robust_accuracy"] == out["per_seed"][0]["robust_accuracy"]
 
 
 def test_spread_of_one_seed_has_no_sd_and_bad_values_are_refused():

@@ -238,3 +238,19 @@ def test_cosine_schedule_decays_over_all_epochs_without_early_stopping(splits):
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
     assert schedule is not None
+
+
+def test_seeds_of_one_recipe_reuse_what_is_loaded_and_the_cache(splits, tmp_path):
+    first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    calls = []
+    real = artifacts.get_or_train
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real(*args, **kwargs, root=tmp_path)
+
+    import unittest.mock as mock
+
+    with mock.patch.object(artifacts, "get_or_train", counting):
+        got = artifacts.get_or_train_seeds(splits, TINY, (0, 1), name="tiny", trained={0: first})
+    assert got[0] is first and calls == [1] and got[1].sidecar["spec"]["seed"] == 1
