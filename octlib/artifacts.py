@@ -188,6 +188,34 @@ def get_or_train_seeds(splits, cfg: TrainConfig, seeds, *, name: str, retrain: s
                                                                  verbose=verbose) for s in seeds}
 
 
+def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int = 0, retrain: str = "auto",
+                         verbose: int = 0):
+    """A retrained (defended) victim, one recipe for every notebook that uses it, cached like the victim.
+
+    ``kind`` is ``label_smoothing`` (``value``: the factor), ``noise`` (Gaussian input noise of σ ``value`` in [0, 1]
+    pixel units, validated under that noise) or ``adversarial`` (PGD adversarial training at ε ``value``/255 with
+    the profile's ``adv_steps``, selected on robust validation accuracy). Everything else is the victim's recipe;
+    the epochs are ``defence.retrain_epochs`` (``adv_epochs`` for adversarial training), else the victim's. The
+    artifact is named ``cnn-<policy>-ls<v>``, ``-noise<v>`` or ``-pgdat<v>``.
+    """
+    from dataclasses import replace
+
+    d, train, policy = profile.defence, profile.train, splits.info["policy"]
+    if kind == "label_smoothing":
+        cfg, tag = replace(train, label_smoothing=value, epochs=d.retrain_epochs or train.epochs), f"ls{value:g}"
+    elif kind == "noise":
+        cfg = replace(train, noise_sigma=value, validate_under_threat=True, epochs=d.retrain_epochs or train.epochs)
+        tag = f"noise{value:g}"
+    elif kind == "adversarial":
+        cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, validate_under_threat=True,
+                      epochs=d.adv_epochs or train.epochs)
+        tag = f"pgdat{value:g}"
+    else:
+        raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")
+    return get_or_train(splits, cfg, name=f"{victim_name(policy)}-{tag}", seed=seed, retrain=retrain,
+                        verbose=verbose)
+
+
 def victim_name(policy: str) -> str:
     """Artifact name of the victim trained under a split policy (``cnn-official``, ``cnn-pooled``)."""
     return f"cnn-{policy}"

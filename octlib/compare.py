@@ -24,7 +24,11 @@ PRODUCERS = {
     "30_attack_copycat": "30_attack_copycat.ipynb",
     "31_attack_knockoffnets": "31_attack_knockoffnets.ipynb",
     "40_defence_class_labels": "40_defence_class_labels.ipynb",
-    "41_defence_gaussian_noise": "41_defence_gaussian_noise.ipynb",
+    "41_defence_class_labels_evasion": "41_defence_class_labels_evasion.ipynb",
+    "42_defence_label_smoothing": "42_defence_label_smoothing.ipynb",
+    "43_defence_gaussian_noise": "43_defence_gaussian_noise.ipynb",
+    "44_defence_randomized_noise": "44_defence_randomized_noise.ipynb",
+    "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
 }
 
 

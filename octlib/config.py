@@ -112,7 +112,7 @@ class TrainConfig:
         batch_size: images per step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW decoupled weight decay.
-        label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 40).
+        label_smoothing: label smoothing of the training loss (0: none; a defence in notebook 42).
         early_stopping_patience: epochs without a better validation loss before stopping (best weights kept).
         reduce_lr_patience: epochs without a better validation loss before halving the learning rate.
         lr_schedule: ``plateau`` (halve the learning rate after ``reduce_lr_patience`` epochs without a better
@@ -246,6 +246,8 @@ class SuiteConfig:
         eot_tolerance: EOT has converged when the next setting fools at most this many more scans.
         randomized_n_scans: evaluation scans for randomized defences (``None``: ``n_scans``); EOT costs
             ``draws`` times more per gradient.
+        randomized_square_queries: Square queries per scan against a randomized defence (``None``:
+            ``square_queries``); each query there costs the defence's K noisy forward passes.
         batch_size: scans per attack batch.
         spread_seeds: training seeds of the undefended victim's seed spread (the first is the study victim; the
             split keeps the study's seed), each attacked with the suite on the same scans over ``spread_eps_255``.
@@ -267,6 +269,7 @@ class SuiteConfig:
     eot_schedule: tuple[tuple[int, int], ...] = ((1, 10), (4, 10), (8, 20), (16, 20), (32, 40))
     eot_tolerance: int = 1
     randomized_n_scans: int | None = 100
+    randomized_square_queries: int | None = None
     batch_size: int = 128
     spread_seeds: tuple[int, ...] = (0, 1, 2)
     spread_eps_255: tuple[float, ...] = (1, 2)
@@ -287,6 +290,8 @@ class SuiteConfig:
                 bad.append(f"{name} (>= 1)")
         if self.pgd_restarts < 0 or self.eot_tolerance < 0:
             bad.append("pgd_restarts / eot_tolerance (>= 0)")
+        if self.randomized_square_queries is not None and self.randomized_square_queries < 1:
+            bad.append("randomized_square_queries (None or >= 1)")
         for name in ("n_scans", "randomized_n_scans"):
             if getattr(self, name) is not None and getattr(self, name) < 4:
                 bad.append(f"{name} (None or >= 4)")
@@ -412,6 +417,8 @@ class DefenceConfig:
         reverse_sigmoid: ``(beta, gamma)`` of ART's ReverseSigmoid (ART's defaults: 1.0, 0.1).
         label_smoothing: label-smoothing factors of the retrained victims.
         extraction_budgets: Copycat budgets against each defended victim (``None``: the extraction budgets).
+        noise_curve_budgets: budgets below the defence budget at which the averaging thief is compared with the
+            raw one against output noise (``None``: every extraction budget below it).
         adaptive_budget: adaptive KnockoffNets budget against each output defence (at most the extraction
             thief steps: one training step per query).
         hsj_subset: scans attacked with HopSkipJump (decision-based, slow).
@@ -432,6 +439,7 @@ class DefenceConfig:
     reverse_sigmoid: tuple[float, float] = (1.0, 0.1)
     label_smoothing: tuple[float, ...] = (0.1, 0.3)
     extraction_budgets: tuple[int, ...] | None = None
+    noise_curve_budgets: tuple[int, ...] | None = None
     adaptive_budget: int = 500
     hsj_subset: int = 100
     hsj_max_iter: int = 20
@@ -469,6 +477,8 @@ class DefenceConfig:
             bad.append("label_smoothing (values in (0, 1))")
         if self.extraction_budgets is not None and any(b < 1 for b in self.extraction_budgets):
             bad.append("extraction_budgets (positive)")
+        if self.noise_curve_budgets is not None and any(int(b) != b or b < 1 for b in self.noise_curve_budgets):
+            bad.append("noise_curve_budgets (None or positive integers)")
         for name in ("adaptive_budget", "hsj_subset", "hsj_max_iter", "hsj_max_eval", "hsj_init_eval"):
             if getattr(self, name) < 1:
                 bad.append(f"{name} (>= 1)")
@@ -551,7 +561,22 @@ PROFILES: dict[str, Profile] = {
                                                 adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
                                                 alt_arch="victim", thief_steps=250, arch_seeds=(0,),
                                                 transfer_subset=100),
-                    defence=DefenceConfig(extraction_budgets=(200,), adaptive_budget=200)),
+                    # defences sized for 2 CPU cores (estimates from measured unit costs: a 128-px scan's input
+                    # gradient ~7 ms, a forward pass ~5 ms, a thief ~35 s; each notebook's time is in its
+                    # manifest): two output-noise σ, HopSkipJump on 30 scans, two input-noise σ, K = 8 noisy
+                    # copies, certification with n = 1,000 on the randomized scans, PGD-5 adversarial training
+                    # over 20 epochs. Cohen et al.'s n = 100,000, σ = 0.5, PGD-7/10 over the victim's 50 epochs and
+                    # more EOT draws are the notebooks' parameters for a GPU.
+                    defence=DefenceConfig(noise_sigmas=(0.1, 0.3), extraction_budgets=(200,),
+                                          noise_curve_budgets=(50, 100), adaptive_budget=200, hsj_subset=30,
+                                          hsj_max_iter=10, hsj_max_eval=500, hsj_init_eval=50,
+                                          input_noise_sigmas=(0.12, 0.25), noise_samples=8, rs_n=1000,
+                                          adv_eps_255=4.0, adv_steps=5, adv_epochs=20),
+                    # one PGD start (the suite's worst case over FGSM, PGD, APGD-DLR and Square stands in for
+                    # restarts; 3 on a GPU); randomized defences: 50 scans, EOT up to 16 draws x 20 steps, Square
+                    # with 200 queries of K copies each
+                    suite=SuiteConfig(pgd_restarts=1, randomized_n_scans=50, randomized_square_queries=200,
+                                      eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20)))),
 }
 
 

@@ -1,11 +1,12 @@
 """Defences that are not a training setting: output post-processors, input noise, randomized smoothing.
 
-(Training-side defences, label smoothing, Gaussian-noise training and PGD adversarial training, are
-:class:`octlib.config.TrainConfig` settings cached like the victim; see :mod:`octlib.training`.)
+(Training-side defences, label smoothing, Gaussian-noise training and PGD adversarial training (notebooks 42, 43
+and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim, built by
+:func:`octlib.artifacts.get_or_train_defence`; see :mod:`octlib.training`.)
 
 **Output side.** A post-processor changes what the model *answers*, not what it computes: ART applies it in
 ``predict`` only, never in ``loss_gradient`` or ``class_gradient``, so it cannot stop a white-box attack
-(notebook 40 shows it, scan by scan).
+(notebook 41 shows it, scan by scan).
 
 * :class:`Softmax`: the victim outputs logits (:mod:`octlib.models`); an API answers probabilities.
 * :class:`LabelOnly`: answer the top class only, as a one-hot row ("reinforcing class labels"). ART 1.20.1's
@@ -20,7 +21,7 @@
 :func:`output_defences` builds the named set the notebooks compare; :func:`octlib.evaluation.api_target` scores
 the attack suite through one of them.
 
-**Input noise** (notebook 41): :func:`noise_classifier` classifies K noisy copies of each scan and gives plain
+**Input noise** (notebooks 43 and 44): :func:`noise_classifier` classifies K noisy copies of each scan and gives plain
 (one draw) or EOT gradients; :func:`smoothed_classifier`, :func:`smoothed_predictions`,
 :func:`certified_accuracy` and :func:`max_certifiable_radius` cover randomized smoothing (Cohen et al. 2019), and
 :func:`certify` puts them together: the certified curve next to an empirical L2 PGD + EOT at the same radii.
@@ -89,7 +90,7 @@ class OutputNoise(Postprocessor):
 
 
 def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed: int = 0) -> dict:
-    """The output-side defences compared in notebook 40, by name: ``none`` (probabilities), ``label-only``,
+    """The output-side defences compared in notebooks 40 and 41, by name: ``none`` (probabilities), ``label-only``,
     ``output noise σ=...`` for each σ, ``reverse-sigmoid β=...,γ=...``. Each value is ``(answers, post-processors)`` for
     :func:`octlib.extraction.victim_api`; call again for fresh noise generators."""
     from art.defences.postprocessor import ReverseSigmoid

@@ -19,7 +19,7 @@ def store(tmp_path, monkeypatch):
 def test_missing_results_are_listed_with_their_notebook(store):
     study, missing = compare.load_study()
     assert set(study) == {"20_attack_fgsm", "40_defence_class_labels"}
-    assert ("41_defence_gaussian_noise", "41_defence_gaussian_noise.ipynb") in missing
+    assert ("43_defence_gaussian_noise", "43_defence_gaussian_noise.ipynb") in missing
 
 def test_export_writes_csv_markdown_latex(store, tmp_path):
     import pandas as pd

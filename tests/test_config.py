@@ -60,3 +60,16 @@ def test_split_policy_is_a_setting(monkeypatch):
         get_profile("quick")
     with pytest.raises(ValueError, match="the argument"):
         get_profile("quick", split_policy="by-image")
+
+
+def test_defence_and_suite_cost_settings_are_checked():
+    from octlib.config import DefenceConfig, SuiteConfig
+
+    with pytest.raises(ValueError, match="noise_curve_budgets"):
+        DefenceConfig(noise_curve_budgets=(0, 50))
+    with pytest.raises(ValueError, match="randomized_square_queries"):
+        SuiteConfig(randomized_square_queries=0)
+    full = get_profile("full")  # the study's defences: fewer randomized scans, each with a stated n (see config)
+    assert full.suite.randomized_square_queries < full.suite.square_queries
+    assert set(full.defence.noise_curve_budgets) < set(full.extraction.budgets)
+    assert max(full.defence.noise_curve_budgets) < max(full.defence.extraction_budgets)

@@ -254,3 +254,29 @@ def test_seeds_of_one_recipe_reuse_what_is_loaded_and_the_cache(splits, tmp_path
     with mock.patch.object(artifacts, "get_or_train", counting):
         got = artifacts.get_or_train_seeds(splits, TINY, (0, 1), name="tiny", trained={0: first})
     assert got[0] is first and calls == [1] and got[1].sidecar["spec"]["seed"] == 1
+
+
+def test_defence_models_share_the_victims_recipe(monkeypatch):
+    """Every notebook that uses a retrained victim gets it from one recipe: the victim's settings with the defence's
+    one change, the defence's epochs, and a name that says which defence it is."""
+    from types import SimpleNamespace
+
+    from octlib.config import get_profile
+
+    calls = []
+    monkeypatch.setattr(artifacts, "get_or_train", lambda splits, cfg, **kw: calls.append((cfg, kw)) or "model")
+    profile = get_profile("full")
+    splits = SimpleNamespace(info={"policy": "pooled"})
+    assert artifacts.get_or_train_defence(splits, profile, "label_smoothing", 0.1, seed=3) == "model"
+    artifacts.get_or_train_defence(splits, profile, "noise", 0.25)
+    artifacts.get_or_train_defence(splits, profile, "adversarial", 4)
+    (ls, ls_kw), (noise, noise_kw), (adv, adv_kw) = calls
+    assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing) == ("cnn-pooled-ls0.1", 3, 0.1)
+    assert (noise_kw["name"], noise.noise_sigma, noise.validate_under_threat) == ("cnn-pooled-noise0.25", 0.25, True)
+    assert (adv_kw["name"], adv.adv_eps_255, adv.adv_steps) == ("cnn-pooled-pgdat4", 4, profile.defence.adv_steps)
+    assert adv.epochs == profile.defence.adv_epochs and ls.epochs == profile.train.epochs
+    for cfg in (ls, noise, adv):  # the rest is the victim's recipe
+        assert (cfg.filters, cfg.lr_schedule, cfg.learning_rate) == (profile.train.filters, profile.train.lr_schedule,
+                                                                    profile.train.learning_rate)
+    with pytest.raises(ValueError, match="Unknown defence model kind 'dropout'.*'label_smoothing', 'noise'"):
+        artifacts.get_or_train_defence(splits, profile, "dropout", 0.5)
