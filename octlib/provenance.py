@@ -61,3 +61,27 @@ def hardware() -> dict:
         "memory_gib": _memory_gib(),
         "gpus": gpu_devices(),
     }
+
+
+def code_version(root=None) -> dict:
+    """The code that ran: ``{"commit": <git HEAD or None>, "dirty": <uncommitted changes to the code>}``, where the
+    code is ``octlib/``, ``notebooks/`` and ``pyproject.toml`` (figures and results a run writes do not count).
+
+    ``commit`` is ``None`` outside a git checkout (an installed wheel) or without git; ``dirty`` is then ``None``.
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no", "--", "octlib", "notebooks", "pyproject.toml")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

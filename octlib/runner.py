@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root, reference_dir
-from .provenance import hardware, library_versions
+from .provenance import code_version, hardware, library_versions
 
 FIGURES_ENV = "OCTLIB_FIGURES"
 RESULTS_ENV = "OCTLIB_RESULTS"
@@ -128,7 +128,7 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
                  "path": str(source.path) if source.path else None, "fingerprint": ds.info.get("fingerprint"),
                  "n_images": len(ds)},
         "versions": library_versions(), "hardware": {**hardware(), "nvidia_gpus": nvidia_gpus()},
-        "notebooks": [], "status": "running",
+        "code": code_version(), "notebooks": [], "status": "running",
     }
     t_all = time.perf_counter()
     for i, book in enumerate(books, 1):

@@ -72,6 +72,31 @@ def test_the_reference_run_writes_figures_results_and_one_manifest_per_notebook(
     assert one["profile"]["name"] == "full" and one["reference"] is True
     assert one["notebook"]["notebook"] == "00_tiny.ipynb" and one["notebook"]["seconds"] > 0
     assert one["data"]["fingerprint"]
+    assert set(one["code"]) == {"commit", "dirty"}  # which code made the figures
+
+
+def test_code_version_names_the_commit_and_uncommitted_code(tmp_path):
+    import shutil
+    import subprocess
+
+    from octlib.provenance import code_version
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a checkout: said so, no error
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    (tmp_path / "octlib").mkdir()
+    (tmp_path / "octlib" / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert code_version(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "figures").mkdir()  # what a run writes is not the code
+    (tmp_path / "figures" / "f.png").write_text("png")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "octlib" / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == {"commit": head, "dirty": True}
 
 
 def test_the_reference_run_refuses_the_quick_profile(tmp_path, run_env):
