@@ -573,8 +573,9 @@ PROFILES: dict[str, Profile] = {
                                           input_noise_sigmas=(0.12, 0.25), noise_samples=8, rs_n=1000,
                                           adv_eps_255=4.0, adv_steps=5, adv_epochs=20),
                     # one PGD start (the suite's worst case over FGSM, PGD, APGD-DLR and Square stands in for
-                    # restarts; 3 on a GPU); randomized defences: 50 scans, EOT up to 16 draws x 20 steps, Square
-                    # with 200 queries of K copies each
+                    # restarts; the default SuiteConfig has 3, the same for every model when changed here);
+                    # randomized defences: 50 scans, EOT up to 16 draws x 20 steps, Square with 200 queries of K
+                    # noisy copies each
                     suite=SuiteConfig(pgd_restarts=1, randomized_n_scans=50, randomized_square_queries=200,
                                       eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20)))),
 }
