@@ -561,9 +561,10 @@ PROFILES: dict[str, Profile] = {
                                                 adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
                                                 alt_arch="victim", thief_steps=250, arch_seeds=(0,),
                                                 transfer_subset=100),
-                    # defences sized for 2 CPU cores (estimates from measured unit costs: a 128-px scan's input
-                    # gradient ~7 ms, a forward pass ~5 ms, a thief ~35 s; each notebook's time is in its
-                    # manifest): two output-noise σ, HopSkipJump on 30 scans, two input-noise σ, K = 8 noisy
+                    # defences sized for 2 CPU cores from measured costs (the victim's suite on 300 scans: 31,408
+                    # input gradients, 1,014 s with two other runs on the cores; a thief: 250 steps of 0.13 s; a
+                    # 50-epoch training ~520 s alone; each notebook's time is in its reference manifest): two
+                    # output-noise σ, HopSkipJump on 30 scans, two input-noise σ, K = 8 noisy
                     # copies, certification with n = 1,000 on the randomized scans, PGD-5 adversarial training
                     # over 20 epochs. Cohen et al.'s n = 100,000, σ = 0.5, PGD-7/10 over the victim's 50 epochs and
                     # more EOT draws are the notebooks' parameters for a GPU.
