@@ -72,6 +72,15 @@ class Attacker:
     def leakage_ok(self) -> bool:
         return bool(self.carved.info["leakage"]["ok"] and self.carved.info["attacker_val"]["ok"])
 
+    def defence_budget(self, budgets, pool: str = "oct") -> int:
+        """The one budget at which every thief faces a defence: the largest of ``budgets``, cut to the ``pool``'s
+        size. A random-sampling thief queries each pool scan at most once (:func:`sweep` cuts its budget to the
+        pool), so a larger budget would leave it out of the at-budget comparison while adaptive KnockoffNets and
+        the averaging thief (repeated queries) spent more; at the cut budget every thief spends the same."""
+        if not budgets or any(int(b) != b or b < 1 for b in budgets):
+            raise ValueError(f"`budgets` must be positive integers (the defence's query budgets), got {budgets!r}.")
+        return int(min(max(budgets), len(self.pools[pool][0])))
+
 
 def attacker_pools(splits, ecfg: ExtractionConfig | None = None, *, seed: int = 0) -> Attacker:
     """The attacker's query pools, its validation scans and the evaluation split, as an :class:`Attacker`.

@@ -337,3 +337,16 @@ def test_baselines_and_flat_records_round_trip(victim, pool, tmp_path):
     assert table.iloc[0]["fidelity"] == pytest.approx(best)
     with pytest.raises(Exception, match="fingerprint"):
         records.stamp_extraction(flat, profile="quick", data={}, victim="v", notebook="nb")
+
+
+def test_the_defence_budget_fits_the_attackers_pool():
+    """Every thief must spend the same queries at the defence budget: a random-sampling thief cannot query more
+    scans than the pool holds, so the budget is cut to the pool (the pooled sample's attacker has 129 scans)."""
+    from octlib.extraction import Attacker
+
+    attacker = Attacker(carved=None, pools={"oct": (np.zeros((129, 4, 4, 1)), np.zeros(129, int))}, proxy=None,
+                        val_x=np.zeros((1, 4, 4, 1)), val_y=np.zeros(1, int))
+    assert attacker.defence_budget((25, 50, 200)) == 129
+    assert attacker.defence_budget((25, 100)) == 100
+    with pytest.raises(ValueError, match="budgets"):
+        attacker.defence_budget(())
