@@ -58,6 +58,16 @@ def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int =
         f"{attack} fooled {k} scans that every gradient attack missed: suspected gradient masking"]
 
 
+def unstable_answers(predict, x, calls: int = 3) -> int:
+    """How many of the scans ``x`` a randomized answer (``predict``: scans -> scores) does not answer with the same
+    class in all of ``calls`` calls: the measured resolution of any comparison made through those answers (pass it
+    to :func:`tolerance` as ``scans``). 0 for a deterministic answer."""
+    if calls < 2:
+        raise ValueError(f"`calls` must be >= 2 to compare answers, got {calls}.")
+    answers = np.stack([np.asarray(predict(x)).argmax(axis=1) for _ in range(calls)])
+    return int((answers != answers[0]).any(axis=0).sum())
+
+
 def tolerance(frame, model: str, scans: float) -> float:
     """How much PGD's own accuracy may exceed FGSM's for ``model`` in :func:`evaluation_checks`: ``scans`` / n when
     its answers are random (a randomized defence, or an API whose post-processor answers at random: the same

@@ -384,3 +384,19 @@ def test_random_answers_get_the_randomized_tolerance_in_the_checks(scans, result
     assert checks.tolerance(frame, "linear", 2) == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match="No records"):
         checks.tolerance(frame, "other", 2)
+
+
+def test_unstable_answers_counts_the_scans_a_random_answer_changes():
+    rng = np.random.default_rng(0)
+    steady = np.tile([[0.9, 0.1, 0.0, 0.0], [0.2, 0.7, 0.1, 0.0]], (5, 1))  # 10 scans, clear winners
+
+    def noisy(x):  # scans 0 and 1 are coin flips between classes 2 and 3, the rest steady
+        out = steady.copy()
+        out[:2] = 0.0
+        out[:2, 2 + rng.integers(0, 2, size=2)] = 1.0
+        return out
+
+    assert checks.unstable_answers(lambda x: steady, np.zeros(10)) == 0
+    assert checks.unstable_answers(noisy, np.zeros(10), calls=20) == 2  # 20 calls: both coins flip (p = 1 - 2^-19)
+    with pytest.raises(ValueError, match="calls"):
+        checks.unstable_answers(noisy, np.zeros(10), calls=1)
