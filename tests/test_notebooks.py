@@ -54,3 +54,11 @@ def test_ends_with_asserts_and_one_spelling(nb):
     assert "assert " in last_code.source
     text = " ".join(c.source for c in book.cells)
     assert not re.search(r"\bdefens", text, flags=re.I), "spell it 'defence'"
+
+
+def test_figures_and_tables_are_named_after_their_notebook(nb):
+    """figures/NN_* comes from notebooks/NN_*: a figure or table named after another notebook would overwrite its."""
+    path, book = nb
+    code = " ".join(c.source for c in book.cells if c.cell_type == "code")
+    names = re.findall(r"(?:save_fig|export_table)\([^\"']*[\"'](\d\d_[A-Za-z0-9_]+)", code)
+    assert all(name[:2] == path.name[:2] for name in names), (path.name, names)
