@@ -216,6 +216,29 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
                         verbose=verbose)
 
 
+def defence_label(kind: str, value: float, profile) -> str:
+    """The name a retrained defence model has in tables and records (notebooks 42, 43, 45 and 50-53)."""
+    if kind == "label_smoothing":
+        return f"label smoothing {value:g}"
+    if kind == "noise":
+        return f"noise-trained σ={value:g}"
+    if kind == "adversarial":
+        steps = profile.defence.adv_steps
+        return f"{'FGSM-RS' if steps == 1 else f'PGD-{steps}'} adversarial training ε={value:g}/255"
+    raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")
+
+
+def defence_models(splits, profile, *, seed: int = 0, retrain: str = "auto", verbose: int = 0) -> dict:
+    """Every retrained defence model of the profile, name -> artifact (:func:`get_or_train_defence`): label
+    smoothing at each factor, noise training at each input-noise σ, adversarial training; trained if missing."""
+    d = profile.defence
+    specs = ([("label_smoothing", v) for v in d.label_smoothing] + [("noise", s) for s in d.input_noise_sigmas]
+             + [("adversarial", d.adv_eps_255)])
+    return {defence_label(kind, value, profile): get_or_train_defence(splits, profile, kind, value, seed=seed,
+                                                                      retrain=retrain, verbose=verbose)
+            for kind, value in specs}
+
+
 def victim_name(policy: str) -> str:
     """Artifact name of the victim trained under a split policy (``cnn-official``, ``cnn-pooled``)."""
     return f"cnn-{policy}"

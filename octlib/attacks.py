@@ -137,7 +137,8 @@ def _logit_margin_loss():
     return LogitMargin()
 
 
-def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0), postprocessors=()):
+def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0), postprocessors=(),
+                   preprocessors=()):
     """Wrap a Keras **logits** model as ART's ``TensorFlowV2Classifier`` on [0, 1] inputs.
 
     Args:
@@ -145,6 +146,9 @@ def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0)
             logits) or ``margin`` (best wrong logit minus true logit, :func:`_logit_margin_loss`).
         postprocessors: ART post-processors applied to ``predict`` only (see :mod:`octlib.defences`); gradients
             never see them.
+        preprocessors: ART pre-processors applied before the model in every call; non-differentiable ones pass
+            gradients through unchanged (BPDA), e.g. :func:`octlib.corruptions.storage_preprocessor` for an
+            attacker who knows how scans are stored.
 
     The returned classifier computes all-class gradients in one traced pass (DeepFool's main cost); everything
     else is ART's ``TensorFlowV2Classifier``.
@@ -157,7 +161,8 @@ def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0)
                    else _logit_margin_loss())
     return _fast_classifier_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
-        clip_values=clip_values, postprocessing_defences=list(postprocessors) or None)
+        clip_values=clip_values, postprocessing_defences=list(postprocessors) or None,
+        preprocessing_defences=list(preprocessors) or None)
 
 
 def _loss_name(classifier) -> str:
@@ -201,22 +206,26 @@ def _chunks(n: int, size: int, desc: str, progress: bool):
 
 
 def _run(attack, name: str, params: dict, classifier, x, y, batch_size: int, progress: bool, logits_clean=None,
-         on_chunk=None) -> AttackRun:
+         on_chunk=None, attack_labels=None) -> AttackRun:
+    """Run ``attack`` over ``x`` in batches; ART gets ``attack_labels`` (targets of a targeted attack) when given,
+    else the true labels ``y``."""
     from .metrics import predict_logits
 
     x, y = _check_xy(x, y)
+    labels = y if attack_labels is None else attack_labels
     model = classifier.model
     if logits_clean is None:
         logits_clean = predict_logits(model, x)
     t0 = time.perf_counter()
     parts = []
     for i in _chunks(len(x), batch_size, f"{name} {params.get('eps_label', '')}".strip(), progress):
-        xb, yb = x[i:i + batch_size], np.eye(len(CLASSES), dtype=np.float32)[y[i:i + batch_size]]
+        xb, yb = x[i:i + batch_size], np.eye(len(CLASSES), dtype=np.float32)[labels[i:i + batch_size]]
         parts.append(attack.generate(xb, yb) if on_chunk is None else on_chunk(attack, xb, yb))
     x_adv = np.concatenate(parts).astype(np.float32) if parts else np.zeros_like(x)
     runtime = time.perf_counter() - t0
     return AttackRun(attack=name, params=params, x_adv=x_adv, y=y, logits_clean=logits_clean,
-                     logits_adv=predict_logits(model, x_adv), runtime_s=runtime)
+                     logits_adv=predict_logits(model, x_adv), runtime_s=runtime,
+                     extra={} if attack_labels is None else {"target": np.asarray(attack_labels)})
 
 
 def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool = True,
@@ -240,9 +249,9 @@ def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool 
 
 def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | None = None, restarts: int = 1,
         norm: str = "inf", batch_size: int = 128, seed: int = 0, progress: bool = True,
-        logits_clean=None) -> AttackRun:
-    """PGD (Madry et al.), untargeted, on the classifier's loss (cross-entropy unless it says otherwise),
-    ``restarts`` random starts in the ε-ball.
+        logits_clean=None, target=None) -> AttackRun:
+    """PGD (Madry et al.) on the classifier's loss (cross-entropy unless it says otherwise), ``restarts`` random
+    starts in the ε-ball; untargeted, or targeted at ``target`` (descends the loss of the target class).
 
     Args:
         eps: budget: for ``norm="inf"`` the per-pixel bound in [0, 1] pixel units; for ``norm="2"`` the L2 norm
@@ -252,6 +261,8 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
         restarts: random starts (ART keeps, per image, a start that succeeds); 0 starts at ``x``.
         norm: ``inf`` or ``2``.
         seed: seeds the random starts.
+        target: a class index or name, or one per scan: a targeted attack that succeeds when the model answers
+            the target (:func:`octlib.metrics.targeted_report`); ``extra["target"]`` keeps the targets.
     """
     from art.attacks.evasion import ProjectedGradientDescent
 
@@ -271,15 +282,35 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
         step_size = 2.5 * eps / steps
     elif norm == "inf":
         step_size = check_eps(step_size, "step_size")
+    targets = None if target is None else target_labels(target, len(np.asarray(y).reshape(-1)))
     np.random.seed(seed)
     attack = ProjectedGradientDescent(classifier, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=step_size,
-                                      max_iter=steps, num_random_init=restarts, batch_size=batch_size, verbose=False)
+                                      max_iter=steps, num_random_init=restarts, batch_size=batch_size, verbose=False,
+                                      targeted=targets is not None)
     loss = _loss_name(classifier)
     label = eps_label(eps) if norm == "inf" else f"L2 {eps:g}"
     params = {"eps": eps, "eps_255": eps * 255 if norm == "inf" else None, "eps_label": label, "norm": norm,
-              "steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "loss": loss}
-    return _run(attack, "PGD" if loss == "cross_entropy" else "PGD-margin", params, classifier, x, y, batch_size,
-                progress, logits_clean)
+              "steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "loss": loss,
+              "targeted": targets is not None}
+    name = "PGD" if loss == "cross_entropy" else "PGD-margin"
+    return _run(attack, name if targets is None else f"{name} targeted", params, classifier, x, y, batch_size,
+                progress, logits_clean, attack_labels=targets)
+
+
+def target_labels(target, n: int) -> np.ndarray:
+    """Targets of a targeted attack as ``n`` class indices: one class (index or name) for every scan, or one per
+    scan."""
+    if isinstance(target, str) or np.isscalar(target):
+        names = {c.lower(): i for i, c in enumerate(CLASSES)}
+        idx = names.get(str(target).lower()) if isinstance(target, str) else int(target)
+        if idx is None or not 0 <= idx < len(CLASSES):
+            raise ValueError(f"`target` must be a class index in [0, {len(CLASSES) - 1}] or one of {CLASSES}, "
+                             f"got {target!r}.")
+        return np.full(n, idx, dtype=np.int64)
+    t = np.asarray(target).astype(np.int64).reshape(-1)
+    if len(t) != n or t.min(initial=0) < 0 or t.max(initial=0) >= len(CLASSES):
+        raise ValueError(f"`target` must give {n} class indices in [0, {len(CLASSES) - 1}], got {len(t)} values.")
+    return t
 
 
 def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, batch_size: int = 128,
@@ -401,6 +432,138 @@ def hopskipjump(classifier, x, y, *, max_iter: int = 10, max_eval: int = 1000, i
         del classifier.predict
     run.extra.update(queries=queries[0], no_start=no_start[0])
     return run
+
+
+@dataclass
+class Universal:
+    """One universal perturbation: a single ``noise`` (shape ``(1, S, S, 1)``) added to every scan."""
+
+    noise: np.ndarray
+    params: dict
+    fit: dict
+    runtime_s: float
+
+    def apply(self, x) -> np.ndarray:
+        """The scans ``x`` with the perturbation added, clipped to [0, 1]."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != self.noise.shape[1:]:
+            raise ValueError(f"`x` scans {x.shape[1:]} do not match the perturbation's {self.noise.shape[1:]}.")
+        return np.clip(x + self.noise, 0.0, 1.0).astype(np.float32)
+
+    def norms(self) -> dict:
+        """The perturbation's L∞ (also in /255) and L2 norms."""
+        flat = self.noise.reshape(-1).astype(np.float64)
+        return {"linf": float(np.abs(flat).max(initial=0.0)), "linf_255": float(np.abs(flat).max(initial=0.0) * 255),
+                "l2": float(np.linalg.norm(flat))}
+
+
+def universal(classifier, x_fit, eps: float, *, norm: str = "inf", target=None, method: str = "art",
+              step: float | None = None, max_iter: int = 10, delta: float = 0.2, batch_size: int = 32, seed: int = 0,
+              fit_on: str = "", verbose: bool = False) -> Universal:
+    """A universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) fitted on the scans ``x_fit`` with
+    ART's ``UniversalPerturbation`` (untargeted) or ``TargetedUniversalPerturbation`` (``target``: a class index
+    or name), driven by FGSM as in Hirano et al. 2021 (BMC Med. Imaging 21:9): scan by scan, an FGSM step of
+    ``step`` (default ε: ART keeps a step only when it changes the answer, so smaller steps rarely count) from the
+    current perturbation, then the sum projected back onto the ε-ball. ``method="sgd"`` instead ascends the mean
+    loss over the fitting scans directly (Shafahi et al. 2020, AAAI, "Universal adversarial training"): per batch of
+    ``batch_size`` scans one signed (L∞) or normalised (L2) step of ``step`` (default 2.5 ε / the number of steps,
+    PGD's rule) on the summed gradient,
+    projected onto the ε-ball; untargeted, it raises the cross-entropy of the model's clean answers, targeted, it
+    lowers that of the target. ART's algorithm keeps a step only when it alone flips a scan (to the target, when
+    targeted), which a single large FGSM step overshoots on a strongly non-linear model; the SGD fit does not
+    depend on that.
+
+    Args:
+        x_fit: the attacker's scans (patients apart from the evaluation scans).
+        eps: the perturbation's budget: per pixel in [0, 1] units for ``norm="inf"``, the whole perturbation's L2
+            norm for ``norm="2"``.
+        method: ``art`` (ART's algorithm, Hirano et al.'s) or ``sgd`` (see above).
+        max_iter: passes over ``x_fit`` at most; ``delta``: stop once the fooling (untargeted) or targeted success
+            rate on ``x_fit`` reaches ``1 - delta`` (``art`` only).
+        seed: seeds the order in which ART visits the scans.
+        fit_on: what ``x_fit`` is, kept in the parameters (e.g. ``"OCT"``, ``"proxy"``).
+
+    The untargeted fit uses the model's own answers as labels (a fooled scan is one whose answer changes).
+    """
+    import random
+
+    from art.attacks.evasion import TargetedUniversalPerturbation, UniversalPerturbation
+
+    if norm not in ("inf", "2"):
+        raise ValueError(f"`norm` must be 'inf' or '2', got {norm!r}.")
+    if norm == "inf":
+        eps = check_eps(eps)
+    elif not isinstance(eps, (int, float, np.floating)) or not eps > 0:
+        raise ValueError(f"`eps` (an L2 norm) must be > 0, got {eps!r}.")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be an integer >= 1, got {max_iter!r}.")
+    if not 0 <= delta < 1:
+        raise ValueError(f"`delta` must be in [0, 1), got {delta!r}.")
+    if method not in ("art", "sgd"):
+        raise ValueError(f"`method` must be 'art' or 'sgd', got {method!r}.")
+    x_fit = np.asarray(x_fit, dtype=np.float32)
+    x_fit, _ = _check_xy(x_fit, np.zeros(len(x_fit), dtype=int))
+    if step is None:  # ART: a full-budget FGSM step; SGD: PGD's 2.5 ε / steps over all its steps
+        step = float(eps) if method == "art" else 2.5 * float(eps) / (max_iter * -(-len(x_fit) // batch_size))
+    step = float(step)
+    art_norm = np.inf if norm == "inf" else 2
+    random.seed(seed)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    target_idx = None if target is None else int(target_labels(target, 1)[0])
+    if method == "sgd":
+        noise = _universal_sgd(classifier, x_fit, float(eps), norm, target_idx, step, max_iter, batch_size, seed)
+        clean = classifier.predict(x_fit, batch_size=128).argmax(1)
+        adv = classifier.predict(np.clip(x_fit + noise, 0, 1), batch_size=128).argmax(1)
+        fit = {"fooling_rate": float(np.mean(adv != clean)), "converged": None}
+        if target_idx is not None:
+            fit["targeted_success_rate"] = float(np.mean(adv == target_idx))
+    elif target is None:
+        attack = UniversalPerturbation(classifier, attacker="fgsm", attacker_params={"eps": step, "norm": art_norm},
+                                       delta=delta, max_iter=max_iter, eps=float(eps), norm=art_norm,
+                                       batch_size=128, verbose=verbose)
+        attack.generate(x_fit)
+        noise, fit = attack.noise, {"fooling_rate": float(attack.fooling_rate), "converged": bool(attack.converged)}
+    else:
+        attack = TargetedUniversalPerturbation(classifier, attacker="fgsm",
+                                               attacker_params={"eps": step, "norm": art_norm, "targeted": True},
+                                               delta=delta, max_iter=max_iter, eps=float(eps), norm=art_norm)
+        attack.generate(x_fit, y=np.eye(len(CLASSES), dtype=np.float32)[np.full(len(x_fit), target_idx)])
+        noise = attack.noise
+        fit = {"fooling_rate": float(attack.fooling_rate), "targeted_success_rate": float(attack.targeted_success_rate),
+               "converged": bool(attack.converged)}
+    runtime = time.perf_counter() - t0
+    params = {"attack": "UAP" if target is None else "UAP targeted", "method": method, "eps": float(eps), "norm": norm,
+              "eps_255": float(eps) * 255 if norm == "inf" else None,
+              "eps_label": eps_label(eps) if norm == "inf" else f"L2 {eps:g}", "step": step, "max_iter": max_iter,
+              "delta": delta, "seed": seed, "n_fit": len(x_fit), "fit_on": fit_on,
+              "target": None if target_idx is None else CLASSES[target_idx]}
+    return Universal(noise=np.asarray(noise, dtype=np.float32), params=params, fit=fit, runtime_s=runtime)
+
+
+def _universal_sgd(classifier, x_fit, eps, norm, target_idx, step, epochs, batch_size, seed) -> np.ndarray:
+    """The SGD fit of :func:`universal`: one perturbation ascending the batch loss, projected onto the ε-ball."""
+    rng = np.random.default_rng(seed)
+    n = len(x_fit)
+    eye = np.eye(len(CLASSES), dtype=np.float32)
+    labels = (classifier.predict(x_fit, batch_size=128).argmax(1) if target_idx is None
+              else np.full(n, target_idx))
+    sign = 1.0 if target_idx is None else -1.0  # ascend the clean answers' loss, or descend the target's
+    noise = np.zeros((1,) + x_fit.shape[1:], dtype=np.float32)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            grad = classifier.loss_gradient(np.clip(x_fit[idx] + noise, 0, 1), eye[labels[idx]]).sum(axis=0,
+                                                                                                    keepdims=True)
+            if norm == "inf":
+                noise = np.clip(noise + sign * step * np.sign(grad), -eps, eps)
+            else:
+                g = grad / max(float(np.linalg.norm(grad)), 1e-12)
+                noise = noise + sign * step * g
+                noise = noise * min(1.0, eps / max(float(np.linalg.norm(noise)), 1e-12))
+            noise = noise.astype(np.float32)
+    return noise
 
 
 def transfer(run: AttackRun, target_model, x_clean) -> AttackRun:

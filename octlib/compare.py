@@ -29,6 +29,10 @@ PRODUCERS = {
     "43_defence_gaussian_noise": "43_defence_gaussian_noise.ipynb",
     "44_defence_randomized_noise": "44_defence_randomized_noise.ipynb",
     "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
+    "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
+    "51_attack_storage": "51_attack_storage.ipynb",
+    "52_attack_universal": "52_attack_universal.ipynb",
+    "53_corruptions": "53_corruptions.ipynb",
 }
 
 
@@ -391,3 +395,63 @@ def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "o
     cols = ["defence", "thief", "thieves", "queries", "fidelity", "fidelity_sd", "fidelity_low", "fidelity_high",
             "n_seeds", "n", "accuracy", "urgent_agreement", *honest]
     return best.sort_values("_order")[cols].reset_index(drop=True)
+
+
+#: The notebooks of the clinically grounded threats: their records are read apart from the suite's.
+CLINICAL_PREFIX = "5"
+
+
+def split_clinical(frame):
+    """``(suite_frame, clinical_frame)``: the evaluation records of notebooks 20-45 and those of the clinical
+    threats (notebooks 50-53: targeted, storage, universal, corruptions), which are not attack-suite rows and are
+    compared in their own tables (:func:`clinical_tables`)."""
+    if not len(frame):
+        return frame, frame
+    mask = frame["result"].astype(str).str.startswith(CLINICAL_PREFIX)
+    return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+
+
+def clinical_tables(frame, eps_255: float) -> dict:
+    """The clinical threats' headline tables from their records (notebooks 50-53), each a DataFrame (empty when its
+    notebook has not run):
+
+    - ``referral``: per model and scenario at ``eps_255``/255, the share of the scenario's scans the targeted and
+      the untargeted PGD turned into a target class (Wilson intervals, n);
+    - ``storage``: per storage row of the victim, accuracy per ε;
+    - ``universal``: per model and perturbation, the fooling rate at each budget (and the NORMAL rate of the
+      targeted one);
+    - ``corruptions``: per model and corruption, accuracy at each severity.
+    """
+    import pandas as pd
+
+    out = {k: pd.DataFrame() for k in ("referral", "storage", "universal", "corruptions")}
+    if not len(frame):
+        return out
+    ref = frame[frame["attack"].str.contains(r"PGD · (?:missed|false) referral", regex=True)]
+    ref = ref[ref["norm"] == "inf"]
+    ref = ref[np.isclose(ref["eps_255"].astype(float), eps_255)]
+    if len(ref):
+        rows = []
+        for (model, attack), r in ref.groupby(["model", "attack"], sort=False):
+            r = r.iloc[0]
+            mode, scenario = attack.split(" PGD · ")
+            rows.append({"model": model, "scenario": scenario, "attack": mode, "n": int(r["n"]),
+                         "reached": 1 - r["robust_accuracy"],
+                         "95% CI": f"{1 - r['ci_high']:.3f}–{1 - r['ci_low']:.3f}"})
+        out["referral"] = pd.DataFrame(rows)
+    sto = frame[frame["attack"].str.startswith("storage · ")]
+    if len(sto):
+        out["storage"] = sto.pivot_table(index=["model", "attack"], columns="eps_label", values="robust_accuracy",
+                                         aggfunc="first", sort=False).reset_index()
+    uap = frame[frame["attack"].str.startswith("UAP")]
+    if len(uap):
+        cols = ["model", "attack", "eps_label", "n", "fooling_rate", "robust_accuracy"]
+        cols += [c for c in ("target_rate",) if c in uap.columns]
+        out["universal"] = uap[cols].rename(columns={"eps_label": "budget", "robust_accuracy": "accuracy"})
+    cor = frame[frame["norm"] == "corruption"]
+    if len(cor):
+        table = cor.pivot_table(index=["model", "attack"], columns="eps", values="robust_accuracy",
+                                aggfunc="first", sort=False)
+        table.columns = [f"severity {int(c)}" for c in table.columns]
+        out["corruptions"] = table.reset_index().rename(columns={"attack": "corruption"})
+    return out

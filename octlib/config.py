@@ -487,6 +487,53 @@ class DefenceConfig:
 
 
 @dataclass(frozen=True)
+class ThreatsConfig:
+    """Clinically grounded threats (notebooks 50-53): targeted referral attacks, storage, universal perturbations
+    and natural corruptions, against the victim and every retrained defence model.
+
+    Attributes:
+        targeted_eps_255: L∞ grid (/255) of the targeted referral attacks (targeted PGD on the cross-entropy with
+            the suite's steps and restarts).
+        storage_eps_255: L∞ grid (/255) of the storage study (the suite's PGD scans saved and decoded again).
+        jpeg_qualities: JPEG qualities of the storage study (what a viewer or PACS might save with).
+        uap_eps_255: L∞ budgets (/255) of the universal perturbations.
+        uap_l2_zeta: L2 budgets of the universal perturbations as a share ζ of the mean L2 norm of the fitting
+            scans (Hirano et al. 2021 report ζ = 2-6%).
+        uap_fit_scans: scans a universal perturbation is fitted on (the validation split's, patients apart from
+            every evaluation scan; the proxy fit uses as many natural-image crops).
+        uap_max_iter: passes over the fitting scans at most; uap_delta: stop once 1 - delta of them are fooled.
+        corruption_severities: MedMNIST-C severities measured (1-5).
+    """
+
+    targeted_eps_255: tuple[float, ...] = (0.5, 1, 2, 4, 8)
+    storage_eps_255: tuple[float, ...] = (0.25, 0.5, 1, 2, 4)
+    jpeg_qualities: tuple[int, ...] = (95, 75)
+    uap_eps_255: tuple[float, ...] = (2, 4, 8, 16)
+    uap_l2_zeta: tuple[float, ...] = (0.02, 0.04)
+    uap_fit_scans: int = 200
+    uap_max_iter: int = 10
+    uap_delta: float = 0.2
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def __post_init__(self):
+        bad = []
+        for name in ("targeted_eps_255", "storage_eps_255", "uap_eps_255"):
+            grid = getattr(self, name)
+            if not grid or any(not 0 < e <= 255 for e in grid) or list(grid) != sorted(set(grid)):
+                bad.append(f"{name} (increasing values in (0, 255], /255 units)")
+        if not self.jpeg_qualities or any(int(q) != q or not 1 <= q <= 100 for q in self.jpeg_qualities):
+            bad.append("jpeg_qualities (integers in [1, 100])")
+        if any(not 0 < z < 1 for z in self.uap_l2_zeta):
+            bad.append("uap_l2_zeta (shares in (0, 1))")
+        if self.uap_fit_scans < 1 or self.uap_max_iter < 1 or not 0 <= self.uap_delta < 1:
+            bad.append("uap_fit_scans / uap_max_iter (>= 1) / uap_delta (in [0, 1))")
+        if not self.corruption_severities or any(s not in (1, 2, 3, 4, 5) for s in self.corruption_severities):
+            bad.append("corruption_severities (MedMNIST-C levels 1-5)")
+        if bad:
+            raise ValueError(f"Invalid ThreatsConfig setting(s): {', '.join(bad)}.")
+
+
+@dataclass(frozen=True)
 class Profile:
     """Settings that differ between the quick (CI) and full (study) runs.
 
@@ -507,6 +554,7 @@ class Profile:
         extraction: model-extraction settings.
         defence: defence settings.
         suite: the attack suite every model faces (:mod:`octlib.evaluation`).
+        threats: targeted referral attacks, storage, universal perturbations and corruptions (notebooks 50-53).
     """
 
     name: str
@@ -521,6 +569,7 @@ class Profile:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
+    threats: ThreatsConfig = field(default_factory=ThreatsConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -545,7 +594,10 @@ PROFILES: dict[str, Profile] = {
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
                                        eps_255=(0.5, 1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
-                                       randomized_n_scans=24, batch_size=128, spread_seeds=(0,))),
+                                       randomized_n_scans=24, batch_size=128, spread_seeds=(0,)),
+                     threats=ThreatsConfig(targeted_eps_255=(1, 2, 8), storage_eps_255=(0.5, 2, 8),
+                                           uap_eps_255=(4, 8), uap_l2_zeta=(0.04,), uap_fit_scans=48,
+                                           uap_max_iter=3, corruption_severities=(1, 3, 5))),
     # Full: the study (the committed reference), sized for 2 CPU cores on the sample at 128 px (~0.7 GFLOP per
     # training image); settings worth more compute on a GPU are the notebooks' papermill parameters.
     "full": Profile(name="full", image_size=128,

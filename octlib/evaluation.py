@@ -205,7 +205,9 @@ class Evaluation:
 def outcome_rows(model: str, kind: str, attack: str, threat: ThreatModel, y, clean_pred, clean_loss, robust, loss,
                  scan_ids, patients, *, settings: dict | None = None, attacks=None) -> list[dict]:
     """The record rows of one (model, attack) over ``threat``'s grid from per-scan arrays: ``robust`` and ``loss``
-    are ``[ε, scan]``; ``clean_pred``/``clean_loss`` per scan. Accuracy intervals are Wilson (95%)."""
+    are ``[ε, scan]``; ``clean_pred``/``clean_loss`` per scan. Accuracy intervals are Wilson (95%). ``threat`` may
+    also be another level axis with ``norm``, ``eps`` and ``label(level)`` (a corruption's severities,
+    :mod:`octlib.clinical`)."""
     from .metrics import wilson_interval
 
     y, clean_pred, clean_loss = np.asarray(y), np.asarray(clean_pred), np.asarray(clean_loss, dtype=float)
@@ -217,7 +219,8 @@ def outcome_rows(model: str, kind: str, attack: str, threat: ThreatModel, y, cle
         lo, hi = wilson_interval(k, len(y))
         rows.append({
             "model": model, "kind": kind, "attack": attack, "norm": threat.norm, "eps": float(eps),
-            "eps_255": to_255(eps) if threat.norm == "inf" else None, "eps_label": eps_label(eps, threat.norm),
+            "eps_255": to_255(eps) if threat.norm == "inf" else None,
+            "eps_label": threat.label(eps) if hasattr(threat, "label") else eps_label(eps, threat.norm),
             "n": int(len(y)), "clean_accuracy": clean_acc, "robust_accuracy": k / len(y), "ci_low": lo,
             "ci_high": hi, "clean_loss": mean_clean_loss, "attacked_loss": float(loss[i].mean()),
             "accuracy_drop": clean_acc - k / len(y), "loss_increase": float(loss[i].mean()) - mean_clean_loss,

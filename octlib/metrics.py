@@ -52,7 +52,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # exact bounds at the ends (the formula gives them up to rounding, which could put 0 outside [lo, hi])
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (float(lo), float(hi))
 
 
 def accuracy(y_true, y_pred) -> dict:
@@ -386,3 +389,47 @@ def flip_curve(l2, flipped, radii) -> list[dict]:
         out.append({"radius": float(r), "flipped": k / len(l2) if len(l2) else float("nan"), "ci_low": lo,
                     "ci_high": hi, "n": int(len(l2))})
     return out
+
+
+# Referral scenarios of a targeted attack: the scans it starts from and the classes it must reach.
+REFERRAL_SCENARIOS = {
+    # an urgent scan (CNV or DME) read as NORMAL: the patient is not referred
+    "missed referral": {"sources": tuple(URGENT_CLASSES), "targets": ("NORMAL",)},
+    # a NORMAL scan read as urgent: a needless urgent referral (either urgent class counts)
+    "false referral": {"sources": ("NORMAL",), "targets": tuple(URGENT_CLASSES)},
+}
+
+
+def rate(successes, *, denominator=None) -> dict:
+    """A per-scan proportion with its Wilson 95% interval: ``rate``, ``ci_low``, ``ci_high``, ``k``, ``n``
+    (``successes`` is a boolean array over the ``n`` scans, or a count with ``denominator``)."""
+    if denominator is None:
+        s = np.asarray(successes, dtype=bool)
+        k, n = int(s.sum()), int(s.size)
+    else:
+        k, n = int(successes), int(denominator)
+    lo, hi = wilson_interval(k, n)
+    return {"rate": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi, "k": k, "n": n}
+
+
+def _scenario(scenario: str) -> dict:
+    if scenario not in REFERRAL_SCENARIOS:
+        raise ValueError(f"Unknown scenario {scenario!r}; use one of {list(REFERRAL_SCENARIOS)}.")
+    spec = REFERRAL_SCENARIOS[scenario]
+    return {"sources": np.array([CLASSES.index(c) for c in spec["sources"]]),
+            "targets": np.array([CLASSES.index(c) for c in spec["targets"]])}
+
+
+def scenario_scans(y_true, clean_pred, scenario: str) -> np.ndarray:
+    """The scans a referral ``scenario`` (:data:`REFERRAL_SCENARIOS`) counts: those of its source classes that the
+    model answers right when clean (boolean mask)."""
+    y, clean_pred = _labels(y_true), np.asarray(clean_pred)
+    if clean_pred.shape != y.shape:
+        raise ValueError(f"`clean_pred` has {clean_pred.shape} answers for {y.shape} scans.")
+    return np.isin(y, _scenario(scenario)["sources"]) & (clean_pred == y)
+
+
+def reached(answers, scenario: str) -> np.ndarray:
+    """Where an attacked scan's answer is one of the ``scenario``'s targets (NORMAL for a missed referral, CNV or
+    DME for a false one): the targeted attack's success, per scan."""
+    return np.isin(np.asarray(answers), _scenario(scenario)["targets"])

@@ -168,3 +168,60 @@ def test_report_can_score_with_another_classifier(setup):
     rep = run.report(x, predict=lambda xs: other.predict(xs, verbose=0))
     expected = metrics.accuracy(y, other.predict(run.x_adv, verbose=0).argmax(1))["value"]
     assert rep["adversarial"]["value"] == pytest.approx(expected) and rep["attack"] == "FGSM"
+
+
+def test_targeted_pgd_reaches_the_target_more_often_than_untargeted(setup):
+    model, clf, x, y = setup
+    eps = 32 / 255
+    untargeted = attacks.pgd(clf, x, y, eps, steps=10, restarts=0, progress=False)
+    targeted = attacks.pgd(clf, x, y, eps, steps=10, restarts=0, progress=False, target="NORMAL")
+    assert targeted.attack == "PGD targeted" and targeted.params["targeted"]
+    np.testing.assert_array_equal(targeted.extra["target"], np.full(len(x), 3))
+    assert np.abs(targeted.x_adv - x).max() <= eps + 1e-6
+    to_normal = lambda run: float(np.mean(run.logits_adv.argmax(1) == 3))  # noqa: E731
+    assert to_normal(targeted) > to_normal(untargeted)
+    assert to_normal(targeted) >= 0.9
+    # one target per scan
+    per_scan = attacks.pgd(clf, x, y, eps, steps=10, restarts=0, progress=False, target=(y + 1) % 4)
+    np.testing.assert_array_equal(per_scan.extra["target"], (y + 1) % 4)
+
+
+@pytest.mark.parametrize("target", ["fog", 4, np.zeros(3)])
+def test_bad_target_names_the_parameter(setup, target):
+    _, clf, x, y = setup
+    with pytest.raises(ValueError, match="`target`"):
+        attacks.pgd(clf, x, y, 8 / 255, steps=1, progress=False, target=target)
+
+
+def test_universal_perturbation_is_one_bounded_noise_and_reports_its_fit(setup):
+    model, clf, x, y = setup
+    eps = 32 / 255
+    uap = attacks.universal(clf, x, eps, max_iter=3, delta=0.0, seed=0)
+    assert uap.noise.shape == (1,) + x.shape[1:]
+    assert uap.norms()["linf"] <= eps + 1e-6 and uap.norms()["linf"] > 0
+    x_adv = uap.apply(x)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    clean, adv = metrics.predict_logits(model, x).argmax(1), metrics.predict_logits(model, x_adv).argmax(1)
+    assert uap.fit["fooling_rate"] == pytest.approx(np.mean(clean != adv))
+    again = attacks.universal(clf, x, eps, max_iter=3, delta=0.0, seed=0)
+    np.testing.assert_array_equal(again.noise, uap.noise)
+
+    targeted = attacks.universal(clf, x, eps, target="NORMAL", max_iter=3, delta=0.0)
+    assert targeted.params["target"] == "NORMAL"
+    hit = metrics.predict_logits(model, targeted.apply(x)).argmax(1) == 3
+    assert targeted.fit["targeted_success_rate"] == pytest.approx(hit.mean())
+
+    l2 = attacks.universal(clf, x, 1.0, norm="2", max_iter=2)
+    assert l2.norms()["l2"] <= 1.0 + 1e-4
+    # the SGD fit: bounded, reproducible, and its reported fooling rate is the fitting scans'
+    sgd = attacks.universal(clf, x, eps, method="sgd", max_iter=5, seed=1)
+    assert 0 < sgd.norms()["linf"] <= eps + 1e-6 and sgd.params["method"] == "sgd"
+    np.testing.assert_array_equal(sgd.noise, attacks.universal(clf, x, eps, method="sgd", max_iter=5, seed=1).noise)
+    adv_sgd = metrics.predict_logits(model, sgd.apply(x)).argmax(1)
+    assert sgd.fit["fooling_rate"] == pytest.approx(np.mean(adv_sgd != clean))
+    sgd_l2 = attacks.universal(clf, x, 1.0, norm="2", method="sgd", max_iter=3)
+    assert 0 < sgd_l2.norms()["l2"] <= 1.0 + 1e-4
+    with pytest.raises(ValueError, match="method"):
+        attacks.universal(clf, x, eps, method="adam")
+    with pytest.raises(ValueError, match="scans"):
+        uap.apply(x[:, :8, :8])

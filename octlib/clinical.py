@@ -1,0 +1,458 @@
+"""Clinically grounded threats, measured like the attack suite: per scan, on the evaluation scans, for the victim
+and every retrained defence, written as evaluation records (:mod:`octlib.records`) for notebook 90.
+
+- :func:`referral_attacks` (notebook 50): targeted PGD that turns an urgent scan (CNV, DME) into NORMAL (a
+  *missed referral*) or a NORMAL scan into CNV or DME (a *false referral*), beside untargeted PGD on the same
+  scans, counted as reaching the scenario's target (:data:`octlib.metrics.REFERRAL_SCENARIOS`).
+- :func:`storage_attacks` (notebook 51): the suite's gradient attacks (FGSM and PGD) scored as crafted and after
+  the scans are saved as 8-bit PNG or JPEG and decoded again, and a storage-aware attacker (PGD through the
+  PNG or JPEG round trip with BPDA).
+- :func:`universal_outcomes` (notebook 52): one universal perturbation (:func:`octlib.attacks.universal`) added to
+  every scan, scored on any model (the victim's perturbation transferred to each defence).
+- :func:`corrupted_scans` and :func:`corruption_outcomes` (notebook 53): MedMNIST-C's OCT corruptions
+  (:mod:`octlib.corruptions`) at each severity, the same corrupted scans for every model.
+
+Each returns :class:`Outcomes`: per-scan arrays over a grid of levels (ε, or a corruption's severity) whose
+:meth:`Outcomes.records` are rows in the records format. For the ε-ball threats a scan fooled at ε counts as fooled
+at every larger ε (the same scan is admissible there: the suite's rule); a universal perturbation is one
+perturbation per ε, and a corruption one set of scans per severity, so their levels are not cumulated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import CLASSES, SuiteConfig
+from .threat import ThreatModel, to_255
+
+#: The axis of a corruption's records: ``eps`` holds the severity, ``norm`` says so.
+CORRUPTION_NORM = "corruption"
+
+
+@dataclass
+class Outcomes:
+    """Per-scan outcomes of one model under one threat over a grid of levels.
+
+    Attributes:
+        model, kind: the model's name and kind (as in :class:`octlib.evaluation.Target`).
+        attack: the threat's name in the records (e.g. ``targeted PGD · missed referral``, ``JPEG q75``).
+        norm: ``inf`` (levels are ε in [0, 1] units) or :data:`CORRUPTION_NORM` (levels are severities).
+        levels: the grid.
+        y, scan_ids, patients: the scans; clean_pred, clean_loss: the model's answer and cross-entropy on them
+            (after the storage round trip for a storage row: a clean scan is stored too).
+        robust, loss, pred: ``[level, scan]``: the answer is still right (a targeted row: the target was not
+            reached), the model's cross-entropy, its answer.
+        settings: what defines the threat (kept in every row).
+        per_level: extra numbers per level (e.g. PSNR, fooling rate), one dict per level, merged into the rows.
+    """
+
+    model: str
+    kind: str
+    attack: str
+    norm: str
+    levels: tuple
+    y: np.ndarray
+    scan_ids: np.ndarray
+    patients: np.ndarray
+    clean_pred: np.ndarray
+    clean_loss: np.ndarray
+    robust: np.ndarray
+    loss: np.ndarray
+    pred: np.ndarray
+    settings: dict = field(default_factory=dict)
+    per_level: list = field(default_factory=list)
+
+    def rate(self) -> np.ndarray:
+        """Robust accuracy per level."""
+        return self.robust.mean(axis=1) if self.robust.size else np.full(len(self.levels), np.nan)
+
+    def records(self) -> list[dict]:
+        """Rows for :func:`octlib.records.write_records`, one per level (Wilson intervals, per-scan lists)."""
+        from .evaluation import outcome_rows
+
+        if self.norm == CORRUPTION_NORM:
+            threat = _Severities(self.attack, tuple(self.levels))
+        elif self.norm == "2":
+            threat = ThreatModel(norm="2", radii=tuple(float(e) for e in self.levels))
+        else:
+            threat = ThreatModel(norm="inf", eps_255=tuple(to_255(e) for e in self.levels))
+        rows = outcome_rows(self.model, self.kind, self.attack, threat, self.y, self.clean_pred, self.clean_loss,
+                            self.robust, self.loss, self.scan_ids, self.patients, settings=self.settings)
+        for i, row in enumerate(rows):
+            row["pred"] = self.pred[i].tolist()
+            if self.per_level:
+                row.update(self.per_level[i])
+        return rows
+
+
+@dataclass(frozen=True)
+class _Severities:
+    """A corruption's severities in place of an ε grid (:func:`octlib.evaluation.outcome_rows`)."""
+
+    name: str
+    levels: tuple
+    norm: str = CORRUPTION_NORM
+
+    @property
+    def eps(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.levels)
+
+    def label(self, level: float) -> str:
+        return f"{self.name} {int(level)}"
+
+
+def _ce(scores, y) -> np.ndarray:
+    from .metrics import cross_entropy
+
+    return cross_entropy(y, scores, per_example=True)
+
+
+def _scans(scans):
+    """(x, y, ids, patients) of an :class:`octlib.evaluation.Scans`."""
+    return scans.x, np.asarray(scans.y), np.asarray(scans.ids).astype(str), np.asarray(scans.patients)
+
+
+# --- targeted referral attacks ----------------------------------------------------------------------------------
+
+def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 0,
+                     progress: bool = True) -> list[Outcomes]:
+    """Targeted PGD for each referral scenario and untargeted PGD on the same scans, per ε of ``eps_255``.
+
+    A scenario's scans are those of its source classes that ``target`` answers correctly when clean. The targeted
+    attack runs PGD on the cross-entropy of each target class in turn (``suite.pgd_steps`` steps,
+    ``suite.pgd_restarts`` random starts); a scan counts as reached when the model's answer is one of the scenario's
+    targets (for a false referral, CNV or DME). The untargeted rows run PGD on the true class's cross-entropy
+    and count the same event, so the two say how much aiming adds. ``robust`` = the target was not reached; the
+    rows also carry ``any_error`` (the answer was wrong at all, reached or not) per ε."""
+    from tqdm.auto import tqdm
+
+    from .attacks import check_eps, pgd
+    from .metrics import REFERRAL_SCENARIOS, rate, reached, scenario_scans
+
+    x, y, ids, patients = _scans(scans)
+    grid = tuple(check_eps(to_unit_255(e)) for e in eps_255)
+    clean_pred = np.asarray(target.answer(x))
+    clean_loss = _ce(target.scores(x), y)
+    clf = target.crafting("cross_entropy")
+    out = []
+    bar = tqdm(total=2 * len(REFERRAL_SCENARIOS) * len(grid), desc=f"{target.name}: referral", disable=not progress,
+               leave=False)
+    for scenario, spec in REFERRAL_SCENARIOS.items():
+        targets = [CLASSES.index(c) for c in spec["targets"]]
+        idx = np.flatnonzero(scenario_scans(y, clean_pred, scenario))
+        for mode in ("targeted", "untargeted"):
+            t0 = time.perf_counter()
+            n, E = len(idx), len(grid)
+            robust, loss, pred = np.ones((E, n), bool), np.zeros((E, n)), np.zeros((E, n), dtype=np.int64)
+            cur_r, cur_l, cur_p = np.ones(n, bool), clean_loss[idx].copy(), y[idx].copy()
+            cur_wrong = np.zeros(n, bool)
+            per_level = []
+            for i, eps in enumerate(grid):
+                bar.update(1)
+                for t in (targets if mode == "targeted" else [None]):
+                    alive = np.flatnonzero(cur_r)
+                    if not len(alive):
+                        break
+                    sel = idx[alive]
+                    run = pgd(clf, x[sel], y[sel], eps, steps=suite.pgd_steps, restarts=suite.pgd_restarts,
+                              seed=seed + 7919 * i + 101 * (0 if t is None else t + 1), batch_size=suite.batch_size,
+                              progress=False, target=t)
+                    answer = np.asarray(target.answer(run.x_adv))
+                    hit = reached(answer, scenario)
+                    cur_p[alive] = answer
+                    cur_wrong[alive] |= answer != y[sel]
+                    cur_l[alive] = np.maximum(cur_l[alive], _ce(target.scores(run.x_adv), y[sel]))
+                    cur_r[alive] &= ~hit
+                robust[i], loss[i], pred[i] = cur_r, cur_l, cur_p
+                wrong = rate(cur_wrong)
+                per_level.append({"any_error": wrong["rate"], "any_error_ci": [wrong["ci_low"], wrong["ci_high"]]})
+            name = f"{mode} PGD · {scenario}"
+            out.append(Outcomes(
+                model=target.name, kind=target.kind, attack=name, norm="inf", levels=grid, y=y[idx],
+                scan_ids=ids[idx], patients=patients[idx], clean_pred=clean_pred[idx], clean_loss=clean_loss[idx],
+                robust=robust, loss=loss, pred=pred, per_level=per_level,
+                settings={**target.settings, "scenario": scenario, "mode": mode, "sources": list(spec["sources"]),
+                          "targets": list(spec["targets"]), "pgd_steps": suite.pgd_steps,
+                          "pgd_restarts": suite.pgd_restarts, "seed": seed,
+                          "runtime_s": round(time.perf_counter() - t0, 2)}))
+    bar.close()
+    return out
+
+
+def to_unit_255(eps_255: float) -> float:
+    """ε in /255 as [0, 1] pixel units, refusing values that are not positive."""
+    if not isinstance(eps_255, (int, float, np.integer, np.floating)) or not 0 < eps_255 <= 255:
+        raise ValueError(f"ε must be given in /255 in (0, 255], got {eps_255!r}.")
+    return float(eps_255) / 255.0
+
+
+# --- storage --------------------------------------------------------------------------------------------------
+
+def storage_channels(qualities) -> dict:
+    """The channels a scan may pass through before the model: name -> function on scans."""
+    from .corruptions import store
+
+    channels = {"as crafted": lambda v: v, "8-bit PNG": lambda v: store(v, "png")}
+    for q in qualities:
+        channels[f"JPEG q{int(q)}"] = (lambda v, q=int(q): store(v, "jpeg", quality=q))
+    return channels
+
+
+def storage_attacks(target, scans, eps_255, suite: SuiteConfig, qualities=(95, 75), *, seed: int = 0,
+                    aware: bool = True, progress: bool = True) -> list[Outcomes]:
+    """The suite's gradient attacks scored after storage, and what a storage-aware attacker still does.
+
+    Per ε, FGSM and PGD (``suite.pgd_steps`` steps, ``suite.pgd_restarts`` starts) are crafted on the model's logits
+    as in the suite; per scan the adversarial scan kept is PGD's if it fools the model, else FGSM's if that does,
+    else PGD's. That scan is then scored **as crafted**, after an **8-bit PNG** round trip, and after a **JPEG**
+    round trip at each quality (:func:`storage_channels`); the clean scan goes through the same channel. With
+    ``aware``, an attacker who knows each channel: PGD through the channel's round trip with BPDA (the 8-bit
+    rounding or the JPEG in the forward pass, its gradient taken as the identity;
+    :func:`octlib.corruptions.storage_preprocessor`), scored after that channel. The attacker's scan stays in the
+    ε-ball; what storage makes of it may not (rounding moves a pixel by up to half a grey level more). Scans fooled
+    at ε count as fooled at every larger ε, per row."""
+    from tqdm.auto import tqdm
+
+    from .attacks import art_classifier, check_eps, fgsm, pgd
+    from .corruptions import storage_preprocessor
+
+    x, y, ids, patients = _scans(scans)
+    grid = tuple(check_eps(to_unit_255(e)) for e in eps_255)
+    channels = storage_channels(qualities)
+    rows = {name: {"channel": name} for name in channels}
+    if aware:
+        rows["aware · BPDA through 8-bit PNG"] = {"channel": "8-bit PNG", "fmt": "png", "quality": 95}
+        for q in qualities:
+            rows[f"aware · BPDA through JPEG q{int(q)}"] = {"channel": f"JPEG q{int(q)}", "fmt": "jpeg",
+                                                            "quality": int(q)}
+    n, E = len(y), len(grid)
+    state = {}
+    for name, spec in rows.items():
+        seen = channels[spec["channel"]](x)
+        cp = np.asarray(target.answer(seen))
+        state[name] = {"clean_pred": cp, "clean_loss": _ce(target.scores(seen), y), "cur_r": cp == y,
+                       "robust": np.zeros((E, n), bool), "loss": np.zeros((E, n)), "pred": np.zeros((E, n), int)}
+        state[name]["cur_l"], state[name]["cur_p"] = state[name]["clean_loss"].copy(), cp.copy()
+    clf = target.crafting("cross_entropy")
+    bpda = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=E, desc=f"{target.name}: storage", disable=not progress, leave=False)
+
+    def update(name, idx, x_adv):
+        st = state[name]
+        seen = channels[rows[name]["channel"]](x_adv)
+        answer = np.asarray(target.answer(seen))
+        st["cur_p"][idx] = np.where(st["cur_r"][idx], answer, st["cur_p"][idx])
+        st["cur_l"][idx] = np.maximum(st["cur_l"][idx], _ce(target.scores(seen), y[idx]))
+        st["cur_r"][idx] &= answer == y[idx]
+
+    for i, eps in enumerate(grid):
+        bar.update(1)
+        naive = [r for r in rows if not r.startswith("aware")]
+        alive = np.flatnonzero(np.any([state[r]["cur_r"] for r in naive], axis=0))
+        if len(alive):
+            xs, ys = x[alive], y[alive]
+            x_f = fgsm(clf, xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv
+            x_p = pgd(clf, xs, ys, eps, steps=suite.pgd_steps, restarts=suite.pgd_restarts, seed=seed + 7919 * i,
+                      batch_size=suite.batch_size, progress=False).x_adv
+            p_fools = np.asarray(target.answer(x_p)) != ys
+            f_fools = np.asarray(target.answer(x_f)) != ys
+            x_adv = np.where((~p_fools & f_fools)[:, None, None, None], x_f, x_p)
+            for name in naive:
+                update(name, alive, x_adv)
+        for name, spec in rows.items():
+            if not name.startswith("aware"):
+                continue
+            idx = np.flatnonzero(state[name]["cur_r"])
+            if not len(idx):
+                continue
+            if name not in bpda:
+                bpda[name] = art_classifier(target.model, preprocessors=[
+                    storage_preprocessor(spec["fmt"], quality=spec["quality"])])
+            x_b = pgd(bpda[name], x[idx], y[idx], eps, steps=suite.pgd_steps, restarts=suite.pgd_restarts,
+                      seed=seed + 7919 * i + 17, batch_size=suite.batch_size, progress=False).x_adv
+            update(name, idx, x_b)
+        for st in state.values():
+            st["robust"][i], st["loss"][i], st["pred"][i] = st["cur_r"], st["cur_l"], st["cur_p"]
+    bar.close()
+    runtime = round(time.perf_counter() - t0, 2)
+    out = []
+    for name, spec in rows.items():
+        st = state[name]
+        out.append(Outcomes(
+            model=target.name, kind=target.kind, attack=f"storage · {name}", norm="inf", levels=grid, y=y,
+            scan_ids=ids, patients=patients, clean_pred=st["clean_pred"], clean_loss=st["clean_loss"],
+            robust=st["robust"], loss=st["loss"], pred=st["pred"],
+            settings={**target.settings, "channel": spec["channel"], "aware": name.startswith("aware"),
+                      "attacks": ["FGSM", "PGD"] if not name.startswith("aware · BPDA") else ["PGD (BPDA)"],
+                      "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "seed": seed,
+                      "runtime_s": runtime}))
+    return out
+
+
+# --- universal perturbations ----------------------------------------------------------------------------------
+
+def universal_outcomes(perturbations, target, scans) -> Outcomes:
+    """Scans with each universal perturbation of ``perturbations`` (one per level, all of one kind: same norm,
+    same target) added, scored on ``target``: ``robust`` = still the true class; per level the fooling rate
+    (answer changed from the clean answer, over every scan: Hirano et al.'s definition) and, for a targeted
+    perturbation, the share of scans of other classes answered as the target (each with its Wilson interval)."""
+    from .metrics import rate
+
+    x, y, ids, patients = _scans(scans)
+    perturbations = list(perturbations)
+    if not perturbations:
+        raise ValueError("`perturbations` is empty: give the universal perturbations to score.")
+    kinds = {(u.params["norm"], u.params["target"], u.params.get("method", "art"), u.params.get("fit_on", ""))
+             for u in perturbations}
+    if len(kinds) != 1:
+        raise ValueError(f"`perturbations` mix norms, targets, methods or fitting scans {sorted(kinds, key=str)}: "
+                         "score each kind apart.")
+    norm, tgt, method, source = kinds.pop()
+    clean_pred = np.asarray(target.answer(x))
+    clean_loss = _ce(target.scores(x), y)
+    E, n = len(perturbations), len(y)
+    robust, loss, pred = np.zeros((E, n), bool), np.zeros((E, n)), np.zeros((E, n), dtype=np.int64)
+    per_level = []
+    for i, u in enumerate(perturbations):
+        x_adv = u.apply(x)
+        answer = np.asarray(target.answer(x_adv))
+        robust[i], loss[i], pred[i] = (clean_pred == y) & (answer == y), _ce(target.scores(x_adv), y), answer
+        fool = rate(answer != clean_pred)
+        level = {"fooling_rate": fool["rate"], "fooling_ci": [fool["ci_low"], fool["ci_high"]],
+                 **{f"uap_{k}": v for k, v in u.norms().items()}, "uap_fit": u.fit, "uap_params": u.params}
+        if tgt is not None:
+            others = y != CLASSES.index(tgt)
+            hit = rate(answer[others] == CLASSES.index(tgt))
+            level.update(target_rate=hit["rate"], target_ci=[hit["ci_low"], hit["ci_high"]], target_n=hit["n"])
+        per_level.append(level)
+    levels = tuple(float(u.params["eps"]) for u in perturbations)
+    if norm == "inf" and list(levels) != sorted(set(levels)):
+        raise ValueError(f"`perturbations` must have increasing ε, got {levels}.")
+    name = ("UAP" + (" (ART)" if method == "art" else "") + ("" if tgt is None else f" → {tgt}")
+            + ("" if norm == "inf" else " (L2)"))
+    return Outcomes(model=target.name, kind=target.kind, attack=name + (f" · fit on {source}" if source else ""),
+                    norm="inf" if norm == "inf" else "2", levels=levels, y=y, scan_ids=ids, patients=patients,
+                    clean_pred=clean_pred, clean_loss=clean_loss, robust=robust, loss=loss, pred=pred,
+                    per_level=per_level, settings={**target.settings, "target": tgt, "uap_norm": norm,
+                                                   "method": method, "fit_on": source})
+
+
+# --- corruptions ----------------------------------------------------------------------------------------------
+
+def corrupted_scans(x, names=None, severities=(1, 2, 3, 4, 5), *, seed: int = 0, progress: bool = True) -> dict:
+    """``{(corruption, severity): 8-bit scans}`` of MedMNIST-C's OCT corruptions (:func:`octlib.corruptions.corrupt`),
+    made once so every model sees the same corrupted scans (kept as uint8: a fifth of the memory)."""
+    from tqdm.auto import tqdm
+
+    from .corruptions import CORRUPTIONS, corrupt
+
+    names = tuple(names or CORRUPTIONS)
+    out = {}
+    for k, name in enumerate(tqdm(names, desc="corrupting", leave=False, disable=not progress)):
+        for s in severities:
+            out[(name, int(s))] = np.rint(corrupt(x, name, int(s), seed=seed + 1000 * k + s) * 255).astype(np.uint8)
+    return out
+
+
+def corruption_outcomes(target, scans, corrupted: dict) -> list[Outcomes]:
+    """Per corruption of ``corrupted`` (:func:`corrupted_scans`), the model's answers at each severity: ``robust`` =
+    right on the corrupted scan (and on the clean one); per severity the mean PSNR (dB) and L2 norm of the change."""
+    from .corruptions import psnr
+
+    x, y, ids, patients = _scans(scans)
+    clean_pred = np.asarray(target.answer(x))
+    clean_loss = _ce(target.scores(x), y)
+    out = []
+    for name in dict.fromkeys(k[0] for k in corrupted):
+        sev = sorted(s for (c, s) in corrupted if c == name)
+        E, n = len(sev), len(y)
+        robust, loss, pred = np.zeros((E, n), bool), np.zeros((E, n)), np.zeros((E, n), dtype=np.int64)
+        per_level = []
+        for i, s in enumerate(sev):
+            xc = corrupted[(name, s)].astype(np.float32).reshape(x.shape) / 255.0
+            answer = np.asarray(target.answer(xc))
+            robust[i], loss[i], pred[i] = (clean_pred == y) & (answer == y), _ce(target.scores(xc), y), answer
+            p = psnr(x, xc)
+            l2 = np.sqrt(((xc - x) ** 2).reshape(n, -1).sum(axis=1))
+            per_level.append({"psnr": float(np.mean(p[np.isfinite(p)])) if np.isfinite(p).any() else float("inf"),
+                              "l2": float(l2.mean()), "changed": float(np.mean(l2 > 0))})
+        out.append(Outcomes(model=target.name, kind=target.kind, attack=name, norm=CORRUPTION_NORM,
+                            levels=tuple(sev), y=y, scan_ids=ids, patients=patients, clean_pred=clean_pred,
+                            clean_loss=clean_loss, robust=robust, loss=loss, pred=pred, per_level=per_level,
+                            settings={**target.settings, "corruption": name, "source": "MedMNIST-C OCT"}))
+    return out
+
+
+def frame(outcomes) -> "object":
+    """A tidy DataFrame of :class:`Outcomes`: one row per (model, attack, level) with the rate and its interval."""
+    import pandas as pd
+
+    rows = []
+    for o in outcomes:
+        for r in o.records():
+            rows.append({k: v for k, v in r.items() if not isinstance(v, list) or k.endswith("_ci")})
+    return pd.DataFrame(rows)
+
+
+# --- tables ---------------------------------------------------------------------------------------------------
+
+def level_index(outcome: Outcomes, level: float) -> int:
+    """The index of ``level`` in an outcome's grid (ε in /255 for L∞ rows, the severity or L2 norm otherwise)."""
+    grid = np.asarray([to_255(e) if outcome.norm == "inf" else e for e in outcome.levels], dtype=float)
+    hits = np.flatnonzero(np.isclose(grid, float(level)))
+    if not len(hits):
+        unit = "/255" if outcome.norm == "inf" else ""
+        raise ValueError(f"{outcome.attack!r} of {outcome.model!r} has no level {level:g}{unit}; its grid is "
+                         f"{[round(float(g), 4) for g in grid]}.")
+    return int(hits[0])
+
+
+def paired(a: Outcomes, b: Outcomes, level: float) -> dict:
+    """Exact McNemar test of ``robust`` at ``level`` between two outcomes on the scans they share (matched by scan
+    ID): ``{"n", "a_only", "b_only", "difference", "p_value"}`` (:func:`octlib.stats.mcnemar`)."""
+    from .stats import mcnemar
+
+    ia, ib = level_index(a, level), level_index(b, level)
+    pos_b = {s: k for k, s in enumerate(b.scan_ids)}
+    common = [(k, pos_b[s]) for k, s in enumerate(a.scan_ids) if s in pos_b]
+    ka = np.array([k for k, _ in common], dtype=int)
+    kb = np.array([k for _, k in common], dtype=int)
+    return mcnemar(a.robust[ia][ka], b.robust[ib][kb])
+
+
+def referral_table(outcomes, eps_255: float, *, reference: str = "undefended"):
+    """Per model and referral scenario at ε = ``eps_255``/255: the targeted attack's success rate, the untargeted
+    attack's rate of reaching the same targets on the same scans, each with its Wilson interval; exact McNemar
+    p-values of targeted vs untargeted (same scans) and of the model vs ``reference`` under the targeted attack
+    (the scans both answer right when clean)."""
+    import pandas as pd
+
+    from .metrics import rate
+
+    by = {(o.model, o.attack): o for o in outcomes}
+    rows = []
+    for (model, attack), o in by.items():
+        if not attack.startswith("targeted PGD · "):
+            continue
+        scenario = attack.split(" · ", 1)[1]
+        u = by.get((model, f"untargeted PGD · {scenario}"))
+        i = level_index(o, eps_255)
+        k = int((~o.robust[i]).sum())
+        t = rate(k, denominator=len(o.y))
+        row = {"model": model, "scenario": scenario, "n": len(o.y), "targeted": t["rate"],
+               "targeted CI": f"{t['ci_low']:.3f}–{t['ci_high']:.3f}"}
+        if u is not None:
+            j = level_index(u, eps_255)
+            ur = rate(int((~u.robust[j]).sum()), denominator=len(u.y))
+            row.update({"untargeted": ur["rate"], "untargeted CI": f"{ur['ci_low']:.3f}–{ur['ci_high']:.3f}",
+                        "p (targeted vs untargeted)": paired(o, u, eps_255)["p_value"]})
+        ref = by.get((reference, attack))
+        if ref is not None and model != reference:
+            test = paired(o, ref, eps_255)
+            row.update({f"n paired with {reference}": test["n"], f"p (vs {reference})": test["p_value"]})
+        rows.append(row)
+    return pd.DataFrame(rows)

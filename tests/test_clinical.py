@@ -1,0 +1,127 @@
+"""Clinically grounded threats on a tiny model: referral attacks, storage, universal perturbations, corruptions."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+
+from octlib import attacks, clinical, corruptions, records  # noqa: E402
+from octlib.config import SuiteConfig, TrainConfig  # noqa: E402
+from octlib.evaluation import Scans, model_target  # noqa: E402
+from octlib.models import build_cnn  # noqa: E402
+from octlib.records import check_row  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A tiny CNN fitted for a few steps on separable synthetic scans (each class its own brightness band), so it
+    answers every class and attacks have something to flip."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    n, size = 64, 16
+    y = np.arange(n) % 4
+    x = np.clip(rng.normal(0.2 + 0.18 * y[:, None, None, None], 0.08, size=(n, size, size, 1)), 0, 1)
+    x = x.astype(np.float32)
+    model = build_cnn(size, TrainConfig(filters=(4, 8), input_norm="none", augment="none", dropout=0.0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=30, batch_size=16, verbose=0)
+    scans = Scans(x, y, np.array([f"s{i}" for i in range(n)]), np.arange(n) // 2, n)
+    return model_target("tiny", model), scans
+
+
+SUITE = SuiteConfig(attacks=("FGSM", "PGD"), eps_255=(1, 2, 16), n_scans=None, pgd_steps=5, pgd_restarts=1,
+                    batch_size=32)
+
+
+def _check(outcomes):
+    for o in outcomes:
+        for row in o.records():
+            check_row(row, o.attack)
+            assert len(row["pred"]) == row["n"]
+
+
+def test_referral_attacks_count_only_correct_source_scans_and_are_monotone(setup):
+    target, scans = setup
+    clean_ok = target.answer(scans.x) == scans.y
+    out = clinical.referral_attacks(target, scans, (4, 32), SUITE, progress=False)
+    assert [o.attack for o in out] == ["targeted PGD · missed referral", "untargeted PGD · missed referral",
+                                      "targeted PGD · false referral", "untargeted PGD · false referral"]
+    missed = out[0]
+    assert len(missed.y) == int((np.isin(scans.y, [0, 1]) & clean_ok).sum())
+    assert set(missed.y) <= {0, 1} and set(out[2].y) == {3}
+    for o in out:
+        assert np.all(np.diff(o.rate()) <= 0), o.attack  # a reached scan stays reached
+        reached = ~o.robust
+        assert np.all(np.isin(o.pred[reached], [3] if "missed" in o.attack else [0, 1]))
+    # aiming at the target reaches it at least as often as the untargeted attack at the largest ε
+    assert out[0].rate()[-1] <= out[1].rate()[-1]
+    assert out[0].rate()[-1] < 1  # 32/255 on a tiny model: some scans reach NORMAL
+    _check(out)
+
+
+def test_storage_rows_score_each_channel_and_the_aware_attacker(setup):
+    target, scans = setup
+    out = clinical.storage_attacks(target, scans, (0.25, 8), SUITE, qualities=(75,), progress=False)
+    by = {o.attack: o for o in out}
+    assert set(by) == {"storage · as crafted", "storage · 8-bit PNG", "storage · JPEG q75",
+                       "storage · aware · BPDA through 8-bit PNG", "storage · aware · BPDA through JPEG q75"}
+    crafted, png = by["storage · as crafted"], by["storage · 8-bit PNG"]
+    # the channel applies to the clean scans too
+    np.testing.assert_array_equal(png.clean_pred, target.answer(corruptions.store(scans.x, "png")))
+    np.testing.assert_array_equal(crafted.clean_pred, target.answer(scans.x))
+    for o in out:
+        assert np.all(np.diff(o.rate()) <= 0)
+        assert np.all(o.robust <= (o.clean_pred == o.y)[None, :])
+    assert crafted.rate()[-1] < crafted.rate()[0]  # 8/255 fools more than 0.25/255
+    assert by["storage · aware · BPDA through JPEG q75"].settings["attacks"] == ["PGD (BPDA)"]
+    _check(out)
+
+
+def test_universal_outcomes_score_one_perturbation_per_level(setup):
+    target, scans = setup
+    clf = attacks.art_classifier(target.model)
+    uaps = [attacks.universal(clf, scans.x, e / 255, max_iter=2, fit_on="OCT", method="sgd") for e in (8, 32)]
+    o = clinical.universal_outcomes(uaps, target, scans)
+    assert o.attack == "UAP · fit on OCT" and o.levels == (8 / 255, 32 / 255)
+    rows = o.records()
+    assert rows[1]["fooling_rate"] == pytest.approx(np.mean(o.pred[1] != o.clean_pred))
+    assert 0 <= rows[0]["fooling_ci"][0] <= rows[0]["fooling_rate"] <= rows[0]["fooling_ci"][1]
+    t = [attacks.universal(clf, scans.x, 32 / 255, target="NORMAL", max_iter=2)]
+    ot = clinical.universal_outcomes(t, target, scans)
+    assert ot.attack == "UAP (ART) → NORMAL" and "target_rate" in ot.records()[0]
+    with pytest.raises(ValueError, match="mix"):
+        clinical.universal_outcomes(uaps + t, target, scans)
+    _check([o, ot])
+
+
+def test_corruption_outcomes_share_scans_and_write_severity_rows(setup, tmp_path):
+    target, scans = setup
+    corrupted = clinical.corrupted_scans(scans.x, ("speckle_noise", "contrast_down"), (1, 5), progress=False)
+    again = clinical.corrupted_scans(scans.x, ("speckle_noise", "contrast_down"), (1, 5), progress=False)
+    np.testing.assert_array_equal(corrupted[("speckle_noise", 5)], again[("speckle_noise", 5)])
+    out = clinical.corruption_outcomes(target, scans, corrupted)
+    assert [o.attack for o in out] == ["speckle_noise", "contrast_down"]
+    rows = out[0].records()
+    assert [r["eps"] for r in rows] == [1.0, 5.0] and rows[0]["norm"] == "corruption"
+    assert rows[0]["eps_label"] == "speckle_noise 1" and rows[0]["eps_255"] is None
+    assert rows[0]["psnr"] > rows[1]["psnr"]
+    _check(out)
+    # they go through the one records writer and reader
+    records.write_records("53_test", rows, notebook="53.ipynb", profile="quick", data={"fingerprint": "f"},
+                          victim="v", results_dir=tmp_path)
+    back = records.read_records(tmp_path)
+    assert list(back["attack"]) == ["speckle_noise", "speckle_noise"]
+
+
+def test_bpda_storage_preprocessor_matches_store(setup):
+    target, scans = setup
+    pre = corruptions.storage_preprocessor("jpeg", quality=75)
+    out, _ = pre(scans.x[:4])
+    np.testing.assert_array_equal(out, corruptions.store(scans.x[:4], "jpeg", quality=75))
+    clf = attacks.art_classifier(target.model, preprocessors=[pre])
+    g = clf.loss_gradient(scans.x[:4], np.eye(4, dtype=np.float32)[scans.y[:4]])
+    assert g.shape == scans.x[:4].shape and np.abs(g).sum() > 0
+    with pytest.raises(ValueError, match="quality"):
+        corruptions.storage_preprocessor("jpeg", quality=101)
