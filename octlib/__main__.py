@@ -1,13 +1,30 @@
-"""Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib data`` summarises data."""
+"""Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib data`` summarises data.
+
+A bad setting or bad data (a missing folder, an unknown profile, a results file from another study ...) is printed
+as its message, without a Python traceback, and the command exits with code 2; ``--debug`` shows the traceback.
+A notebook that fails exits with code 1, naming the executed copy that holds its traceback."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+#: Exit code of a bad setting or bad data (argparse uses 2 for bad arguments too).
+USAGE_ERROR = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's setting or data can cause, as opposed to a bug: shown as a message, not a traceback."""
+    from .artifacts import ArtifactError
+
+    # OCTDataError and ResultsError are ValueErrors; a missing path is a FileNotFoundError (an OSError)
+    return (ValueError, OSError, ArtifactError)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m octlib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m octlib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks in order, headlessly")
     run.add_argument("--profile", choices=["quick", "full"], help="default: OCTLIB_PROFILE, else quick")
@@ -26,7 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--data")
     info.add_argument("--policy", choices=["official", "pooled"])
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        message = str(exc) or type(exc).__name__
+        print(f"error: {message}\n(run with --debug for the traceback)", file=sys.stderr)
+        return USAGE_ERROR
 
+
+def _dispatch(args) -> int:
     if args.command == "run":
         from .runner import NotebookFailed, run_series
 

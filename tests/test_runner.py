@@ -110,3 +110,31 @@ def test_a_notebook_opened_by_hand_never_writes_the_committed_figures(monkeypatc
 
     monkeypatch.delenv("OCTLIB_FIGURES", raising=False)
     assert figures_dir() != reference_dir() and figures_dir().parts[-3:] == ("runs", "interactive", "figures")
+
+
+def test_cli_prints_bad_settings_and_data_as_messages_without_a_traceback(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "missing"
+    assert main(["run", "--profile", "quick", "--data", str(missing), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and "Traceback" not in err and "--debug" in err
+    assert not (tmp_path / "run").exists()
+    # an unknown profile from the environment, and a reference run in the quick profile: one message each
+    monkeypatch.setenv("OCTLIB_PROFILE", "fast")
+    assert main(["data", "--data", str(missing)]) == 2
+    assert "Unknown profile 'fast'" in capsys.readouterr().err
+    monkeypatch.delenv("OCTLIB_PROFILE")
+    assert main(["run", "--profile", "quick", "--reference", "--data", str(missing)]) == 2
+    assert "full profile only" in capsys.readouterr().err
+    # --debug shows the error itself
+    with pytest.raises(OCTDataError):
+        main(["--debug", "run", "--profile", "quick", "--data", str(missing), "--out", str(tmp_path / "run")])
+
+
+def test_cli_exit_code_and_message_from_a_subprocess(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "octlib", "data", "--data", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
