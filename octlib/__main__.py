@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="*", help="notebook name prefixes or patterns, e.g. 00 10")
     run.add_argument("--out", help="folder for executed copies and manifest.json (default runs/<time>-<profile>)")
     run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
+    run.add_argument("--verbose", action="store_true",
+                     help="show TensorFlow's start-up lines and the kernels' own log lines (hidden by default)")
     run.add_argument("--split-policy", choices=["official", "pooled"],
                      help="the victim's split policy; default: OCTLIB_SPLIT_POLICY, else the profile's (official)")
     run.add_argument("--reference", action="store_true",
@@ -55,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "run":
-        from .runner import NotebookFailed, run_series
+        from .runner import NotebookFailed, quiet, run_series
+
+        quiet(args.verbose)  # before anything imports TensorFlow
 
         try:
             run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress,
-                       split_policy=args.split_policy, reference=args.reference)
+                       split_policy=args.split_policy, reference=args.reference, verbose=args.verbose)
         except NotebookFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1

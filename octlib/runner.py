@@ -83,16 +83,51 @@ def output_folders(out: Path, *, reference: bool = False, reference_root: Path |
     return {FIGURES_ENV: Path(chosen).expanduser().resolve() if chosen else Path(out) / "figures"}
 
 
+#: TensorFlow's C++ INFO lines (CPU features) hidden in quiet runs; its warnings and errors still show.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "1"}
+
+
+def quiet(verbose: bool = False) -> None:
+    """Unless ``verbose``, set :data:`QUIET_ENV` for this process and the kernels it starts (a value the user set is
+    kept)."""
+    if not verbose:
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+
+
+def _kernel_manager(log_path: Path | None):
+    """The kernel manager a notebook runs under: Jupyter's own, with the kernel process's stdout and stderr sent to
+    ``log_path`` when it is given (a quiet run). A kernel copies what is written to its file descriptors (TensorFlow's
+    start-up lines, its own warnings, the KeyboardInterrupt of its shutdown) to the terminal that started it, on top
+    of the notebook's outputs; in a quiet run that goes to the log beside the executed notebook instead."""
+    from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+    if log_path is None:
+        return AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            with open(log_path, "ab") as handle:  # the kernel keeps its own copy of the descriptor
+                kw.setdefault("stdout", handle)
+                kw.setdefault("stderr", handle)
+                return await KernelManager._async_start_kernel(self, **kw)
+
+    return LoggedKernelManager
+
+
 def run_series(profile: str | None = None, data: str | None = None, *, only: list[str] | None = None,
                out_dir: Path | str | None = None, kernel: str = "python3", progress: bool = True,
                split_policy: str | None = None, reference: bool = False, notebooks_dir: Path | None = None,
-               reference_root: Path | None = None) -> dict:
+               reference_root: Path | None = None, verbose: bool = False) -> dict:
     """Execute the series; returns the manifest (also written to ``<out_dir>/manifest.json``). ``split_policy``
     (else ``OCTLIB_SPLIT_POLICY``, else the profile's) is passed to every notebook through the environment.
 
     ``reference=True`` is the reference run (full profile only): it writes the committed ``figures/`` (or
     ``reference_root``), the results beside them and one manifest per notebook in ``<reference>/manifests``.
-    ``notebooks_dir`` runs another folder's ``NN_*.ipynb`` (tests)."""
+    ``notebooks_dir`` runs another folder's ``NN_*.ipynb`` (tests). Unless ``verbose``, what each kernel process
+    writes to its terminal goes to ``<out_dir>/<notebook>.kernel.log`` (:func:`_kernel_manager`) and TensorFlow's
+    INFO lines are off (:func:`quiet`): the run shows each notebook, its time and where its outputs went."""
+    quiet(verbose)
     import papermill as pm
 
     from .data import load_dataset, resolve_source
@@ -138,16 +173,20 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
         t0 = time.perf_counter()
         entry = {"notebook": book.name, "executed": str(target)}
         try:
+            log = None if verbose else target.with_suffix(".kernel.log")
+            if log is not None:
+                log.unlink(missing_ok=True)
             pm.execute_notebook(str(book), str(target), kernel_name=kernel, cwd=str(book.parent),
-                                progress_bar=progress, log_output=False)
+                                progress_bar=progress, log_output=False, kernel_manager_class=_kernel_manager(log))
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", seconds=round(time.perf_counter() - t0, 1), cell=exc.exec_count,
                          error=f"{exc.ename}: {exc.evalue}")
             manifest["notebooks"].append(entry)
             manifest.update(status="failed", total_seconds=round(time.perf_counter() - t_all, 1))
             _write_manifest(out / "manifest.json", manifest)
+            kernel_log = f"; what its kernel wrote to the terminal: {log}" if log is not None else ""
             raise NotebookFailed(f"{book.name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}\n"
-                                 f"Executed copy with the traceback: {target}") from None
+                                 f"Executed copy with the traceback: {target}{kernel_log}") from None
         entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1),
                      finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
         manifest["notebooks"].append(entry)

@@ -138,3 +138,31 @@ def test_cli_exit_code_and_message_from_a_subprocess(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_is_quiet_unless_verbose(small_layout, tmp_path):
+    """TensorFlow's INFO lines and the kernels' log lines stay out of a run's output; --verbose brings them back."""
+    import os
+    import subprocess
+    import sys
+
+    books = _tiny_series(tmp_path / "nbs")
+    nb = books / "00_tiny.ipynb"
+    text = nb.read_text().replace("import matplotlib\\n", "import matplotlib\\nimport tensorflow\\n", 1)
+    nb.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    env.update(OCTLIB_RESULTS=str(tmp_path / "results"), OCTLIB_FIGURES=str(tmp_path / "figs"))
+    code = ("import sys; from pathlib import Path; from octlib.runner import run_series; run_series('quick', sys.argv[1], out_dir=sys.argv[2], "
+            "notebooks_dir=Path(sys.argv[3]), progress=False, verbose=sys.argv[4] == '1')")
+    outputs = {}
+    for verbose in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-c", code, str(small_layout), str(tmp_path / f"run{verbose}"),
+                               str(books), verbose], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[verbose] = proc.stdout + proc.stderr
+    quiet_out, verbose_out = outputs["0"], outputs["1"]
+    assert "done in" in quiet_out and "All 1 notebooks ran" in quiet_out
+    assert "[IPKernelApp]" not in quiet_out and "I0000" not in quiet_out, quiet_out[-2000:]
+    assert "I0000" in verbose_out or "[IPKernelApp]" in verbose_out  # what --verbose brings back
+    log = (tmp_path / "run0" / "00_tiny.kernel.log").read_text()  # the quiet run kept it beside the notebook
+    assert "I0000" in log or "[IPKernelApp]" in log
