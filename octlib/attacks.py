@@ -262,7 +262,7 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
         norm: ``inf`` or ``2``.
         seed: seeds the random starts.
         target: a class index or name, or one per scan: a targeted attack that succeeds when the model answers
-            the target (:func:`octlib.metrics.targeted_report`); ``extra["target"]`` keeps the targets.
+            the target (per referral scenario: :func:`octlib.metrics.reached`); ``extra["target"]`` keeps the targets.
     """
     from art.attacks.evasion import ProjectedGradientDescent
 
