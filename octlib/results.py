@@ -3,7 +3,9 @@
 Each file holds ``schema_version``, the experiment ``name``, ``created`` (UTC, ISO 8601), the ``notebook`` that
 wrote it, its ``settings`` and ``seed``, the ``data`` description (source and fingerprint), ``runtime_s``,
 ``versions`` (libraries), ``hardware`` and the ``metrics``. Numbers are stored as JSON numbers (never strings);
-NaN and infinity, which JSON cannot hold, are stored as ``null``. Writes are atomic (temporary file, then rename).
+NaN and infinity, which JSON cannot hold, are stored as ``null``. Objects are indented, lists of numbers or strings
+(the per-scan columns) are written on one line each, so a file of thousands of scans stays small and diffable.
+Writes are atomic (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def to_jsonable(value, where: str = "metrics"):
                        "numbers, strings, lists or dicts.")
 
 
+def dumps(record, indent: int = 2) -> str:
+    """JSON text of ``record`` (plain JSON types): objects and lists of objects indented by ``indent`` spaces, a
+    list of scalars on one line. ``json.loads(dumps(r)) == r``; NaN or infinity raise ``ValueError``."""
+    def emit(value, depth: int) -> str:
+        pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
+        if isinstance(value, dict):
+            if not value:
+                return "{}"
+            items = [f"{inner}{json.dumps(str(k))}: {emit(v, depth + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            return "[\n" + ",\n".join(inner + emit(v, depth + 1) for v in value) + f"\n{pad}]"
+        return json.dumps(value, allow_nan=False)
+
+    return emit(record, 0)
+
+
 def results_path(name: str, results_dir: Path | str | None = None) -> Path:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ResultsError(f"Results name {name!r} must be letters, digits, '_', '-' or '.', e.g. '20_fgsm'.")
@@ -87,7 +106,7 @@ def save_results(name: str, metrics, *, settings=None, seed: int | None = None, 
         "versions": library_versions(), "hardware": hardware(),
         "metrics": to_jsonable(metrics, "metrics"),
     }
-    text = json.dumps(record, indent=2, allow_nan=False)
+    text = dumps(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from octlib.plotting import image_grid, save_fig  # noqa: E402
-from octlib.results import ResultsError, list_results, load_results, save_results  # noqa: E402
+from octlib.results import ResultsError, dumps, list_results, load_results, save_results  # noqa: E402
 
 
 @dataclass
@@ -35,6 +35,26 @@ def test_roundtrip_keeps_numbers_as_numbers(tmp_path):
     assert rec["versions"]["numpy"] and rec["hardware"]["cpu_count"]
     assert list_results(tmp_path) == ["20_fgsm"]
     assert [p.name for p in tmp_path.iterdir()] == ["20_fgsm.json"]  # no temporary file left
+
+
+def test_per_scan_columns_are_written_one_line_each(tmp_path):
+    scans = 300
+    metrics = {"records": [{"eps_255": e, "scan_ids": [f"CNV-{i}-1.jpeg" for i in range(scans)],
+                            "loss": np.random.default_rng(e).random(scans), "robust": [True] * scans,
+                            "nested": [[1, 2], {"a": []}], "empty": {}} for e in (1, 2)]}
+    path = save_results("42_x", metrics, results_dir=tmp_path)
+    text = path.read_text()
+    record = json.loads(text)
+    assert record["metrics"]["records"][1]["loss"] == metrics["records"][1]["loss"].tolist()  # lossless
+    assert record["metrics"]["records"][0]["nested"] == [[1, 2], {"a": []}]
+    assert record["metrics"]["records"][0]["empty"] == {}
+    loss_lines = [line for line in text.splitlines() if '"loss"' in line]
+    assert len(loss_lines) == 2 and loss_lines[0].rstrip(",").count(",") == scans - 1  # one line per column
+    assert text.count("\n") < 120  # not one line per scan (indent=2 writes ~1,900 here)
+    assert '\n  "metrics": {' in text  # objects stay indented
+    assert json.loads(dumps({"a": [[]], "b": [], "c": [{}]})) == {"a": [[]], "b": [], "c": [{}]}
+    with pytest.raises(ValueError):
+        dumps({"x": math.nan})
 
 
 def test_missing_and_malformed_files_are_clear(tmp_path):
