@@ -30,6 +30,14 @@ def describe_devices() -> dict:
             "strategy": strategy, "cpu_threads": tf.config.threading.get_inter_op_parallelism_threads() or None}
 
 
+def _strategy_name(strategy) -> str:
+    import tensorflow as tf
+
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return "default"
+    return type(strategy).__name__
+
+
 def augmentation(kind: str, seed: int | None = None):
     """The augmentation model for ``kind`` (``none``/``standard``/``standard+blur``; see :class:`TrainConfig`),
     or ``None``. Only plausible B-scan changes: left-right flip (the other eye), small shifts, zoom (wider in
@@ -230,13 +238,15 @@ def _one_hot(ds, n_classes: int):
 
 
 def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, *, image_size: int,
-          seed: int = 0, verbose: int = 2):
+          seed: int = 0, verbose: int = 2, mixed_precision: bool | None = None, strategy=None):
     """Build and train the CNN; model selection and LR schedule look at the validation split only.
 
     Returns ``(model, info)`` with ``info = {"history", "epochs_run", "best_epoch", "train_seconds",
     "images_per_second", "device", "mixed_precision"}``. On a GPU, float16 compute is used when
     ``cfg.mixed_precision`` (the logits layer stays float32), and ``MirroredStrategy`` spreads the batch over
-    several GPUs.
+    several GPUs. ``mixed_precision`` (``None``: that rule) and ``strategy`` (a ``tf.distribute.Strategy``;
+    ``None``: that rule) override the choice, which is how the GPU paths are tested on CPU (``mixed_float16`` on
+    the CPU, ``MirroredStrategy`` over logical CPU devices); ``info["device"]["strategy"]`` names the one used.
     """
     import keras
     import tensorflow as tf
@@ -245,11 +255,14 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
 
     keras.utils.set_random_seed(seed)
     devices = describe_devices()
-    use_mp = bool(cfg.mixed_precision and devices["gpus"])
+    use_mp = bool(cfg.mixed_precision and devices["gpus"]) if mixed_precision is None else bool(mixed_precision)
     previous_policy = keras.mixed_precision.global_policy().name
     if use_mp:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = tf.distribute.MirroredStrategy() if len(devices["gpus"]) > 1 else tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if len(devices["gpus"]) > 1 else tf.distribute.get_strategy()
+    devices["strategy"] = _strategy_name(strategy)
+    devices["replicas"] = int(strategy.num_replicas_in_sync)
     try:
         with strategy.scope():
             model = build_cnn(image_size, cfg)
