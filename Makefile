@@ -17,10 +17,11 @@ endif
 
 .PHONY: install run test test-unit reference clean-cache
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml holds compatible ranges; constraints.txt the exact set tested here.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (octlib)" >/dev/null
 	touch $@
 
