@@ -144,3 +144,35 @@ def test_default_setting_downloads_octmnist_at_profile_size(tmp_path, monkeypatc
         ds = load_dataset(profile="quick", progress=False)
     assert ds.image_size == 64 and ds.info["setting"]["origin"] == "default"
     assert (tmp_path / "home" / "data" / "octmnist_64.npz").is_file()
+
+
+@pytest.mark.parametrize("save, layout", [(np.savez, "grey"), (np.savez_compressed, "grey"),
+                                          (np.savez_compressed, "rgb"), (np.savez, "channel")])
+def test_npz_images_are_streamed_into_one_uint8_array_unchanged(tmp_path, save, layout):
+    rng = np.random.default_rng(1)
+    counts = {"train": 7, "val": 3, "test": 2}
+    grey = {s: rng.integers(0, 256, (n, 12, 12), dtype=np.uint8) for s, n in counts.items()}
+    stored = {s: np.repeat(g[..., None], 3, -1) if layout == "rgb" else g[..., None] if layout == "channel" else g
+              for s, g in grey.items()}
+    labels = {s: rng.integers(0, 4, (n, 1)) for s, n in counts.items()}
+    save(tmp_path / "o.npz", **{f"{s}_images": v for s, v in stored.items()},
+         **{f"{s}_labels": v for s, v in labels.items()})
+    ds = load_octmnist_npz(tmp_path / "o.npz")
+    assert ds.images.dtype == np.uint8 and ds.images.flags.c_contiguous
+    np.testing.assert_array_equal(ds.images, np.concatenate([grey[s] for s in counts]))
+    np.testing.assert_array_equal(ds.labels, np.concatenate([labels[s].ravel() for s in counts]))
+    assert list(ds.origins) == ["train"] * 7 + ["val"] * 3 + ["test"] * 2
+
+
+def test_npz_with_unequal_sizes_or_float_images_names_the_file_and_split(tmp_path):
+    lab = np.zeros((2, 1), dtype=np.int64)
+    np.savez(tmp_path / "sizes.npz", train_images=np.zeros((2, 8, 8), np.uint8),
+             val_images=np.zeros((2, 9, 9), np.uint8), test_images=np.zeros((2, 8, 8), np.uint8),
+             train_labels=lab, val_labels=lab, test_labels=lab)
+    with pytest.raises(OCTDataError, match="sizes.npz.*differ in size"):
+        load_octmnist_npz(tmp_path / "sizes.npz")
+    np.savez(tmp_path / "float.npz", train_images=np.zeros((2, 8, 8), np.float32),
+             val_images=np.zeros((2, 8, 8), np.uint8), test_images=np.zeros((2, 8, 8), np.uint8),
+             train_labels=lab, val_labels=lab, test_labels=lab)
+    with pytest.raises(OCTDataError, match="float.npz: train_images has shape .* float32"):
+        load_octmnist_npz(tmp_path / "float.npz")

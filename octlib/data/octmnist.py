@@ -132,8 +132,37 @@ def fetch_octmnist(size: int = 28, *, root: Path | str | None = None, url: str |
     return download(url or default_url, dest / name, md5 or default_md5, progress=progress)
 
 
+def _member_header(npz, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """Shape, dtype and Fortran order of an ``.npz`` member, read from its header without loading its data."""
+    with npz.zip.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+    return tuple(shape), np.dtype(dtype), bool(fortran)
+
+
+def _read_member_into(npz, key: str, out: np.ndarray, path: Path, chunk: int = 64 << 20) -> None:
+    """Stream a C-order uint8 member straight into ``out`` (a contiguous slice): no second copy in memory."""
+    view = memoryview(out.reshape(-1))
+    with npz.zip.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(fh)
+        pos = 0
+        while pos < len(view):
+            got = fh.readinto(view[pos:pos + chunk])
+            if not got:
+                raise OCTDataError(f"{path}: {key} ends after {pos} of {len(view)} bytes (truncated file). Delete "
+                                   "it and load again.", [path])
+            pos += got
+
+
 def load_octmnist_npz(path: Path | str, fingerprint: str | None = None) -> OCTDataset:
-    """Read an OCTMNIST ``.npz`` (no pickles) into one :class:`OCTDataset` whose ``origins`` are its splits."""
+    """Read an OCTMNIST ``.npz`` (no pickles) into one :class:`OCTDataset` whose ``origins`` are its splits.
+
+    The images stay ``uint8`` and are written once into one array: a one-channel member is streamed from the file
+    into its place (peak memory about the images' own size, 5.5 GB for OCTMNIST-224 rather than twice that;
+    ``benchmarks/bench_scale.py`` measures it); models convert them to floats per batch.
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -141,29 +170,44 @@ def load_octmnist_npz(path: Path | str, fingerprint: str | None = None) -> OCTDa
             if missing:
                 raise OCTDataError(f"{path} is not an OCTMNIST file: keys {missing} are missing (found "
                                    f"{sorted(npz.files)}). Delete it and load again.", [path])
-            parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in NPZ_SPLITS}
+            headers = {s: _member_header(npz, f"{s}_images") for s in NPZ_SPLITS}
+            for split, (shape, dtype, _) in headers.items():
+                grey = shape[:3] if len(shape) == 4 and shape[-1] in (1, 3) else shape
+                if len(grey) != 3 or grey[1] != grey[2] or dtype != np.uint8:
+                    raise OCTDataError(f"{path}: {split}_images has shape {shape} and dtype {dtype}; expected "
+                                       "uint8 (N, S, S). Delete the file and load again.", [path])
+            sides = {h[0][1] for h in headers.values()}
+            if len(sides) != 1:
+                raise OCTDataError(f"{path}: the splits' images differ in size ({sorted(sides)}). Delete the file "
+                                   "and load again.", [path])
+            size = sides.pop()
+            counts = {s: h[0][0] for s, h in headers.items()}
+            images_all = np.empty((sum(counts.values()), size, size), dtype=np.uint8)
+            labels, origins, paths, start = [], [], [], 0
+            for split, (shape, _, fortran) in headers.items():
+                n = counts[split]
+                labs = np.asarray(npz[f"{split}_labels"]).reshape(-1).astype(np.int64)
+                if len(labs) != n or (n and (labs.min() < 0 or labs.max() >= len(CLASSES))):
+                    raise OCTDataError(f"{path}: {split}_labels must hold {n} labels in 0..{len(CLASSES) - 1}.",
+                                       [path])
+                target = images_all[start:start + n]
+                if len(shape) == 3 and not fortran:
+                    _read_member_into(npz, f"{split}_images", target, path)
+                else:  # RGB or one-channel 4-D, or Fortran order: convert this split only
+                    imgs = npz[f"{split}_images"]
+                    target[...] = imgs.mean(axis=-1).round() if imgs.ndim == 4 and imgs.shape[-1] == 3 else \
+                        imgs.reshape(n, size, size)
+                    del imgs
+                labels.append(labs)
+                origins += [split] * n
+                paths += [f"octmnist:{split}:{i}" for i in range(n)]
+                start += n
     except OCTDataError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/format errors from a damaged file
         raise OCTDataError(f"Cannot read {path} as .npz ({exc}). Delete it and load again.", [path]) from exc
 
-    images, labels, origins, paths = [], [], [], []
-    for split, (imgs, labs) in parts.items():
-        if imgs.ndim == 4 and imgs.shape[-1] in (1, 3):
-            imgs = imgs.mean(axis=-1).round().astype(np.uint8) if imgs.shape[-1] == 3 else imgs[..., 0]
-        if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2] or imgs.dtype != np.uint8:
-            raise OCTDataError(f"{path}: {split}_images has shape {imgs.shape} and dtype {imgs.dtype}; expected "
-                               "uint8 (N, S, S). Delete the file and load again.", [path])
-        labs = np.asarray(labs).reshape(-1).astype(np.int64)
-        if len(labs) != len(imgs) or (len(labs) and (labs.min() < 0 or labs.max() >= len(CLASSES))):
-            raise OCTDataError(f"{path}: {split}_labels must hold {len(imgs)} labels in 0..{len(CLASSES) - 1}.",
-                               [path])
-        images.append(imgs)
-        labels.append(labs)
-        origins += [split] * len(imgs)
-        paths += [f"octmnist:{split}:{i}" for i in range(len(imgs))]
-    images_all = np.concatenate(images)
-    n, size = len(images_all), images_all.shape[1]
+    n = len(images_all)
     return OCTDataset(
         images=images_all, labels=np.concatenate(labels), patient_ids=np.full(n, -1, dtype=np.int64),
         groups=np.full(n, -1, dtype=np.int64), origins=np.array(origins), paths=np.array(paths),
