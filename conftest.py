@@ -2,6 +2,7 @@
 
 Notebook kernels inherit this process's environment. Unless the caller chose folders, figures, results and model
 artifacts from a test run go to a temporary folder, so running the tests never overwrites the committed figures.
+``OCTLIB_HEADLESS=1`` makes interactive cells (the explorer of notebook 61) draw static figures.
 """
 
 import os
@@ -9,6 +10,7 @@ import tempfile
 
 
 def pytest_configure(config):
+    os.environ.setdefault("OCTLIB_HEADLESS", "1")  # notebooks under nbval: static figures instead of widgets
     scratch = None
     for var, sub in (("OCTLIB_FIGURES", "figures"), ("OCTLIB_RESULTS", "results"),
                      ("OCTLIB_ARTIFACTS", "artifacts")):

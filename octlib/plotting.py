@@ -246,3 +246,56 @@ def plot_extraction_baselines(ax, baselines: dict, metric: str = "fidelity"):
     for (label, value), ls in zip(lines, (":", "-.")):
         ax.axhline(value, color="grey", ls=ls, lw=1, label=f"{label} ({value:.2f})")
     return ax
+
+
+def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, amplify: float | None = None):
+    """One row per scan: the scan with its retina mask's outline, then for each entry of ``cams`` (e.g. clean,
+    PGD, DeepFool; ``(N, S, S)`` maps in [0, 1]) the map over the scan, then each perturbation of ``deltas``
+    (``(N, S, S)``), amplified to the grey range (``amplify``: the factor; ``None``: each to its own max)."""
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(x).reshape(np.shape(masks))
+    n, cols = len(x), 1 + len(cams) + len(deltas)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(x[i], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.8)
+        for j, (name, cam) in enumerate(cams.items(), start=1):
+            axes[i, j].imshow(x[i], cmap="gray", vmin=0, vmax=1)
+            axes[i, j].imshow(cam[i], cmap="magma", vmin=0, vmax=1, alpha=0.55)
+            if i == 0:
+                axes[i, j].set_title(f"Grad-CAM, {name}", fontsize=8)
+        for j, (name, delta) in enumerate(deltas.items(), start=1 + len(cams)):
+            d = np.asarray(delta[i], dtype=np.float64)
+            scale = amplify if amplify else 0.5 / max(np.abs(d).max(), 1e-12)
+            axes[i, j].imshow(np.clip(0.5 + scale * d, 0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.6)
+            if i == 0:
+                axes[i, j].set_title(f"{name} perturbation (amplified)", fontsize=8)
+        axes[i, 0].set_ylabel(row_titles[i] if row_titles is not None else "", fontsize=8)
+        if i == 0:
+            axes[i, 0].set_title("scan, retina mask", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def plot_interval_points(ax, rows, *, label_key: str = "label", group_key: str = "group"):
+    """Means with their 95 % intervals as points and error bars, one colour per group: ``rows`` are dicts with
+    ``label`` (x-axis category), ``group``, ``value``, ``ci_low``, ``ci_high`` and ``n``."""
+    import seaborn as sns
+
+    labels = list(dict.fromkeys(r[label_key] for r in rows))
+    groups = list(dict.fromkeys(r[group_key] for r in rows))
+    colors = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    width = 0.7 / max(len(groups), 1)
+    for gi, g in enumerate(groups):
+        for r in (r for r in rows if r[group_key] == g):
+            pos = labels.index(r[label_key]) - 0.35 + width * (gi + 0.5)
+            ax.errorbar(pos, r["value"], yerr=[[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]],
+                        fmt="o", color=colors[g], capsize=3, label=g if r is next(
+                            q for q in rows if q[group_key] == g) else None)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.legend(fontsize=8)
+    return ax

@@ -143,6 +143,7 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     ds = load_dataset(data, prof, progress=progress)
     os.environ[PROFILE_ENV] = prof.name
     os.environ[SPLIT_POLICY_ENV] = prof.split_policy
+    os.environ.setdefault("OCTLIB_HEADLESS", "1")  # no one watches: interactive cells draw static figures
     if data is not None:
         os.environ[DATA_ENV] = str(source.path or source.spec)
     books = find_notebooks(only, notebooks_dir)
