@@ -1,4 +1,5 @@
-"""Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib data`` summarises data.
+"""Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib report`` builds one HTML
+report from a run's results and figures; ``python -m octlib data`` summarises data.
 
 A bad setting or bad data (a missing folder, an unknown profile, a results file from another study ...) is printed
 as its message, without a Python traceback, and the command exits with code 2; ``--debug`` shows the traceback.
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--reference", action="store_true",
                      help="the reference run (full profile only): write the committed figures/, their results and "
                           "one manifest per notebook (make reference); without it figures go to the run folder")
+    rep = sub.add_parser("report", help="build one self-contained HTML report from a run's results and figures")
+    rep.add_argument("--figures", help="the run's figures folder (default: the committed reference, figures/)")
+    rep.add_argument("--out", help="the HTML file (default: <figures>/report.html)")
+    rep.add_argument("--eps", type=float, default=2.0, help="ε (/255) of the headline table (default 2)")
+    rep.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -67,6 +73,12 @@ def _dispatch(args) -> int:
         except NotebookFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "report":
+        from .report import build_report
+
+        out = build_report(args.out, figures=args.figures, eps_255=args.eps, pdf=args.pdf)
+        print(f"wrote {out}" + (f" and {out.with_suffix('.pdf')}" if args.pdf else ""))
         return 0
     from .data import load_splits
 

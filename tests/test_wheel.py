@@ -45,6 +45,7 @@ def test_wheel_and_sdist_ship_the_package_and_nothing_of_the_checkout(dist):
     assert not [n for n in names if n.startswith(("notebooks/", "tests/", "figures/", "benchmarks/"))]
     sources = [p.relative_to(REPO / "octlib").as_posix() for p in (REPO / "octlib").rglob("*.py")]
     assert {f"octlib/{s}" for s in sources} <= set(names), "a module of octlib/ is missing from the wheel"
+    assert "octlib/templates/report.html.j2" in names  # package data: the report's template
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert requires and not [r for r in requires if "==" in r], "the wheel must declare ranges, not exact pins"
