@@ -7,6 +7,8 @@ robustness; each one catches a known way an evaluation goes wrong.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -30,6 +32,31 @@ def iterative_beats_single_step(iterative, single_step, *, tolerance: float = 0.
     it, ss = np.asarray(iterative, dtype=float), np.asarray(single_step, dtype=float)
     return [f"iterative attack weaker than single-step at grid point {i}: {a:.3f} > {b:.3f}"
             for i, (a, b) in enumerate(zip(it, ss)) if a > b + tolerance]
+
+
+def iterative_beats_single_step_paired(iterative_rows, single_step_rows, *, tolerance: float = 0.0,
+                                       alpha: float = 0.05) -> tuple[list[str], list[str]]:
+    """:func:`iterative_beats_single_step` on the same scans, per ε: ``(failed, notes)``. Where PGD leaves more scans
+    robust than FGSM by more than ``tolerance``, the discordant scans decide: a failure when FGSM-only fools
+    significantly outnumber PGD-only fools (one-sided exact binomial test, p < ``alpha``), otherwise a note (one or
+    two scans the other way is not evidence that the iterative attack is weaker). Rows are evaluation records
+    (pandas rows or dicts) with per-scan ``robust`` lists, sorted by ε and on the same scans."""
+    from scipy.stats import binomtest
+
+    failed, notes = [], []
+    for i, (it, ss) in enumerate(zip(iterative_rows, single_step_rows)):
+        r_it, r_ss = np.asarray(it["robust"], dtype=bool), np.asarray(ss["robust"], dtype=bool)
+        if r_it.shape != r_ss.shape or list(it.get("scan_ids", [])) != list(ss.get("scan_ids", [])):
+            raise ValueError(f"PGD and FGSM records at grid point {i} are not on the same scans.")
+        missed, extra = int(np.sum(r_it & ~r_ss)), int(np.sum(~r_it & r_ss))
+        if (missed - extra) / max(len(r_it), 1) <= tolerance:
+            continue
+        p = binomtest(missed, missed + extra, 0.5, alternative="greater").pvalue
+        text = (f"iterative attack weaker than single-step at grid point {i} ({it.get('eps_label', '')}): "
+                f"{it['robust_accuracy']:.3f} > {ss['robust_accuracy']:.3f}; {missed} scans fooled by FGSM only, "
+                f"{extra} by PGD only (one-sided exact p = {p:.3g})")
+        (failed if p < alpha else notes).append(text if p < alpha else text + ": not a significant difference")
+    return failed, notes
 
 
 def eot_beats_plain(eot, plain, *, tolerance: float = 0.0) -> list[str]:
@@ -87,9 +114,11 @@ def tolerance(frame, model: str, scans: float) -> float:
 
 def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tolerance: float = 0.0) -> dict:
     """Every check on one model's rows of :func:`octlib.records.read_records` (L∞): ``{"failed": [...],
-    "masking": [...]}``. ``masking`` lists what would show as "suspected gradient masking" (reported, not
-    failed: a real defence may leave some scans unflipped on a short grid). ``tolerance`` is how much PGD's own
-    accuracy may exceed FGSM's (a randomized defence answers differently on every call; 0 otherwise)."""
+    "masking": [...], "notes": [...]}``. ``masking`` lists what would show as "suspected gradient masking"
+    (reported, not failed: a real defence may leave some scans unflipped on a short grid). ``tolerance`` is how
+    much PGD's own accuracy may exceed FGSM's (a randomized defence answers differently on every call; 0
+    otherwise); beyond it, with per-scan records, PGD weaker than FGSM fails only when the paired scans show it
+    (:func:`iterative_beats_single_step_paired`), else it is listed in ``notes`` and warned about."""
     rows = frame[(frame["model"] == model) & (frame["norm"] == "inf")]
     failed, masking = [], []
     suite = rows[rows["attack"] == "suite"].sort_values("eps")
@@ -99,12 +128,22 @@ def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tole
         for fb in suite.get("fooled_by", []):
             masking += blackbox_finds_little(fb)
     pgd, fgsm = rows[rows["attack"] == "PGD"].sort_values("eps"), rows[rows["attack"] == "FGSM"].sort_values("eps")
+    notes = []
     if len(pgd) and len(fgsm):
         failed += non_increasing(pgd["robust_accuracy"], what="PGD accuracy")
-        failed += iterative_beats_single_step(pgd["robust_accuracy"].to_numpy(), fgsm["robust_accuracy"].to_numpy(),
-                                              tolerance=tolerance)
+        per_scan = "robust" in rows.columns and len(pgd) == len(fgsm) and \
+            np.allclose(pgd["eps"].astype(float), fgsm["eps"].astype(float))
+        if per_scan:
+            f, notes = iterative_beats_single_step_paired([r for _, r in pgd.iterrows()],
+                                                          [r for _, r in fgsm.iterrows()], tolerance=tolerance)
+            failed += f
+        else:
+            failed += iterative_beats_single_step(pgd["robust_accuracy"].to_numpy(),
+                                                  fgsm["robust_accuracy"].to_numpy(), tolerance=tolerance)
     for _, r in suite.iterrows():
         if r["robust_accuracy"] > r["clean_accuracy"]:
             failed.append(f"robust accuracy {r['robust_accuracy']:.3f} above clean {r['clean_accuracy']:.3f} at "
                           f"{r['eps_label']}")
-    return {"failed": failed, "masking": list(dict.fromkeys(masking))}
+    for note in notes:  # shown in the notebook's output, not only returned
+        warnings.warn(f"{model}: {note}", stacklevel=2)
+    return {"failed": failed, "masking": list(dict.fromkeys(masking)), "notes": notes}

@@ -198,12 +198,41 @@ def test_carlini_checks_catch_what_they_are_for():
 def test_evaluation_checks_read_the_records(result):
     frame = _frame(result.records())
     assert checks.evaluation_checks(frame, "linear") == {"failed": [], "masking": [
-        "suspected gradient masking: robust accuracy is 0.200 at the largest ε (should reach 0)"]}
+        "suspected gradient masking: robust accuracy is 0.200 at the largest ε (should reach 0)"], "notes": []}
     rows = [dict(r) for r in result.records()]
     for r in rows:
         if r["attack"] == "suite" and r["eps_255"] == 64:
             r["robust_accuracy"] = 0.8  # rises with ε
     assert checks.evaluation_checks(_frame(rows), "linear")["failed"]
+
+
+def test_pgd_weaker_than_fgsm_fails_only_when_the_paired_scans_show_it():
+    n = 300
+
+    def row(attack, robust):
+        robust = np.asarray(robust, dtype=bool)
+        return {"attack": attack, "robust": robust.tolist(), "robust_accuracy": robust.mean(), "eps_label": "2/255",
+                "scan_ids": [f"s{i}" for i in range(n)]}
+
+    base = np.zeros(n, bool)
+    base[:140] = True
+    one_more = base.copy()
+    one_more[140] = True  # PGD misses one scan FGSM fooled: 0.470 > 0.467
+    failed, notes = checks.iterative_beats_single_step_paired([row("PGD", one_more)], [row("FGSM", base)])
+    assert failed == [] and "1 scans fooled by FGSM only, 0 by PGD only" in notes[0] and "not a significant" in notes[0]
+    many = base.copy()
+    many[140:150] = True  # ten scans FGSM fooled and PGD did not
+    failed, notes = checks.iterative_beats_single_step_paired([row("PGD", many)], [row("FGSM", base)])
+    assert failed and "p = 0.000977" in failed[0] and notes == []
+    assert checks.iterative_beats_single_step_paired([row("PGD", many)], [row("FGSM", base)], tolerance=0.04) == \
+        ([], [])
+    frame = _frame([{**row(a, r), "model": "m", "kind": "training", "norm": "inf", "eps": 2 / 255, "n": n,
+                     "clean_accuracy": 0.5} for a, r in (("PGD", one_more), ("FGSM", base))])
+    with pytest.warns(UserWarning, match="m: iterative attack weaker"):
+        found = checks.evaluation_checks(frame, "m")
+    assert found["failed"] == [] and len(found["notes"]) == 1
+    with pytest.raises(ValueError, match="same scans"):
+        checks.iterative_beats_single_step_paired([row("PGD", many[:10])], [row("FGSM", base)])
 
 
 def _frame(rows, **stamp):
