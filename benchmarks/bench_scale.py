@@ -13,7 +13,7 @@ OCTMNIST-224: a file in the published `.npz` layout (train/val/test _images uint
 at full size (97,477 / 10,832 / 1,000 images), of random pixels, loaded by `octlib.data.load_octmnist_npz`.
 
     python benchmarks/bench_scale.py                      # 10k, 30k, 108,312 files and OCTMNIST-224
-    python benchmarks/bench_scale.py --sizes 2000 --no-octmnist --out /tmp/scale.json   # a smoke run
+    python benchmarks/bench_scale.py --sizes 2000 --no-octmnist --out scale-smoke.json   # a smoke run
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, am
 
     x = np.asarray(x).reshape(np.shape(masks))
     n, cols = len(x), 1 + len(cams) + len(deltas)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.5 * n), squeeze=False)  # 9 in wide: a two-column page
     for i in range(n):
         axes[i, 0].imshow(x[i], cmap="gray", vmin=0, vmax=1)
         axes[i, 0].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.8)
