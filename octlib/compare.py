@@ -29,6 +29,7 @@ PRODUCERS = {
     "43_defence_gaussian_noise": "43_defence_gaussian_noise.ipynb",
     "44_defence_randomized_noise": "44_defence_randomized_noise.ipynb",
     "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
+    "46_defence_randomized_smoothing": "46_defence_randomized_smoothing.ipynb",
     "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
     "51_attack_storage": "51_attack_storage.ipynb",
     "52_attack_universal": "52_attack_universal.ipynb",
@@ -230,6 +231,19 @@ def _paired(a_row, b_row) -> dict:
     b = np.array([b_row["robust"][j] for _, j in common], dtype=bool)
     return {**mcnemar(a, b), "mean_a": float(a.mean()) if len(a) else float("nan"),
             "mean_b": float(b.mean()) if len(b) else float("nan")}
+
+
+def smoothing_table(frame, radius: float):
+    """The L2 rows at ``radius`` (randomized smoothing: ``certified`` and its empirical check ``L2 PGD + EOT``),
+    one per model and attack: n, accuracy with its Wilson interval, and the smoothed classifier's clean accuracy
+    on the same scans (abstentions are errors)."""
+    import pandas as pd
+
+    columns = ["model", "attack", "L2 radius", "n", "accuracy", "95% CI", "clean (smoothed) acc"]
+    l2 = frame[(frame["norm"] == "2") & np.isclose(frame["eps"].astype(float), radius)]
+    return pd.DataFrame([{"model": r["model"], "attack": r["attack"], "L2 radius": r["eps"], "n": r["n"],
+                          "accuracy": r["robust_accuracy"], "95% CI": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
+                          "clean (smoothed) acc": r["clean_accuracy"]} for _, r in l2.iterrows()], columns=columns)
 
 
 def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed: int = 0, n_boot: int = 2000):

@@ -618,13 +618,14 @@ PROFILES: dict[str, Profile] = {
                     # input gradients, 1,014 s with two other runs on the cores; a thief: 250 steps of 0.13 s; a
                     # 50-epoch training ~520 s alone; each notebook's time is in its reference manifest): two
                     # output-noise σ, HopSkipJump on 30 scans, two input-noise σ, K = 8 noisy
-                    # copies, certification with n = 1,000 on the randomized scans, PGD-5 adversarial training
-                    # over 20 epochs. Cohen et al.'s n = 100,000, σ = 0.5, PGD-7/10 over the victim's 50 epochs and
+                    # copies, certification with n0 = 100 and n = 500 on the randomized scans (600 forward
+                    # passes per scan and radius; n = 1,000 took notebook 44 past 60 minutes), PGD-5 adversarial
+                    # training over 20 epochs. Cohen et al.'s n = 100,000, σ = 0.5, PGD-7/10 over the victim's 50 epochs and
                     # more EOT draws are the notebooks' parameters for a GPU.
                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), extraction_budgets=(200,),
                                           noise_curve_budgets=(50, 100), adaptive_budget=200, hsj_subset=30,
                                           hsj_max_iter=10, hsj_max_eval=500, hsj_init_eval=50,
-                                          input_noise_sigmas=(0.12, 0.25), noise_samples=8, rs_n=1000,
+                                          input_noise_sigmas=(0.12, 0.25), noise_samples=8, rs_n=500,
                                           adv_eps_255=4.0, adv_steps=5, adv_epochs=20),
                     # one PGD start (the suite's worst case over FGSM, PGD, APGD-DLR and Square stands in for
                     # restarts; the default SuiteConfig has 3, the same for every model when changed here);

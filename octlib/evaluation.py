@@ -466,6 +466,30 @@ def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedul
             "converged_index": converged, "reached": reached, "tolerance": tolerance}
 
 
+def converged_eot(sigmas, *, victim: str, name: str = "44_defence_randomized_noise", results_dir=None) -> dict:
+    """The converged ``(draws, steps)`` per input-noise σ, read from the EOT convergence study that notebook 44
+    stored (files are the interface between notebooks: randomized smoothing in notebook 46 attacks with what EOT
+    needed there). Raises :class:`octlib.results.ResultsError` naming the fix when the study is missing, was
+    run on another victim, or lacks a σ."""
+    from .results import ResultsError, load_results
+
+    record = load_results(name, results_dir)
+    metrics = record["metrics"]
+    if metrics.get("victim") != victim:
+        raise ResultsError(f"Results {name!r} attacked victim {metrics.get('victim')!r}, not {victim!r}: rerun "
+                           f"notebook {name.split('_')[0]} on this victim first.")
+    studies = metrics.get("eot_convergence") or {}
+    found = {}
+    for sigma in sigmas:
+        key = next((k for k in studies if np.isclose(float(k), float(sigma))), None)
+        if key is None:
+            raise ResultsError(f"Results {name!r} hold no EOT convergence study for σ={sigma:g} (they have "
+                               f"{sorted(studies)}): rerun notebook {name.split('_')[0]} with SIGMAS including it.")
+        draws, steps = studies[key]["converged"]
+        found[float(sigma)] = (int(draws), int(steps))
+    return found
+
+
 @dataclass
 class Scans:
     """The evaluation scans every model is attacked on: pixels, labels, IDs (relative paths) and patients."""
@@ -538,19 +562,25 @@ def seed_spread(models: dict, scans: Scans, threat: ThreatModel, suite: SuiteCon
 
 def smoothing_records(name: str, certified: dict, scans: Scans, *, cert_radius: float | None = None) -> list[dict]:
     """Record rows of a randomized-smoothing model from :func:`octlib.defences.certify` on ``scans``: per L2
-    radius > 0 of its curve, a ``certified`` row (certified class right with a radius at least r) and an
-    ``L2 PGD + EOT`` row (the same smoothed classifier's answer under the empirical attack), both L2. An
-    abstention counts as an error; the rows carry no loss (smoothing answers classes only)."""
-    radii = np.array([p["radius"] for p in certified["curve"]])
-    positive = radii > 0
-    threat = ThreatModel("2", radii=tuple(float(r) for r in radii[positive]), headline_255=cert_radius)
+    radius > 0 of its curve, a ``certified`` row (certified class right with a radius at least r), and per
+    radius > 0 of its empirical check an ``L2 PGD + EOT`` row (the same smoothed classifier's answer under the
+    empirical attack), both L2. An abstention counts as an error; the rows carry no loss (smoothing answers
+    classes only)."""
     pred, radius = np.array(certified["pred"]), np.array(certified["radius"])
     if len(pred) != len(scans):
         raise ValueError(f"smoothing_records({name!r}): {len(pred)} certified scans for {len(scans)} scans.")
-    certified_ok = np.array([(pred == scans.y) & (radius >= r) for r in radii[positive]])
-    empirical_ok = np.array(certified["empirical_correct"])[positive].astype(bool)
-    no_loss = np.zeros((int(positive.sum()), len(scans)))
     settings = {k: certified[k] for k in ("n0", "n", "alpha")}
-    return [row for attack, ok in (("certified", certified_ok), ("L2 PGD + EOT", empirical_ok))
-            for row in outcome_rows(name, "smoothing", attack, threat, scans.y, pred, np.zeros(len(scans)), ok,
-                                    no_loss, scans.ids, scans.patients, settings=settings)]
+    rows = []
+    radii = np.array([p["radius"] for p in certified["curve"]])
+    emp_radii = np.array([p["radius"] for p in certified["empirical"]])
+    for attack, grid, ok in (
+            ("certified", radii[radii > 0], lambda: [(pred == scans.y) & (radius >= r) for r in radii[radii > 0]]),
+            ("L2 PGD + EOT", emp_radii[emp_radii > 0],
+             lambda: np.array(certified["empirical_correct"])[emp_radii > 0].astype(bool))):
+        if not len(grid):
+            continue
+        headline = cert_radius if cert_radius is not None and np.isclose(grid, cert_radius).any() else None
+        threat = ThreatModel("2", radii=tuple(float(r) for r in grid), headline_255=headline)
+        rows += outcome_rows(name, "smoothing", attack, threat, scans.y, pred, np.zeros(len(scans)), np.array(ok()),
+                             np.zeros((len(grid), len(scans))), scans.ids, scans.patients, settings=settings)
+    return rows

@@ -98,3 +98,23 @@ def test_seed_spread_table_reads_notebook_20s_spread(tmp_path, monkeypatch):
     per_seed, _ = compare.seed_spread_tables(spread)
     assert list(per_seed.columns) == ["test-split acc", "clean acc (300 scans)", "robust acc 0.5/255",
                                       "robust acc 2/255"] and per_seed.loc[0, "test-split acc"] == 0.93
+
+
+def test_smoothing_table_reads_the_l2_rows_at_one_radius():
+    import numpy as np
+    import pandas as pd
+
+    from octlib import evaluation
+    from octlib.compare import smoothing_table
+
+    y = np.array([0, 1, 2, 3])
+    scans = evaluation.Scans(np.zeros((4, 8, 8, 1), np.float32), y, np.array(list("abcd")), np.array([1, 1, 2, 3]), 8)
+    certified = {"curve": [{"radius": 0.0}, {"radius": 0.25}, {"radius": 0.5}], "pred": [0, 1, 2, 0],
+                 "radius": [0.3, 0.6, 0.1, 0.9], "empirical": [{"radius": 0.0}, {"radius": 0.25}],
+                 "empirical_correct": [[1, 1, 1, 0], [1, 1, 0, 0]], "n0": 8, "n": 50, "alpha": 0.001}
+    frame = pd.DataFrame(evaluation.smoothing_records("rs", certified, scans, cert_radius=0.25))
+    table = smoothing_table(frame, 0.25)
+    assert list(table["attack"]) == ["certified", "L2 PGD + EOT"] and (table["n"] == 4).all()
+    assert list(table["accuracy"]) == [0.5, 0.5] and (table["clean (smoothed) acc"] == 0.75).all()
+    assert smoothing_table(frame, 0.5)["attack"].tolist() == ["certified"]  # no empirical check beyond it
+    assert smoothing_table(frame, 0.1).empty and list(smoothing_table(frame, 0.1).columns)[0] == "model"

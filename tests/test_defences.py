@@ -182,7 +182,9 @@ def test_certify_puts_the_certificate_next_to_an_empirical_attack(setup):
     model, x, y = setup
     kw = dict(n0=8, n=32, alpha=0.05, radii=[0.0, 0.1, 0.5], eot_samples=2, pgd_steps=2, seed=3, batch_size=64)
     out = certify(model, 0.25, x[:8], y[:8], **kw)
-    assert [p["radius"] for p in out["curve"]] == [0.0, 0.1, 0.5] == [p["radius"] for p in out["empirical"]]
+    assert [p["radius"] for p in out["curve"]] == [0.0, 0.1, 0.5]
+    # empirical radii: up to the largest certifiable radius (0.336 here), where the check can fail
+    assert [p["radius"] for p in out["empirical"]] == [0.0, 0.1] and out["max_radius"] < 0.5
     cert = [p["certified_accuracy"] for p in out["curve"]]
     assert all(a >= b for a, b in zip(cert, cert[1:]))
     assert out["max_radius"] == max_certifiable_radius(0.25, 32, 0.05) and out["n_scans"] == 8
@@ -193,5 +195,23 @@ def test_certify_puts_the_certificate_next_to_an_empirical_attack(setup):
     # at radius 0 it is the certificate's own clean accuracy, and every certified scan is answered correctly there
     pred, radius = np.array(out["pred"]), np.array(out["radius"])
     assert out["empirical"][0]["accuracy"] == np.mean(pred == y[:8]) == out["curve"][0]["certified_accuracy"]
-    assert len(out["empirical_correct"]) == 3 and all(len(c) == 8 for c in out["empirical_correct"])
+    assert len(out["empirical_correct"]) == 2 and all(len(c) == 8 for c in out["empirical_correct"])
     assert all(p["certified_accuracy"] <= e["accuracy"] + 1e-9 for p, e in zip(out["curve"], out["empirical"]))
+
+
+def test_certify_attacks_each_radius_only_where_the_smaller_one_failed(setup):
+    from octlib.defences import certify
+
+    model, x, y = setup
+    kw = dict(n0=8, n=32, alpha=0.05, radii=[0.0, 0.5], eot_samples=2, pgd_steps=3, seed=3, batch_size=64)
+    out = certify(model, 0.25, x[:8], y[:8], empirical_radii=[0.5, 2.0, 8.0], **kw)
+    emp = out["empirical"]
+    assert [p["radius"] for p in emp] == [0.0, 0.5, 2.0, 8.0]
+    ok = np.array(out["empirical_correct"], dtype=bool)
+    assert (ok[1:] <= ok[:-1]).all(), "a scan fooled within a smaller radius is fooled within a larger one"
+    # each radius attacks exactly the scans still right at the radius before, none that already failed
+    assert [p["attacked"] for p in emp[1:]] == [int(c.sum()) for c in ok[:-1]]
+    assert [p["accuracy"] for p in emp] == [float(c.mean()) for c in ok]
+    assert emp[-1]["accuracy"] < emp[0]["accuracy"], "an L2 radius of 8 must fool some scan of a toy model"
+    with pytest.raises(ValueError, match="empirical_radii"):
+        certify(model, 0.25, x[:2], y[:2], empirical_radii=[0.5, 0.1], **kw)

@@ -328,6 +328,7 @@ def test_smoothing_records_put_certificate_and_empirical_check_side_by_side():
                              np.array([1, 1, 2, 3]), 4)
     certified = {"curve": [{"radius": 0.0}, {"radius": 0.25}, {"radius": 0.5}], "pred": [0, 1, -1, 0],
                  "radius": [0.3, 0.6, 0.0, 0.9], "empirical_correct": [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]],
+                 "empirical": [{"radius": 0.0}, {"radius": 0.25}, {"radius": 0.5}],
                  "n0": 32, "n": 500, "alpha": 0.001}
     rows = evaluation.smoothing_records("rs", certified, scans, cert_radius=0.25)
     by = {(r["attack"], r["eps"]): r for r in rows}
@@ -336,6 +337,11 @@ def test_smoothing_records_put_certificate_and_empirical_check_side_by_side():
     assert by[("certified", 0.25)]["clean_accuracy"] == 0.5  # the abstention (-1) and the wrong class are errors
     for r in rows:
         records.check_row(r)
+    # the empirical check stops at the largest certifiable radius: fewer empirical rows than certified ones
+    short = evaluation.smoothing_records("rs", {**certified, "empirical": certified["empirical"][:2],
+                                                "empirical_correct": certified["empirical_correct"][:2]}, scans)
+    assert sorted((r["attack"], r["eps"]) for r in short) == [("L2 PGD + EOT", 0.25), ("certified", 0.25),
+                                                              ("certified", 0.5)]
     with pytest.raises(ValueError, match="4 scans"):
         evaluation.smoothing_records("rs", {**certified, "pred": [0, 1]}, scans)
 
@@ -433,3 +439,20 @@ def test_unstable_answers_counts_the_scans_a_random_answer_changes():
     assert checks.unstable_answers(noisy, np.zeros(10), calls=20) == 2  # 20 calls: both coins flip (p = 1 - 2^-19)
     with pytest.raises(ValueError, match="calls"):
         checks.unstable_answers(noisy, np.zeros(10), calls=1)
+
+
+def test_converged_eot_reads_notebook_44s_study_and_names_the_fix(tmp_path):
+    from octlib.results import ResultsError
+
+    study = {"0.12": {"converged": [16, 20]}, "0.25": {"converged": [4, 10]}}
+    records.write_records("44_defence_randomized_noise", [], notebook="44.ipynb", profile="quick",
+                          data={"fingerprint": "f"}, victim="cnn-a", extra={"eot_convergence": study},
+                          results_dir=tmp_path)
+    assert evaluation.converged_eot([0.12, 0.25], victim="cnn-a", results_dir=tmp_path) == {0.12: (16, 20),
+                                                                                          0.25: (4, 10)}
+    with pytest.raises(ResultsError, match="not 'cnn-b'.*notebook 44"):
+        evaluation.converged_eot([0.12], victim="cnn-b", results_dir=tmp_path)
+    with pytest.raises(ResultsError, match="σ=0.5.*SIGMAS"):
+        evaluation.converged_eot([0.5], victim="cnn-a", results_dir=tmp_path)
+    with pytest.raises(ResultsError, match="No results file"):
+        evaluation.converged_eot([0.12], victim="cnn-a", results_dir=tmp_path / "empty")
