@@ -72,6 +72,7 @@ class Target:
     crafting: Callable | None = None
     eot_samples: int = 1
     settings: dict = field(default_factory=dict)
+    crafting_source: object = field(default=None, repr=False)
 
     def __post_init__(self):
         from .attacks import art_classifier
@@ -81,6 +82,8 @@ class Target:
         kinds = ("none", "output", "training", "randomized", "smoothing")
         if self.kind not in kinds:
             raise ValueError(f"Target {self.name!r}: `kind` must be one of {kinds}, got {self.kind!r}.")
+        if self.crafting is None and self.crafting_source is None:
+            self.crafting_source = self.model  # crafted on this model's own logits: shareable (CraftCache)
         self.model = float32_model(self.model)
         model = self.model
         if self.scores is None:
@@ -282,6 +285,48 @@ def _square(clf, x, y, eps, *, norm, queries, seed, batch_size):
     return attack.generate(x, np.eye(len(CLASSES), dtype=np.float32)[y]).astype(np.float32)
 
 
+class CraftCache:
+    """Adversarial scans crafted once and shared by every target attacked through the same logits model.
+
+    The output defences of notebook 41 (label-only, output noise, ReverseSigmoid over the victim) are all attacked
+    on the victim's own logits; only what they answer differs. :func:`evaluate` with a cache looks each
+    (attack, ε, scan) up before crafting and crafts only the scans not found, so a top-class-keeping answer, whose
+    scans alive at each step are the victim's, costs no crafting at all after the victim's own evaluation, with
+    outcomes identical to crafting anew. A scan crafted in another batch got another random start (PGD, APGD,
+    Square): an equally valid draw of the same attack. PGD with more than one restart, which picks its restart by
+    what the target answers, is never shared. The cache binds to the first crafting model and scans it serves and
+    refuses others, and a randomized defence (its crafting draws noise) cannot use it.
+    """
+
+    def __init__(self):
+        self._store: dict = {}
+        self._binding = None
+        self.reused = 0  # (attack, ε, scan) crafts found
+        self.crafted = 0  # crafted and stored
+        self.unshared = 0  # crafted for one target only (PGD with several restarts)
+
+    def bind(self, target: Target, x) -> None:
+        if target.crafting_source is None:
+            raise ValueError(f"Target {target.name!r} crafts through its own classifier (e.g. EOT over noise): its "
+                             "adversarial scans cannot be shared; evaluate it without `cache`.")
+        import hashlib
+
+        key = (id(target.crafting_source), x.shape, hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest())
+        if self._binding is None:
+            self._binding, self._source = key, target.crafting_source  # keep the model alive: ids stay unique
+        elif key != self._binding:
+            raise ValueError(f"This CraftCache holds scans crafted on another model or other scans than those of "
+                             f"target {target.name!r}: use one cache per crafting model and scan set.")
+
+    def lookup(self, key: tuple, idx: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The stored scans for ``key`` and the positions of ``idx`` still to craft."""
+        store = self._store.setdefault(key, {})
+        todo = np.array([j for j in idx if int(j) not in store], dtype=int)
+        self.reused += len(idx) - len(todo)
+        self.crafted += len(todo)
+        return store, todo
+
+
 def attack_cost(attack: str, suite: SuiteConfig, eot_samples: int = 1) -> dict:
     """Gradient evaluations (per scan, counting every EOT draw) and forward queries one attack spends per scan."""
     grads = {"FGSM": 1, "PGD": suite.pgd_steps * max(1, suite.pgd_restarts),
@@ -291,8 +336,36 @@ def attack_cost(attack: str, suite: SuiteConfig, eot_samples: int = 1) -> dict:
     return {"gradients": grads * eot_samples, "queries": suite.square_queries if attack == "Square" else 0}
 
 
+def _craft(attack, clf, xs, ys, eps, norm, suite, seed, answer, score=None):
+    """One suite attack on scans ``xs``: ``(x_adv, loss or None, answer or None)``. PGD with several restarts
+    keeps per scan the highest-loss one (``score``) unless another fools the scan (``answer``); without ``score``
+    (scans shared through a :class:`CraftCache`) it must have at most one restart, nothing to select."""
+    from .attacks import fgsm
+
+    if attack == "FGSM" and norm == "inf":
+        return fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv, None, None
+    if attack in ("FGSM", "PGD", "PGD-margin"):  # L2 FGSM: one PGD step from the scan
+        restarts = suite.pgd_restarts if attack == "PGD" else 0
+        if score is None and restarts > 1:
+            raise ValueError("PGD with several restarts picks one per scan by the target's loss and answer.")
+        xa, la, _, pa = _pgd_best(
+            clf("cross_entropy" if attack != "PGD-margin" else "margin"), xs, ys, eps, norm=norm,
+            steps=1 if attack == "FGSM" else suite.pgd_steps, restarts=restarts, seed=seed,
+            batch_size=suite.batch_size, score=score or (lambda xa: np.zeros(len(xa))),
+            answer=answer if score is not None else None)
+        return xa, (la if score is not None else None), (pa if score is not None else None)
+    if attack.startswith("APGD"):
+        return _apgd(clf("cross_entropy"), xs, ys, eps, norm=norm,
+                     loss_type="cross_entropy" if attack == "APGD-CE" else "difference_logits_ratio",
+                     steps=suite.apgd_steps, restarts=suite.apgd_restarts, seed=seed,
+                     batch_size=suite.batch_size), None, None
+    return _square(clf("scores"), xs, ys, eps, norm=norm, queries=suite.square_queries, seed=seed,
+                   batch_size=suite.batch_size), None, None
+
+
 def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, scan_ids=None, patients=None,
-             seed: int = 0, skip_fooled: bool = True, progress: bool = True) -> Evaluation:
+             seed: int = 0, skip_fooled: bool = True, progress: bool = True,
+             cache: CraftCache | None = None) -> Evaluation:
     """Run the attack suite on ``target`` over ``threat``'s ε grid, worst case per scan (see the module docs).
 
     Args:
@@ -305,12 +378,16 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             are paired scan by scan and intervals resample patients (default: positions, one patient per scan).
         skip_fooled: do not attack again a scan already fooled at a smaller ε (default). ``False`` attacks every
             correctly classified scan at every ε (for the benchmark that shows both give the same robust accuracy).
+        cache: a :class:`CraftCache` shared with other targets attacked through the same logits model on the same
+            scans (output defences): each (attack, ε, scan) is crafted once.
     """
     from tqdm.auto import tqdm
 
-    from .attacks import _check_xy, check_eps, fgsm
+    from .attacks import _check_xy, check_eps
 
     x, y = _check_xy(x, y)
+    if cache is not None:
+        cache.bind(target, x)
     n, grid = len(y), threat.eps
     for a in suite.attacks:
         if a not in SUITE_ATTACKS:
@@ -376,26 +453,22 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             xs, ys = x[idx], y[idx]
             seed_i = seed + 7919 * i
             t_attack = time.perf_counter()
-            pa = None
-            if attack == "FGSM" and threat.norm == "inf":
-                xa = fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv
-                la = score(xa, idx)
-            elif attack in ("FGSM", "PGD", "PGD-margin"):  # L2 FGSM: one PGD step from the scan
-                xa, la, _, pa = _pgd_best(
-                    clf("cross_entropy" if attack != "PGD-margin" else "margin"), xs, ys, eps, norm=threat.norm,
-                    steps=1 if attack == "FGSM" else suite.pgd_steps,
-                    restarts=suite.pgd_restarts if attack == "PGD" else 0, seed=seed_i, batch_size=suite.batch_size,
-                    score=lambda xa: score(xa, idx), answer=target.answer)
-            elif attack.startswith("APGD"):
-                xa = _apgd(clf("cross_entropy"), xs, ys, eps, norm=threat.norm,
-                           loss_type="cross_entropy" if attack == "APGD-CE" else "difference_logits_ratio",
-                           steps=suite.apgd_steps, restarts=suite.apgd_restarts, seed=seed_i,
-                           batch_size=suite.batch_size)
-                la = score(xa, idx)
-            else:  # Square
-                xa = _square(clf("scores"), xs, ys, eps, norm=threat.norm, queries=suite.square_queries,
-                             seed=seed_i, batch_size=suite.batch_size)
-                la = score(xa, idx)
+            shared = cache is not None and not (attack == "PGD" and suite.pgd_restarts > 1)
+            if shared:  # craft only the scans no earlier target crafted (the same attack, ε and settings)
+                key = (attack, threat.norm, float(eps), seed_i, suite.pgd_steps, suite.pgd_restarts,
+                       suite.apgd_steps, suite.apgd_restarts, suite.square_queries, suite.batch_size)
+                store, todo = cache.lookup(key, idx)
+                if len(todo):
+                    made = _craft(attack, clf, x[todo], y[todo], eps, threat.norm, suite, seed_i, target.answer)[0]
+                    store.update({int(j): made[k] for k, j in enumerate(todo)})
+                xa = np.stack([store[int(j)] for j in idx])
+                la, pa = score(xa, idx), None
+            else:
+                if cache is not None:
+                    cache.unshared += len(idx)
+                xa, la, pa = _craft(attack, clf, xs, ys, eps, threat.norm, suite, seed_i, target.answer,
+                                    score=lambda xa: score(xa, idx))
+                la = score(xa, idx) if la is None else la
             pa = np.asarray(target.answer(xa)) if pa is None else pa
             seconds[attack] += time.perf_counter() - t_attack
             fooled = pa != ys

@@ -456,3 +456,70 @@ def test_converged_eot_reads_notebook_44s_study_and_names_the_fix(tmp_path):
         evaluation.converged_eot([0.5], victim="cnn-a", results_dir=tmp_path)
     with pytest.raises(ResultsError, match="No results file"):
         evaluation.converged_eot([0.12], victim="cnn-a", results_dir=tmp_path / "empty")
+
+
+class _AnswerAPI:
+    """An API over the linear model: its top class, except that scans with mean above ``floor`` are answered 0."""
+
+    postprocessing_defences = ()
+
+    def __init__(self, model, floor=None):
+        self.model, self.floor = model, floor
+
+    def predict(self, x):
+        logits = np.asarray(self.model(x))
+        answer = logits.argmax(axis=1)
+        if self.floor is not None:
+            answer = np.where(x.reshape(len(x), -1).mean(axis=1) > self.floor, 0, answer)
+        return np.eye(4)[answer]
+
+
+def test_craft_cache_crafts_each_scan_once_for_targets_on_the_same_logits(scans):
+    from dataclasses import replace
+
+    x, y = scans
+    suite = replace(SUITE, pgd_restarts=1)
+    model = linear_model()
+    kw = dict(scan_ids=[f"s{i}" for i in range(5)], patients=[0, 0, 1, 2, 3], progress=False)
+    cache = evaluation.CraftCache()
+    victim = evaluation.evaluate(evaluation.model_target("linear", model, kind="none"), x, y, suite.threat(), suite,
+                                 cache=cache, **kw)
+    crafted = cache.crafted
+    assert crafted > 0 and cache.reused == 0
+    # a top-class-keeping answer: the same scans alive at every step, nothing crafted again, the same outcomes
+    label_only = evaluation.evaluate(evaluation.api_target("label-only", model, _AnswerAPI(model)), x, y,
+                                     suite.threat(), suite, cache=cache, **kw)
+    assert cache.crafted == crafted and cache.reused == crafted
+    assert label_only.same_as([r for r in victim.records() if r["attack"] == "suite"])["outcomes"]
+    # an answer that keeps scan 0 (mean 0.51) right down to a mean of 0.49: alive where the victim's is not, so
+    # crafted for it, and the outcomes are those of evaluating it without the cache
+    lenient = lambda: evaluation.api_target("lenient", model, _AnswerAPI(model, floor=0.49))  # noqa: E731
+    shared = evaluation.evaluate(lenient(), x, y, suite.threat(), suite, cache=cache, **kw)
+    alone = evaluation.evaluate(lenient(), x, y, suite.threat(), suite, **kw)
+    assert cache.crafted > crafted
+    np.testing.assert_array_equal(shared.robust, alone.robust)
+    np.testing.assert_allclose(shared.loss, alone.loss)
+    assert shared.robust[:, 0].sum() > victim.robust[:, 0].sum()
+
+
+def test_craft_cache_refuses_what_it_cannot_share(scans):
+    x, y = scans
+    model = linear_model()
+    cache = evaluation.CraftCache()
+    with pytest.raises(ValueError, match="cannot be shared"):
+        evaluation.evaluate(evaluation.noise_target("noise", model, 0.1, 2, 2), x, y, SUITE.threat(), SUITE,
+                            cache=cache, progress=False)
+    evaluation.evaluate(evaluation.model_target("linear", model, kind="none"), x, y, SUITE.threat(), SUITE,
+                        cache=cache, progress=False)
+    with pytest.raises(ValueError, match="another model or other scans"):
+        evaluation.evaluate(evaluation.model_target("linear", model, kind="none"), x[:4], y[:4], SUITE.threat(),
+                            SUITE, cache=cache, progress=False)
+    with pytest.raises(ValueError, match="another model or other scans"):
+        evaluation.evaluate(evaluation.model_target("other", linear_model(), kind="none"), x, y, SUITE.threat(),
+                            SUITE, cache=cache, progress=False)
+    # PGD with two restarts picks a restart by each target's answer: crafted anew for every target
+    assert SUITE.pgd_restarts == 2
+    before = (cache.crafted, cache.unshared)
+    evaluation.evaluate(evaluation.api_target("label-only", model, _AnswerAPI(model)), x, y, SUITE.threat(),
+                        SUITE, cache=cache, progress=False)
+    assert cache.crafted == before[0] and cache.unshared > before[1] > 0
