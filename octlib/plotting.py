@@ -181,6 +181,17 @@ def plot_records_vs_eps(ax, rows, key: str = "robust_accuracy", *, label: str = 
     return ax
 
 
+def plot_rate_curve(ax, x, values, n: int, *, label: str = "", color=None, marker="o", **plot_kwargs):
+    """A proportion over ``n`` scans against ``x`` (e.g. certified accuracy vs L2 radius), with its 95% Wilson band."""
+    from .metrics import wilson_interval
+
+    values = np.asarray(values, dtype=float)
+    line, = ax.plot(x, values, marker=marker, label=label, color=color, **plot_kwargs)
+    low, high = np.array([wilson_interval(int(round(v * n)), n) for v in values]).T
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12, lw=0)
+    return ax
+
+
 def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix: str = "", amplify=None):
     """Rows of [clean, perturbation (amplified to the full grey range), adversarial] with labels and confidence."""
     import matplotlib.pyplot as plt

@@ -86,3 +86,17 @@ def test_save_fig_writes_png_at_300_dpi_and_pdf(tmp_path):
     assert paths[1].read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="without an extension"):
         save_fig(fig, "grid.png", folder=tmp_path)
+
+
+def test_rate_curve_draws_the_wilson_band_of_each_point():
+    from octlib.metrics import wilson_interval
+    from octlib.plotting import plot_rate_curve
+
+    fig, ax = plt.subplots()
+    plot_rate_curve(ax, [0.0, 0.25, 0.5], [0.8, 0.5, 0.0], 50, label="certified")
+    band = ax.collections[0].get_paths()[0].vertices
+    low, high = wilson_interval(25, 50)
+    assert any(abs(v[0] - 0.25) < 1e-9 and abs(v[1] - low) < 1e-9 for v in band)
+    assert any(abs(v[0] - 0.25) < 1e-9 and abs(v[1] - high) < 1e-9 for v in band)
+    assert 0 < high - low < 0.3 and ax.get_lines()[0].get_label() == "certified"
+    plt.close(fig)
