@@ -343,6 +343,34 @@ def universal_outcomes(perturbations, target, scans) -> Outcomes:
 
 # --- corruptions ----------------------------------------------------------------------------------------------
 
+def save_perturbations(perturbations: dict, name: str, folder=None):
+    """Store universal perturbations (``{kind: [perturbation, ...]}`` as fitted by
+    :func:`octlib.attacks.universal`) in one compressed ``<name>.npz`` in the artifact cache (next to the models;
+    never in the repository: 22 perturbations at 128 px are 7 MB as JSON text). Returns the path; read it back with
+    :func:`load_perturbations`."""
+    from pathlib import Path
+
+    from .config import artifacts_dir
+
+    folder = Path(folder) if folder is not None else artifacts_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays, index = {}, []
+    for kind, items in perturbations.items():
+        for u in items:
+            key = f"p{len(index)}"
+            arrays[key] = np.asarray(u.noise, dtype=np.float32)[0]
+            index.append(f"{kind}\t{u.params['eps_label']}")
+    path = folder / f"{name}.npz"
+    np.savez_compressed(path, index=np.array(index), **arrays)
+    return path
+
+
+def load_perturbations(path) -> dict:
+    """``{(kind, budget label): perturbation (H, W, 1) float32}`` from :func:`save_perturbations`' file."""
+    with np.load(path) as data:
+        return {tuple(str(entry).split("\t")): data[f"p{k}"] for k, entry in enumerate(data["index"])}
+
+
 def corrupted_scans(x, names=None, severities=(1, 2, 3, 4, 5), *, seed: int = 0, progress: bool = True) -> dict:
     """``{(corruption, severity): 8-bit scans}`` of MedMNIST-C's OCT corruptions (:func:`octlib.corruptions.corrupt`),
     made once so every model sees the same corrupted scans (kept as uint8: a fifth of the memory)."""

@@ -125,3 +125,18 @@ def test_bpda_storage_preprocessor_matches_store(setup):
     assert g.shape == scans.x[:4].shape and np.abs(g).sum() > 0
     with pytest.raises(ValueError, match="quality"):
         corruptions.storage_preprocessor("jpeg", quality=101)
+
+
+def test_universal_perturbations_are_saved_to_the_cache_and_read_back(tmp_path):
+    from types import SimpleNamespace
+
+    from octlib.clinical import load_perturbations, save_perturbations
+
+    rng = np.random.default_rng(0)
+    made = {"→ NORMAL, OCT": [SimpleNamespace(noise=rng.uniform(-0.03, 0.03, (1, 8, 8, 1)).astype(np.float32),
+                                              params={"eps_label": e}) for e in ("2/255 (0.0078)", "8/255 (0.0314)")]}
+    path = save_perturbations(made, "52_uap-cnn-x", folder=tmp_path)
+    assert path == tmp_path / "52_uap-cnn-x.npz"
+    back = load_perturbations(path)
+    assert list(back) == [("→ NORMAL, OCT", "2/255 (0.0078)"), ("→ NORMAL, OCT", "8/255 (0.0314)")]
+    np.testing.assert_array_equal(back[("→ NORMAL, OCT", "8/255 (0.0314)")], made["→ NORMAL, OCT"][1].noise[0])

@@ -523,3 +523,24 @@ def test_craft_cache_refuses_what_it_cannot_share(scans):
     evaluation.evaluate(evaluation.api_target("label-only", model, _AnswerAPI(model)), x, y, SUITE.threat(),
                         SUITE, cache=cache, progress=False)
     assert cache.crafted == before[0] and cache.unshared > before[1] > 0
+
+
+def test_records_store_repeated_per_scan_columns_once_and_read_them_back(tmp_path, result):
+    import json
+
+    rows = result.records()
+    path = records.write_records("20_x", rows, notebook="20.ipynb", profile="quick", data={"fingerprint": "f"},
+                                 victim="cnn-a", results_dir=tmp_path)
+    stored = json.loads(path.read_text())["metrics"]
+    assert stored["shared_columns"] and stored["records"][1]["scan_ids"] == {"shared": 0}
+    back = records.read_records(tmp_path)
+    for original, read in zip(rows, back.to_dict("records")):
+        for k in ("scan_ids", "patients", "robust", "loss", "clean_pred"):
+            if k in original:
+                assert list(read[k]) == list(np.asarray(original[k]).tolist()), k
+    assert len(records.share_columns(rows[:1])) == 1  # one row: nothing repeated, nothing shared
+    broken = json.loads(path.read_text())
+    broken["metrics"]["records"][0]["scan_ids"] = {"shared": 99}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ResultsError, match="shared column 99.*re-run"):
+        records.read_records(tmp_path)
