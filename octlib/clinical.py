@@ -341,8 +341,6 @@ def universal_outcomes(perturbations, target, scans) -> Outcomes:
                                                    "method": method, "fit_on": source})
 
 
-# --- corruptions ----------------------------------------------------------------------------------------------
-
 def save_perturbations(perturbations: dict, name: str, folder=None):
     """Store universal perturbations (``{kind: [perturbation, ...]}`` as fitted by
     :func:`octlib.attacks.universal`) in one compressed ``<name>.npz`` in the artifact cache (next to the models;
@@ -370,6 +368,8 @@ def load_perturbations(path) -> dict:
     with np.load(path) as data:
         return {tuple(str(entry).split("\t")): data[f"p{k}"] for k, entry in enumerate(data["index"])}
 
+
+# --- corruptions ----------------------------------------------------------------------------------------------
 
 def corrupted_scans(x, names=None, severities=(1, 2, 3, 4, 5), *, seed: int = 0, progress: bool = True) -> dict:
     """``{(corruption, severity): 8-bit scans}`` of MedMNIST-C's OCT corruptions (:func:`octlib.corruptions.corrupt`),

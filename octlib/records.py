@@ -59,8 +59,8 @@ def share_columns(rows) -> dict:
     """``{"records": rows, "shared_columns": [...]}``: every per-scan list (a list of ``n`` scalars: scan IDs,
     patients, labels, clean answers and losses ...) that more than one row holds is stored once under
     ``shared_columns`` and referenced from each row as ``{"shared": index}`` (lossless; :func:`read_records` puts
-    the lists back). A study of 6 models x 30
-    corrupted sets x 300 scans holds one list of 300 scan IDs instead of 180."""
+    the lists back). A study of 6 models x 30 corrupted sets x 300 scans holds one list of 300 scan IDs instead
+    of 180."""
     import json
     from collections import Counter
 
