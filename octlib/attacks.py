@@ -450,6 +450,24 @@ class Universal:
             raise ValueError(f"`x` scans {x.shape[1:]} do not match the perturbation's {self.noise.shape[1:]}.")
         return np.clip(x + self.noise, 0.0, 1.0).astype(np.float32)
 
+    def run(self, model, x, y, *, batch_size: int = 128) -> "AttackRun":
+        """The perturbation added to the scans ``x`` (labels ``y``) and scored by ``model``, as an
+        :class:`AttackRun` (``attack="universal"``; its runtime is the scoring, the fit's is in ``runtime_s``), so
+        a universal perturbation enters what takes a per-scan attack's run (e.g. :mod:`octlib.saliency`)."""
+        import time
+
+        from .metrics import predict_logits
+
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"`y` has {len(y)} labels for {len(x)} scans.")
+        t0 = time.perf_counter()
+        x_adv = self.apply(x)
+        clean = predict_logits(model, np.asarray(x, dtype=np.float32), batch_size=batch_size)
+        adv = predict_logits(model, x_adv, batch_size=batch_size)
+        return AttackRun("universal", {**self.params, **self.norms()}, x_adv, y, clean, adv,
+                         time.perf_counter() - t0)
+
     def norms(self) -> dict:
         """The perturbation's L∞ (also in /255) and L2 norms."""
         flat = self.noise.reshape(-1).astype(np.float64)

@@ -369,6 +369,39 @@ def load_perturbations(path) -> dict:
         return {tuple(str(entry).split("\t")): data[f"p{k}"] for k, entry in enumerate(data["index"])}
 
 
+def stored_universal(victim: str, kind: str = "untargeted, OCT", eps_255: float | None = None, *, folder=None):
+    """One of notebook 52's universal perturbations of the model ``victim`` (its artifact name, e.g.
+    ``cnn-pooled-826fd8fb03bd``), read back from ``52_uap-<victim>.npz`` in the artifact cache (``folder``) as an
+    :class:`octlib.attacks.Universal` (apply it with ``.apply`` or score it with ``.run``), or ``None`` when
+    notebook 52 has not run for this model here.
+
+    ``kind`` is one of notebook 52's perturbations (``untargeted, OCT``, ``→ NORMAL, OCT``, ``untargeted, proxy``,
+    ...); ``eps_255`` its L∞ budget in /255 (``None``: the largest fitted)."""
+    from pathlib import Path
+
+    from .attacks import Universal
+    from .config import artifacts_dir
+
+    path = (Path(folder) if folder is not None else artifacts_dir()) / f"52_uap-{victim}.npz"
+    if not path.exists():
+        return None
+    stored = load_perturbations(path)
+    budgets = {label: u for (k, label), u in stored.items() if k == kind and "/255" in label}
+    if not budgets:
+        kinds = sorted({k for k, _ in stored})
+        raise ValueError(f"{path.name} holds no L∞ perturbation of kind {kind!r}; `kind` is one of {kinds}.")
+    by_eps = {float(label.split("/255")[0]): label for label in budgets}
+    if eps_255 is None:
+        eps_255 = max(by_eps)
+    if float(eps_255) not in by_eps:
+        raise ValueError(f"{path.name} has no {kind!r} perturbation at eps_255={eps_255:g}; notebook 52 fitted "
+                         f"{', '.join(f'{e:g}' for e in sorted(by_eps))} (/255): pass one of them, or None for the "
+                         "largest.")
+    label = by_eps[float(eps_255)]
+    return Universal(noise=np.asarray(budgets[label], dtype=np.float32)[None], runtime_s=0.0, fit={},
+                     params={"kind": kind, "eps_label": label, "eps_255": float(eps_255), "file": path.name})
+
+
 # --- corruptions ----------------------------------------------------------------------------------------------
 
 def corrupted_scans(x, names=None, severities=(1, 2, 3, 4, 5), *, seed: int = 0, progress: bool = True) -> dict:

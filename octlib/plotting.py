@@ -275,17 +275,17 @@ def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, am
             axes[i, j].imshow(x[i], cmap="gray", vmin=0, vmax=1)
             axes[i, j].imshow(cam[i], cmap="magma", vmin=0, vmax=1, alpha=0.55)
             if i == 0:
-                axes[i, j].set_title(f"Grad-CAM, {name}", fontsize=8)
+                axes[i, j].set_title(f"Grad-CAM\n{name}", fontsize=7)
         for j, (name, delta) in enumerate(deltas.items(), start=1 + len(cams)):
             d = np.asarray(delta[i], dtype=np.float64)
             scale = amplify if amplify else 0.5 / max(np.abs(d).max(), 1e-12)
             axes[i, j].imshow(np.clip(0.5 + scale * d, 0, 1), cmap="gray", vmin=0, vmax=1)
             axes[i, j].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.6)
             if i == 0:
-                axes[i, j].set_title(f"{name} perturbation (amplified)", fontsize=8)
-        axes[i, 0].set_ylabel(row_titles[i] if row_titles is not None else "", fontsize=8)
+                axes[i, j].set_title(f"{name}\nperturbation (amplified)", fontsize=7)
+        axes[i, 0].set_ylabel(row_titles[i] if row_titles is not None else "", fontsize=7)
         if i == 0:
-            axes[i, 0].set_title("scan, retina mask", fontsize=8)
+            axes[i, 0].set_title("scan\nretina mask", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

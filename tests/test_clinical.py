@@ -140,3 +140,37 @@ def test_universal_perturbations_are_saved_to_the_cache_and_read_back(tmp_path):
     back = load_perturbations(path)
     assert list(back) == [("→ NORMAL, OCT", "2/255 (0.0078)"), ("→ NORMAL, OCT", "8/255 (0.0314)")]
     np.testing.assert_array_equal(back[("→ NORMAL, OCT", "8/255 (0.0314)")], made["→ NORMAL, OCT"][1].noise[0])
+
+
+def test_stored_universal_reads_one_perturbation_of_notebook_52_and_scores_it(setup, tmp_path):
+    from types import SimpleNamespace
+
+    target, scans = setup
+    assert clinical.stored_universal("cnn-x", folder=tmp_path) is None  # notebook 52 has not run for this model
+    rng = np.random.default_rng(1)
+    made = {kind: [SimpleNamespace(noise=rng.uniform(-e / 255, e / 255, (1, 16, 16, 1)).astype(np.float32),
+                                   params={"eps_label": f"{e:g}/255 ({e / 255:.4f})"}) for e in (4, 8)]
+            for kind in ("untargeted, OCT", "→ NORMAL, OCT")}
+    made["untargeted L2, OCT"] = [SimpleNamespace(noise=np.zeros((1, 16, 16, 1), np.float32),
+                                                  params={"eps_label": "L2 0.5"})]
+    clinical.save_perturbations(made, "52_uap-cnn-x", folder=tmp_path)
+    largest = clinical.stored_universal("cnn-x", folder=tmp_path)
+    np.testing.assert_array_equal(largest.noise, made["untargeted, OCT"][1].noise)
+    assert largest.params["eps_255"] == 8 and largest.params["eps_label"] == "8/255 (0.0314)"
+    four = clinical.stored_universal("cnn-x", "→ NORMAL, OCT", 4, folder=tmp_path)
+    np.testing.assert_array_equal(four.noise, made["→ NORMAL, OCT"][0].noise)
+    with pytest.raises(ValueError, match=r"eps_255=2.*4, 8"):
+        clinical.stored_universal("cnn-x", eps_255=2, folder=tmp_path)
+    with pytest.raises(ValueError, match="no L∞ perturbation of kind 'untargeted L2, OCT'"):
+        clinical.stored_universal("cnn-x", "untargeted L2, OCT", folder=tmp_path)
+    # scored as an attack run: the scans moved by the perturbation (clipped to [0, 1]), the model's logits on both
+    run = largest.run(target.model, scans.x, scans.y)
+    assert run.attack == "universal" and run.x_adv.shape == scans.x.shape
+    np.testing.assert_allclose(run.x_adv, np.clip(scans.x + largest.noise, 0, 1), atol=1e-7)
+    assert np.abs(run.x_adv - scans.x).max() <= 8 / 255 + 1e-6
+    from octlib.metrics import predict_logits
+
+    np.testing.assert_allclose(run.logits_adv, predict_logits(target.model, run.x_adv), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run.logits_clean, predict_logits(target.model, scans.x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="labels"):
+        largest.run(target.model, scans.x, scans.y[:3])
