@@ -5,9 +5,12 @@ Folder trees: the sample's images hard-linked under new patient IDs (each copy o
 the patient-level split and the leakage check see distinct patients) up to 10k, 30k and 108,312 files. For each:
 the first load (decode, resize to --image-size, write the array cache) and a second load (from the cache), each in
 its own subprocess so that its peak memory (max RSS) is its own: wall and CPU seconds, images per second, CPU
-milliseconds per image, cache size on disk. Decoding threads: the first load of the smallest tree is repeated with
-one thread to measure what the default (--workers) buys. CPU time is reported beside wall time because other jobs
-may share the cores: CPU ms per image is the figure that is flat or not.
+milliseconds per image, cache size on disk. CPU seconds and peak memory include the decoding processes
+(`octlib.data.folder.decode_executor`: worker processes for 2,000 files or more): CPU of the load's own process plus
+its children's, peak RSS of the load's process and, separately, of its largest child. Parallel decoding: the first
+load of the smallest tree is repeated with one thread and with --workers threads to measure what the processes
+buy. CPU time is reported beside wall time because other jobs may share the cores: CPU ms per image is the figure
+that is flat or not.
 
 OCTMNIST-224: a file in the published `.npz` layout (train/val/test _images uint8 (N, 224, 224), _labels (N, 1))
 at full size (97,477 / 10,832 / 1,000 images), of random pixels, loaded by `octlib.data.load_octmnist_npz`.
@@ -29,6 +32,8 @@ import time
 from pathlib import Path
 
 import _common
+
+from octlib.data.folder import decode_executor
 
 OCT2017_TRAIN = 108_312
 OCTMNIST_SPLITS = {"train": 97_477, "val": 10_832, "test": 1_000}
@@ -55,31 +60,40 @@ def build_tree(sample: Path, dest: Path, n_files: int) -> dict:
             "build_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _child(kind: str, path: str, image_size: int, workers: int | None) -> None:
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the decoding processes)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _child(kind: str, path: str, image_size: int, workers: int | None, parallel: str = "auto") -> None:
     """One load in this process; prints a JSON line with times and peak memory."""
     start = time.perf_counter()
-    cpu0 = time.process_time()
+    cpu0 = _cpu_seconds()
     if kind == "folder":
         from octlib.data import load_folder
 
-        ds = load_folder(path, image_size, progress=False, workers=workers)
+        ds = load_folder(path, image_size, progress=False, workers=workers, parallel=parallel)
         extra = {"cache_hit": ds.info["cache_hit"], "decoded_files": ds.info["decoded_files"]}
     else:
         from octlib.data.octmnist import load_octmnist_npz
 
         ds = load_octmnist_npz(path, fingerprint="benchmark")
         extra = {}
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     n = len(ds.labels)
     print(json.dumps({"images": n, "image_bytes": int(ds.images.nbytes), "wall_seconds": round(wall, 2),
                       "cpu_seconds": round(cpu, 2), "images_per_second": round(n / wall, 1),
                       "cpu_ms_per_image": round(1000 * cpu / n, 3),
-                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), **extra}))
+                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+                      "peak_rss_largest_child_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                                                         / 2**20, 3), **extra}))
 
 
-def load_in_subprocess(kind: str, path: Path, image_size: int, cache: Path, workers: int | None = None) -> dict:
+def load_in_subprocess(kind: str, path: Path, image_size: int, cache: Path, workers: int | None = None,
+                       parallel: str = "auto") -> dict:
     env = {**os.environ, "OCTLIB_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, __file__, "--child", kind, str(path), str(image_size), str(workers or 0)]
+    cmd = [sys.executable, __file__, "--child", kind, str(path), str(image_size), str(workers or 0), parallel]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{kind} load of {path} failed:\n{done.stderr[-3000:]}")
@@ -103,12 +117,12 @@ def write_octmnist(path: Path, size: int = 224, seed: int = 0) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) or None)
+        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) or None, sys.argv[6])
         return
     p = _common.parser(__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, OCT2017_TRAIN])
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: octlib's)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes or threads (default: octlib's)")
     p.add_argument("--no-octmnist", action="store_true")
     p.add_argument("--tmp", default=None, help="where to build the trees (default: the system's temp folder)")
     args = p.parse_args()
@@ -127,9 +141,13 @@ def main() -> None:
             row["cache_gb"] = round(sum(f.stat().st_size for f in cache.glob("*.npz")) / 2**30, 3)
             row["reload_speedup"] = round(row["first_load"]["wall_seconds"] / row["cached_load"]["wall_seconds"], 1)
             if i == 0:
-                one = load_in_subprocess("folder", tree, args.image_size, tmp / "cache-one-thread", 1)
-                row["first_load_one_thread"] = one
-                row["thread_speedup_wall"] = round(one["wall_seconds"] / row["first_load"]["wall_seconds"], 2)
+                one = load_in_subprocess("folder", tree, args.image_size, tmp / "cache-one-thread", 1, "thread")
+                threads = load_in_subprocess("folder", tree, args.image_size, tmp / "cache-threads", args.workers,
+                                             "thread")
+                row["first_load_one_thread"], row["first_load_threads"] = one, threads
+                row["first_load_executor"] = dict(zip(("kind", "workers"), decode_executor(n, args.workers)))
+                row["thread_speedup_wall"] = round(one["wall_seconds"] / threads["wall_seconds"], 2)
+                row["default_speedup_wall"] = round(one["wall_seconds"] / row["first_load"]["wall_seconds"], 2)
             print(json.dumps({n: row}), flush=True)
             report["folders"].append(row)
             shutil.rmtree(tree)

@@ -242,3 +242,36 @@ def test_stray_non_image_files_are_reported_not_hidden(small_layout):
         ds = load(small_layout)
     assert sorted(ds.info["ignored"]) == ["extra", "test/Thumbs.db"]
     assert "extra" in str(rec[0].message)
+
+
+# ---------------------------------------------------------------- parallel decoding
+
+def test_decode_executor_chooses_processes_only_for_large_folders():
+    assert folder_mod.decode_executor(folder_mod.PROCESS_MIN_FILES, 2) == ("process", 2)
+    assert folder_mod.decode_executor(folder_mod.PROCESS_MIN_FILES - 1, 2) == ("thread", 2)
+    assert folder_mod.decode_executor(10**6, 1) == ("thread", 1)  # one worker: no process to start
+    assert folder_mod.decode_executor(10, 2, "process") == ("process", 2)
+    with pytest.raises(ValueError, match="`parallel` must be"):
+        folder_mod.decode_executor(10, 2, "gpu")
+    with pytest.raises(ValueError, match="`workers`"):
+        folder_mod.decode_executor(10, 0)
+
+
+def test_processes_decode_the_same_arrays_as_threads(small_layout):
+    threads = load(small_layout, use_cache=False, parallel="thread", workers=2)
+    procs = load(small_layout, use_cache=False, parallel="process", workers=2)
+    np.testing.assert_array_equal(procs.images, threads.images)
+    np.testing.assert_array_equal(procs.labels, threads.labels)
+    assert list(procs.paths) == list(threads.paths)
+    assert procs.info["fingerprint"] == threads.info["fingerprint"]
+
+
+def test_a_process_reports_an_unreadable_file_by_name(small_layout):
+    bad = small_layout / "test" / "DME" / "DME-2200-1.jpeg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(OCTDataError, match="unreadable image") as err:
+        load(small_layout, use_cache=False, parallel="process", workers=2)
+    assert str(bad) in str(err.value) and err.value.files == [str(bad)]
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+        ds = load(small_layout, use_cache=False, parallel="process", workers=2, skip_corrupt=True)
+    assert [s["path"] for s in ds.info["skipped"]] == [str(bad)]
