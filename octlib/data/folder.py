@@ -299,9 +299,10 @@ def decode_executor(n_files: int, workers: int | None = None, parallel: str = "a
     """How :func:`load_folder` decodes ``n_files`` files: ``("process" | "thread", workers)``.
 
     ``parallel="auto"`` uses processes when there are ``PROCESS_MIN_FILES`` files or more and more than one
-    worker (PIL's JPEG decoding holds the GIL for most of its time: threads ran 0.97x of one thread on 10,000
-    scans, benchmarks/results/scale-128px.json), else threads; ``"process"`` or ``"thread"`` force one.
-    ``workers`` defaults to the CPU count, at most 8."""
+    worker, else threads; ``"process"`` or ``"thread"`` force one. ``workers`` defaults to the CPU count, at most
+    8. On 2 idle cores, 10,000 scans at 128 px (benchmarks/results/scale-128px.json): one thread 27.7 s, two
+    threads 15.9 s (PIL releases the GIL while it decodes), two processes 15.2 s; processes also keep the
+    per-image Python work (hashing, resizing) off one interpreter, which counts with more cores."""
     if parallel not in ("auto", "process", "thread"):
         raise ValueError(f"`parallel` must be 'auto', 'process' or 'thread', got {parallel!r}.")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
