@@ -17,6 +17,14 @@ those (default output ``benchmarks/results/series-full.json``), with the series 
 and the notebooks of the series not yet in the reference listed as missing:
 
     python benchmarks/bench_series.py --profile full --reference
+
+Reference notebooks that ran while other jobs shared the cores can be re-measured alone (the same notebook, the
+full profile, the same victim, fresh artifact and results stores so that every defence model it needs is trained
+again, nothing else running); ``--alone`` adds those runs' manifests: per notebook the time alone beside the
+reference's, and ``series_seconds_alone_where_measured``, the reference's total with each re-measured notebook's
+time alone in place of its shared one (the committed figures still come from the reference runs):
+
+    python benchmarks/bench_series.py --profile full --reference --alone /tmp/alone-42/run/manifest.json
 """
 
 from __future__ import annotations
@@ -62,12 +70,30 @@ def from_manifests(paths, profile: str) -> dict:
             "hardware": manifests[0]["hardware"], "versions": manifests[0]["versions"]}
 
 
+def alone_times(paths, reference: dict) -> dict:
+    """``{notebook: {"seconds", "reference_seconds", "manifest", "started"}}`` from runs of reference notebooks made
+    alone (:func:`from_manifests` checks them: finished, full profile); refuses runs on other data than the
+    reference's."""
+    runs = from_manifests(paths, "full")
+    if runs["data"]["fingerprint"] != reference["data"]["fingerprint"]:
+        raise SystemExit("The --alone runs used other data than the reference (fingerprints differ).")
+    missing = [nb for nb in runs["notebooks"] if nb not in reference["notebooks"]]
+    if missing:
+        raise SystemExit(f"--alone runs of notebooks not in the reference: {missing}.")
+    by_notebook = {e["notebook"]: (str(p), m.get("started")) for p in paths
+                   for m in [json.loads(Path(p).read_text())] for e in _entries(m)}
+    return {nb: {"seconds": t, "reference_seconds": reference["notebooks"][nb], "manifest": by_notebook[nb][0],
+                 "started": by_notebook[nb][1]} for nb, t in runs["notebooks"].items()}
+
+
 def main() -> None:
     parser = _common.parser(__doc__)
     parser.add_argument("--manifest", nargs="+", help="record these runs' manifest.json instead of running")
     parser.add_argument("--reference", action="store_true",
                         help="record the reference run's per-notebook manifests (figures/manifests/*.json)")
     parser.add_argument("--note", help="with --manifest: how the runs were made (e.g. what else shared the cores)")
+    parser.add_argument("--alone", nargs="+", help="with --reference: manifests of reference notebooks re-measured "
+                                                   "alone (fresh stores, nothing else on the cores)")
     args = parser.parse_args()
     if args.reference:
         from octlib.config import reference_dir
@@ -83,6 +109,13 @@ def main() -> None:
         report["goal_series_seconds"] = GOAL_SERIES_SECONDS["full"]
         report["series_goal_met"] = None if report["missing"] else (
             report["notebooks_seconds"] <= GOAL_SERIES_SECONDS["full"])
+        if args.alone:
+            alone = alone_times(args.alone, report)
+            report["alone"] = alone
+            merged = {**report["notebooks"], **{nb: a["seconds"] for nb, a in alone.items()}}
+            report["series_seconds_alone_where_measured"] = round(sum(merged.values()), 1)
+            report["over_goal_alone_where_measured"] = [n for n, t in merged.items()
+                                                        if t > GOAL_PER_NOTEBOOK_SECONDS["full"]]
         if args.note:
             report["note"] = args.note
         out = _common.write_report(report, "series-full", args.out)
