@@ -80,7 +80,13 @@ def alone_times(paths, reference: dict) -> dict:
     missing = [nb for nb in runs["notebooks"] if nb not in reference["notebooks"]]
     if missing:
         raise SystemExit(f"--alone runs of notebooks not in the reference: {missing}.")
-    by_notebook = {e["notebook"]: (str(p), m.get("started")) for p in paths
+    from octlib.config import project_root
+
+    def shown(p) -> str:  # relative to the project, as the reference's manifests are
+        p = Path(p).resolve()
+        return str(p.relative_to(project_root())) if p.is_relative_to(project_root()) else str(p)
+
+    by_notebook = {e["notebook"]: (shown(p), m.get("started")) for p in paths
                    for m in [json.loads(Path(p).read_text())] for e in _entries(m)}
     return {nb: {"seconds": t, "reference_seconds": reference["notebooks"][nb], "manifest": by_notebook[nb][0],
                  "started": by_notebook[nb][1]} for nb, t in runs["notebooks"].items()}

@@ -616,7 +616,7 @@ PROFILES: dict[str, Profile] = {
                                                 transfer_subset=100),
                     # defences sized for 2 CPU cores from measured costs (the victim's suite on 300 scans: 31,408
                     # input gradients, 1,014 s with two other runs on the cores; a thief: 250 steps of 0.13 s; a
-                    # 50-epoch training ~520 s alone; each notebook's time is in its reference manifest): two
+                    # 50-epoch training 866-905 s alone; each notebook's time is in its reference manifest): two
                     # output-noise σ, HopSkipJump on 30 scans, two input-noise σ, K = 8 noisy
                     # copies, certification with n0 = 100 and n = 500 on the randomized scans (600 forward
                     # passes per scan and radius; n = 1,000 took notebook 44 past 60 minutes), PGD-5 adversarial
