@@ -450,12 +450,10 @@ class Universal:
             raise ValueError(f"`x` scans {x.shape[1:]} do not match the perturbation's {self.noise.shape[1:]}.")
         return np.clip(x + self.noise, 0.0, 1.0).astype(np.float32)
 
-    def run(self, model, x, y, *, batch_size: int = 128) -> "AttackRun":
+    def run(self, model, x, y, *, batch_size: int = 128) -> AttackRun:
         """The perturbation added to the scans ``x`` (labels ``y``) and scored by ``model``, as an
         :class:`AttackRun` (``attack="universal"``; its runtime is the scoring, the fit's is in ``runtime_s``), so
         a universal perturbation enters what takes a per-scan attack's run (e.g. :mod:`octlib.saliency`)."""
-        import time
-
         from .metrics import predict_logits
 
         y = np.asarray(y)
