@@ -24,7 +24,7 @@ again, nothing else running); ``--alone`` adds those runs' manifests: per notebo
 reference's, and ``series_seconds_alone_where_measured``, the reference's total with each re-measured notebook's
 time alone in place of its shared one (the committed figures still come from the reference runs):
 
-    python benchmarks/bench_series.py --profile full --reference --alone /tmp/alone-42/run/manifest.json
+    python benchmarks/bench_series.py --profile full --reference --alone runs/alone-42/manifest.json
 """
 
 from __future__ import annotations
