@@ -180,13 +180,15 @@ class Evaluation:
 
     def same_as(self, suite_rows) -> dict:
         """Whether this evaluation's per-scan outcomes and losses equal another model's suite ``rows`` (records in
-        ε order, e.g. the undefended victim's): ``{"outcomes": bool, "loss": bool}``. An output defence that keeps
-        the top class must match the undefended victim in both."""
+        ε order, e.g. the undefended victim's): ``{"outcomes": bool, "loss": bool, "differing_outcomes": int}``,
+        the last the number of (ε, scan) outcomes that differ (``None`` when the rows cover other ε or scans). An
+        output defence that keeps the top class must match the undefended victim in both."""
         rows = sorted(suite_rows, key=lambda r: r["eps"])
-        outcomes = len(rows) == len(self.robust) and all(
-            list(a.astype(int)) == list(r["robust"]) for a, r in zip(self.robust, rows))
-        loss = len(rows) == len(self.loss) and bool(np.allclose(self.loss, np.array([r["loss"] for r in rows])))
-        return {"outcomes": bool(outcomes), "loss": loss}
+        comparable = len(rows) == len(self.robust) and all(len(r["robust"]) == len(a) for a, r in zip(self.robust, rows))
+        differing = (int(sum(np.sum(a != np.asarray(r["robust"], dtype=bool)) for a, r in zip(self.robust, rows)))
+                     if comparable else None)
+        loss = comparable and bool(np.allclose(self.loss, np.array([r["loss"] for r in rows])))
+        return {"outcomes": differing == 0, "loss": bool(loss), "differing_outcomes": differing}
 
     def records(self) -> list[dict]:
         """Flat rows for :func:`octlib.records.write_records`: one per attack of :data:`OWN_CURVE` and one for the

@@ -351,9 +351,17 @@ def test_fooled_by_table_and_same_as(result):
     assert list(table.index) == SUITE.threat().labels and table.sum(axis=1).eq(5).all()
     assert table["clean"].eq(1).all() and table.loc[SUITE.threat().labels[0], "robust"] == 4
     suite_rows = [r for r in result.records() if r["attack"] == "suite"]
-    assert result.same_as(suite_rows[::-1]) == {"outcomes": True, "loss": True}  # matched in ε order
+    assert result.same_as(suite_rows[::-1]) == {"outcomes": True, "loss": True, "differing_outcomes": 0}  # ε order
     changed = [dict(r, robust=[0] * 5) for r in suite_rows]
-    assert result.same_as(changed) == {"outcomes": False, "loss": True}
+    kept = int(result.robust.sum())  # every outcome the model kept now differs
+    assert kept > 0
+    assert result.same_as(changed) == {"outcomes": False, "loss": True, "differing_outcomes": kept}
+    one_flip = [dict(r, robust=[1 - v for v in r["robust"]]) if k == 0 else r for k, r in enumerate(suite_rows)]
+    assert result.same_as(one_flip)["differing_outcomes"] == 5  # one ε, all five scans
+    # rows over other ε or scans cannot be compared outcome by outcome
+    assert result.same_as(suite_rows[1:]) == {"outcomes": False, "loss": False, "differing_outcomes": None}
+    fewer_scans = [dict(r, robust=r["robust"][:4]) for r in suite_rows]
+    assert result.same_as(fewer_scans)["differing_outcomes"] is None
 
 
 def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans):
