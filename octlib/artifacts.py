@@ -77,6 +77,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of a model's weights (each array's dtype, shape and bytes, in layer order): the model's identity.
+    The artifact key names the recipe and data; two trainings with one key can still give different weights
+    (measured: the study victim retrained on another machine), and the file hash of ``model.keras`` changes with
+    its save time, so results name the victim by this digest too."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for w in model.weights:
+        a = np.ascontiguousarray(np.asarray(w))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def stored_weights_digest(name: str | None, root: Path | None = None) -> str | None:
+    """The weights digest in the sidecar of artifact ``name`` (a folder name such as ``cnn-pooled-826fd8fb03bd``)
+    in the artifact store; ``None`` when there is no such artifact or its sidecar predates the digest."""
+    if not name:
+        return None
+    try:
+        sidecar = json.loads((Path(root or artifacts_dir()) / name / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return sidecar.get("weights_sha256")
+
+
 def artifact_dir(name: str, key: str, root: Path | None = None) -> Path:
     return Path(root or artifacts_dir()) / f"{name}-{key[:12]}"
 
@@ -106,6 +133,8 @@ def load_artifact(folder: Path | str, expected_key: str | None = None) -> Traine
         model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - any Keras failure becomes one clear message
         raise ArtifactError(f"Keras cannot load {model_path} ({type(exc).__name__}: {exc}). {fix}") from exc
+    if "weights_sha256" not in sidecar:  # a sidecar written before the digest: computed, not written back
+        sidecar["weights_sha256"] = weights_digest(model)
     return TrainedModel(model=model, sidecar=sidecar, path=folder, cached=True)
 
 
@@ -116,7 +145,8 @@ def save_artifact(model, sidecar: dict, name: str, key: str, root: Path | None =
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         model.save(tmp / "model.keras")
-        sidecar = {**sidecar, "key": key, "model_sha256": _sha256(tmp / "model.keras")}
+        sidecar = {**sidecar, "key": key, "model_sha256": _sha256(tmp / "model.keras"),
+                   "weights_sha256": weights_digest(model)}
         (tmp / "model.json").write_text(json.dumps(to_jsonable(sidecar), indent=2, allow_nan=False) + "\n")
         if final.exists():
             shutil.rmtree(final)
@@ -177,6 +207,48 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
     trained = load_artifact(folder, expected_key=key)  # the round trip proves the cached file loads
     trained.cached = False
     return trained
+
+
+#: The release-shift study's recipe variants (notebook 11): each changes one training setting of the profile's
+#: recipe under the ``official`` policy; ``default`` is the recipe itself (the official-policy victim, from the cache).
+SHIFT_VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no per-image norm": {"input_norm": "none"},
+    "+ blur/noise augmentation": {"augment": "standard+blur"},
+    "no augmentation": {"augment": "none"},
+}
+
+
+def release_shift_study(split, cfg: TrainConfig, variants, *, seed: int = 0, retrain: str = "auto",
+                        name: str = "cnn-official-shift", root: Path | None = None) -> dict:
+    """Train (or load) the ``default`` recipe and each of ``variants`` (names of :data:`SHIFT_VARIANTS`) on
+    ``split`` and score them on its validation and test scans: ``{variant: row}``, each row with validation and
+    test accuracy (95% Wilson interval, n), epochs run, training seconds, whether it came from the cache, the
+    artifact's folder name and the per-scan test outcomes (``test_correct``, for paired tests against
+    ``default``). Model selection inside each training watches validation patients only."""
+    from dataclasses import replace
+
+    from .metrics import accuracy, predict_logits
+
+    unknown = [v for v in variants if v not in SHIFT_VARIANTS]
+    if unknown:
+        raise ValueError(f"Unknown release-shift variant(s) {unknown}: use names of octlib.artifacts.SHIFT_VARIANTS "
+                         f"({', '.join(SHIFT_VARIANTS)}) in the profile's `shift_variants` or the notebook's VARIANTS.")
+    rows = {}
+    for label in ("default", *(v for v in dict.fromkeys(variants) if v != "default")):
+        trained = get_or_train(split, replace(cfg, **SHIFT_VARIANTS[label]), name=name, seed=seed, retrain=retrain,
+                               verbose=0, root=root)
+        val = accuracy(split.val.labels, predict_logits(trained.model, split.val.x).argmax(1))
+        pred = predict_logits(trained.model, split.test.x).argmax(1)
+        test = accuracy(split.test.labels, pred)
+        training = trained.sidecar["training"]
+        rows[label] = {"val accuracy": val["value"], "val ci_low": val["ci_low"], "val ci_high": val["ci_high"],
+                       "test accuracy": test["value"], "test ci_low": test["ci_low"], "test ci_high": test["ci_high"],
+                       "n_val": val["n"], "n_test": test["n"], "epochs": training["epochs_run"],
+                       "selected_on": training.get("selected_on"), "train_seconds": training.get("train_seconds"),
+                       "cached": trained.cached, "artifact": trained.path.name,
+                       "test_correct": (pred == split.test.labels).astype(int).tolist()}
+    return rows
 
 
 def get_or_train_seeds(splits, cfg: TrainConfig, seeds, *, name: str, retrain: str = "auto",

@@ -19,6 +19,7 @@ import numpy as np
 
 PRODUCERS = {
     "10_train_cnn": "10_train_cnn.ipynb",
+    "11_release_shift": "11_release_shift.ipynb",
     "20_attack_fgsm": "20_attack_fgsm.ipynb",
     "21_attack_deepfool": "21_attack_deepfool.ipynb",
     "30_attack_copycat": "30_attack_copycat.ipynb",
@@ -87,11 +88,9 @@ def profiles(study: dict) -> str:
 
 def _victim(record: dict) -> str | None:
     """The victim model a record attacked; for notebook 10's record, the victim policy's artifact."""
-    m = record.get("metrics", {}) or {}
-    if m.get("victim"):
-        return m["victim"]
-    policy = m.get("victim_policy")
-    return (m.get(policy) or {}).get("artifact") if policy else None
+    from .results import victim_of
+
+    return victim_of(record.get("metrics", {}) or {})
 
 
 def require_one_study(study: dict, frame=None, profile: str | None = None) -> None:
@@ -164,6 +163,14 @@ def consistency(study: dict) -> list[str]:
            "datasets (fingerprints)")
     spread({n: _profile_name(r) for n, r in study.items()}, "profiles")
     spread({n: _victim(r) for n, r in study.items()}, "victim models")
+    # one victim name, two trainings: the weights differ (records written before the digest carry none)
+    spread({n: f"{_victim(r)} weights {r['victim_weights'][:12]}" for n, r in study.items()
+            if r.get("victim_weights")}, "victim weights (the same victim name trained more than once)")
+    named = {n: bool(r.get("victim_weights")) for n, r in study.items() if _victim(r)}
+    if any(named.values()) and not all(named.values()):
+        notes.append("Only some results name their victim's weights (" + ", ".join(sorted(n for n, d in named.items()
+                     if d)) + "); " + ", ".join(sorted(n for n, d in named.items() if not d)) + " predate the weights "
+                     "digest, so the same victim cannot be shown: rerun them on this victim.")
     return notes
 
 

@@ -555,6 +555,8 @@ class Profile:
         defence: defence settings.
         suite: the attack suite every model faces (:mod:`octlib.evaluation`).
         threats: targeted referral attacks, storage, universal perturbations and corruptions (notebooks 50-53).
+        shift_variants: recipe variants the release-shift study trains beside the official-policy victim (notebook
+            11; names of :data:`octlib.artifacts.SHIFT_VARIANTS`).
     """
 
     name: str
@@ -570,6 +572,7 @@ class Profile:
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     threats: ThreatsConfig = field(default_factory=ThreatsConfig)
+    shift_variants: tuple[str, ...] = ("no per-image norm", "+ blur/noise augmentation", "no augmentation")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -598,7 +601,9 @@ PROFILES: dict[str, Profile] = {
                                        randomized_n_scans=24, batch_size=128, spread_seeds=(0,)),
                      threats=ThreatsConfig(targeted_eps_255=(1, 2, 8), storage_eps_255=(0.5, 2, 8),
                                            uap_eps_255=(4, 8), uap_l2_zeta=(0.04,), uap_fit_scans=48,
-                                           uap_max_iter=3, corruption_severities=(1, 3, 5))),
+                                           uap_max_iter=3, corruption_severities=(1, 3, 5)),
+                     # one variant of the release-shift study (notebook 11): its code path, not its finding
+                     shift_variants=("no augmentation",)),
     # Full: the study (the committed reference), sized for 2 CPU cores on the sample at 128 px (~0.7 GFLOP per
     # training image); settings worth more compute on a GPU are the notebooks' papermill parameters.
     "full": Profile(name="full", image_size=128,

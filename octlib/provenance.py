@@ -51,12 +51,40 @@ def gpu_devices() -> list[str]:
         return []
 
 
+#: CPU features that change which numeric kernels oneDNN/Eigen run (and so the rounding of a training run).
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16",
+                "amx_tile")
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """``{"model": <CPU model name or None>, "features": [...]}``: the CPU's model name and which of
+    :data:`CPU_FEATURES` it has, read from ``/proc/cpuinfo`` on Linux (``cpuinfo`` text for tests); on other
+    systems the model from :func:`platform.processor` and no feature list."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return {"model": platform.processor() or None, "features": None}
+    model, flags = None, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip() or None
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags]}
+
+
 def hardware() -> dict:
-    """Machine description: platform, CPU count, memory, and GPUs if TensorFlow has been imported."""
+    """Machine description: platform, CPU (model and the features that pick numeric kernels), CPU count, memory,
+    and GPUs if TensorFlow has been imported."""
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        "cpu": cpu_description(),
         "cpu_count": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "gpus": gpu_devices(),

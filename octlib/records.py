@@ -45,11 +45,14 @@ def write_records(name: str, rows, *, notebook: str, profile: str, data: dict, v
     if not fingerprint:
         raise ResultsError(f"write_records({name!r}): `data` needs the data fingerprint, e.g. "
                            "{'fingerprint': splits.info['fingerprint']}.")
+    from .artifacts import stored_weights_digest
+
+    weights = stored_weights_digest(victim)
     stamped = []
     for i, row in enumerate(rows):
         check_row(row, f"{name} row {i}")
         stamped.append({**row, "profile": profile, "data_fingerprint": fingerprint, "victim": victim,
-                        "notebook": notebook})
+                        "victim_weights": weights, "notebook": notebook})
     metrics = {**share_columns(stamped), "victim": victim, **(extra or {})}
     return save_results(name, metrics, settings={"profile": profile, **(settings or {})}, seed=seed, data=data,
                         runtime_s=runtime_s, notebook=notebook, results_dir=results_dir)
@@ -129,11 +132,18 @@ def _read(key: str, writer: str, results_dir, names, check=None):
 
 
 def check_one_study(frame) -> None:
-    """Refuse rows that mix profiles, data fingerprints or victims, naming which results hold which."""
+    """Refuse rows that mix profiles, data fingerprints, victims or victim weights (one victim name trained twice;
+    rows with and without the digest cannot be shown to share a victim), naming which results hold which."""
     if not len(frame):
         return
     problems = []
-    for key in ("profile", "data_fingerprint", "victim"):
+    for key in ("profile", "data_fingerprint", "victim", "victim_weights"):
+        if key not in frame:  # records written before the victim's weights digest carry none
+            continue
+        if key == "victim_weights" and frame[key].notna().any() and frame[key].isna().any():
+            problems.append("victim_weights: only " + ", ".join(sorted(set(frame.loc[frame[key].notna(), "result"])))
+                            + " name their victim's weights; " + ", ".join(sorted(set(frame.loc[frame[key].isna(),
+                            "result"]))) + " predate the digest (the same victim cannot be shown)")
         groups = frame.groupby(key)["result"].unique()
         if len(groups) > 1:
             problems.append(f"{key}: " + "; ".join(f"{str(v)[:16]} in {', '.join(sorted(set(r)))}"

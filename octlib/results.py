@@ -82,6 +82,18 @@ def results_path(name: str, results_dir: Path | str | None = None) -> Path:
     return Path(results_dir or _default_results_dir()) / f"{name}.json"
 
 
+def victim_of(metrics) -> str | None:
+    """The victim model (artifact folder name) a results file's ``metrics`` attacked or trained: its ``victim``,
+    or for notebook 10's record the victim policy's ``artifact``; ``None`` when it names none."""
+    if not isinstance(metrics, dict):
+        return None
+    if isinstance(metrics.get("victim"), str):
+        return metrics["victim"]
+    policy = metrics.get("victim_policy")
+    part = metrics.get(policy) if isinstance(policy, str) else None
+    return part.get("artifact") if isinstance(part, dict) else None
+
+
 def save_results(name: str, metrics, *, settings=None, seed: int | None = None, data: dict | None = None,
                  runtime_s: float | None = None, notebook: str | None = None,
                  results_dir: Path | str | None = None) -> Path:
@@ -106,6 +118,11 @@ def save_results(name: str, metrics, *, settings=None, seed: int | None = None, 
         "versions": library_versions(), "hardware": hardware(),
         "metrics": to_jsonable(metrics, "metrics"),
     }
+    victim = victim_of(record["metrics"])
+    if victim:  # which weights: two trainings under one artifact name can differ (octlib.artifacts.weights_digest)
+        from .artifacts import stored_weights_digest
+
+        record["victim_weights"] = stored_weights_digest(victim)
     text = dumps(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")

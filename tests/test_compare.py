@@ -52,6 +52,31 @@ def test_provenance_and_consistency_name_what_is_mixed(tmp_path, monkeypatch):
     assert notes[1].startswith("The results mix victim models: cnn-a: 20_attack_fgsm; cnn-b:")
 
 
+def test_consistency_names_one_victim_trained_twice(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("OCTLIB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("OCTLIB_ARTIFACTS", str(tmp_path / "artifacts"))
+    sidecar = tmp_path / "artifacts" / "cnn-a" / "model.json"
+    sidecar.parent.mkdir(parents=True)
+    data, settings = {"fingerprint": "ab" * 32}, {"profile": "full"}
+    save_results("21_attack_deepfool", {"victim": "cnn-a"}, settings=settings, data=data)  # before the digest
+    sidecar.write_text(json.dumps({"weights_sha256": "11" * 32}))
+    save_results("20_attack_fgsm", {"victim": "cnn-a"}, settings=settings, data=data)
+    save_results("10_train_cnn", {"victim_policy": "pooled", "pooled": {"artifact": "cnn-a"}}, settings=settings,
+                 data=data)
+    study, _ = compare.load_study()
+    assert study["20_attack_fgsm"]["victim_weights"] == study["10_train_cnn"]["victim_weights"] == "11" * 32
+    assert compare.consistency(study) == [
+        "Only some results name their victim's weights (10_train_cnn, 20_attack_fgsm); 21_attack_deepfool predate "
+        "the weights digest, so the same victim cannot be shown: rerun them on this victim."]
+    sidecar.write_text(json.dumps({"weights_sha256": "22" * 32}))  # retrained under the same name
+    save_results("21_attack_deepfool", {"victim": "cnn-a"}, settings=settings, data=data)
+    notes = compare.consistency(compare.load_study()[0])
+    assert notes == ["The results mix victim weights (the same victim name trained more than once): cnn-a weights "
+                     "111111111111: 10_train_cnn, 20_attack_fgsm; cnn-a weights 222222222222: 21_attack_deepfool."]
+
+
 def test_consistency_is_quiet_when_everything_matches(store):
     study, _ = compare.load_study()
     assert compare.consistency(study) == []

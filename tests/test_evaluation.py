@@ -242,6 +242,34 @@ def _frame(rows, **stamp):
     return pd.DataFrame([{**r, **base, **stamp} for r in rows])
 
 
+def test_records_refuse_one_victim_name_with_two_sets_of_weights(result, tmp_path, monkeypatch):
+    import json
+
+    store = tmp_path / "artifacts"
+    monkeypatch.setenv("OCTLIB_ARTIFACTS", str(store))
+
+    def victim_with(digest):  # an artifact sidecar as get_or_train writes it
+        (store / "cnn-v").mkdir(parents=True, exist_ok=True)
+        (store / "cnn-v" / "model.json").write_text(json.dumps({"weights_sha256": digest}))
+
+    rows, kw = result.records(), dict(profile="quick", data={"fingerprint": "abc"}, victim="cnn-v",
+                                      results_dir=tmp_path)
+    victim_with("aa" * 32)
+    records.write_records("20_x", rows, notebook="20.ipynb", **kw)
+    records.write_records("41_x", rows, notebook="41.ipynb", **kw)
+    frame = records.read_records(tmp_path)
+    assert set(frame["victim_weights"]) == {"aa" * 32}
+    records.check_one_study(frame)  # same name, same weights: one study
+    victim_with("bb" * 32)  # the victim trained again under the same name
+    records.write_records("42_x", rows, notebook="42.ipynb", **kw)
+    with pytest.raises(ResultsError, match=r"victim_weights: aaaa.* in 20_x, 41_x; bbbb.* in 42_x"):
+        records.check_one_study(records.read_records(tmp_path))
+    (store / "cnn-v" / "model.json").unlink()  # no digest known (an older result)
+    records.write_records("42_x", rows, notebook="42.ipynb", **kw)
+    with pytest.raises(ResultsError, match="only 20_x, 41_x name their victim's weights; 42_x predate"):
+        records.check_one_study(records.read_records(tmp_path))
+
+
 def test_records_round_trip_and_refuse_mixed_studies(result, tmp_path):
     rows = result.records()
     records.write_records("20_x", rows, notebook="20.ipynb", profile="quick", data={"fingerprint": "abc"},

@@ -32,7 +32,7 @@ def test_roundtrip_keeps_numbers_as_numbers(tmp_path):
     assert raw["metrics"]["bad"] is None and raw["settings"]["steps"] == 1
     rec = load_results("20_fgsm", results_dir=tmp_path)
     assert rec["schema_version"] == 1 and rec["seed"] == 0 and rec["data"]["fingerprint"] == "abc"
-    assert rec["versions"]["numpy"] and rec["hardware"]["cpu_count"]
+    assert rec["versions"]["numpy"] and rec["hardware"]["cpu_count"] and "cpu" in rec["hardware"]
     assert list_results(tmp_path) == ["20_fgsm"]
     assert [p.name for p in tmp_path.iterdir()] == ["20_fgsm.json"]  # no temporary file left
 
@@ -100,3 +100,15 @@ def test_rate_curve_draws_the_wilson_band_of_each_point():
     assert any(abs(v[0] - 0.25) < 1e-9 and abs(v[1] - high) < 1e-9 for v in band)
     assert 0 < high - low < 0.3 and ax.get_lines()[0].get_label() == "certified"
     plt.close(fig)
+
+
+def test_cpu_description_reads_the_model_and_the_kernel_picking_features():
+    from octlib.provenance import cpu_description
+
+    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f "
+            "avx_vnni\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert cpu_description(text) == {"model": "Intel(R) Xeon(R) Processor",
+                                     "features": ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx_vnni"]}
+    assert cpu_description("") == {"model": None, "features": []}
+    here = cpu_description()
+    assert set(here) == {"model", "features"}

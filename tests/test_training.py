@@ -91,10 +91,46 @@ def test_second_request_reuses_the_cached_model(splits, tmp_path, capsys):
     assert side["versions"]["keras"] and side["training"]["device"]["device"]
 
 
+def test_the_weights_digest_names_the_trained_weights_not_the_file(splits, tmp_path):
+    first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    digest = first.sidecar["weights_sha256"]
+    assert digest == artifacts.weights_digest(first.model) == artifacts.stored_weights_digest(first.path.name, tmp_path)
+    assert artifacts.get_or_train(splits, TINY, name="tiny", seed=0, root=tmp_path).sidecar["weights_sha256"] == digest
+    again = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, retrain="always", root=tmp_path)
+    assert again.sidecar["weights_sha256"] == digest  # the same training on one machine: the same weights
+    other = artifacts.get_or_train(splits, TINY, name="tiny", seed=1, verbose=0, root=tmp_path)
+    assert other.sidecar["weights_sha256"] != digest
+    assert artifacts.stored_weights_digest("no-such-model", tmp_path) is None
+    assert artifacts.stored_weights_digest(None) is None
+    # a sidecar written before the digest: computed on loading, not written back
+    sidecar = json.loads((first.path / "model.json").read_text())
+    del sidecar["weights_sha256"]
+    (first.path / "model.json").write_text(json.dumps(sidecar))
+    assert artifacts.stored_weights_digest(first.path.name, tmp_path) is None
+    assert artifacts.load_artifact(first.path).sidecar["weights_sha256"] == digest
+
+
 def test_the_key_not_the_name_decides_reuse(splits, tmp_path):
     first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
     other = artifacts.get_or_train(splits, TINY, name="tiny-again", seed=0, verbose=0, root=tmp_path)
     assert other.cached and other.path == first.path
+
+
+def test_release_shift_study_scores_each_variant_on_the_same_scans_as_the_default(splits, tmp_path):
+    victim = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    rows = artifacts.release_shift_study(splits, TINY, ["no augmentation"], seed=0, root=tmp_path)
+    assert list(rows) == ["default", "no augmentation"]
+    assert rows["default"]["cached"] and rows["default"]["artifact"] == victim.path.name  # the key decides reuse
+    assert not rows["no augmentation"]["cached"] and rows["no augmentation"]["artifact"] != victim.path.name
+    for r in rows.values():
+        assert r["n_test"] == len(splits.test.labels) == len(r["test_correct"]) and r["n_val"] == len(splits.val.labels)
+        assert r["test accuracy"] == pytest.approx(np.mean(r["test_correct"]))
+        assert r["val ci_low"] <= r["val accuracy"] <= r["val ci_high"] and r["selected_on"] == "validation loss"
+    again = artifacts.release_shift_study(splits, TINY, ("no augmentation", "default"), seed=0, root=tmp_path)
+    assert list(again) == ["default", "no augmentation"] and all(r["cached"] for r in again.values())
+    assert again["no augmentation"]["test_correct"] == rows["no augmentation"]["test_correct"]
+    with pytest.raises(ValueError, match="SHIFT_VARIANTS.*VARIANTS"):
+        artifacts.release_shift_study(splits, TINY, ["no blur"], root=tmp_path)
 
 
 def test_changed_setting_seed_or_split_retrains(splits, tmp_path):
