@@ -67,14 +67,14 @@ def test_consistency_names_one_victim_trained_twice(tmp_path, monkeypatch):
                  data=data)
     study, _ = compare.load_study()
     assert study["20_attack_fgsm"]["victim_weights"] == study["10_train_cnn"]["victim_weights"] == "11" * 32
-    assert compare.consistency(study) == [
+    assert compare.consistency(study) == [(
         "Only some results name their victim's weights (10_train_cnn, 20_attack_fgsm); 21_attack_deepfool predate "
-        "the weights digest, so the same victim cannot be shown: rerun them on this victim."]
+        "the weights digest, so the same victim cannot be shown: rerun them on this victim.")]
     sidecar.write_text(json.dumps({"weights_sha256": "22" * 32}))  # retrained under the same name
     save_results("21_attack_deepfool", {"victim": "cnn-a"}, settings=settings, data=data)
     notes = compare.consistency(compare.load_study()[0])
-    assert notes == ["The results mix victim weights (the same victim name trained more than once): cnn-a weights "
-                     "111111111111: 10_train_cnn, 20_attack_fgsm; cnn-a weights 222222222222: 21_attack_deepfool."]
+    assert notes == [("The results mix victim weights (the same victim name trained more than once): cnn-a weights "
+                      "111111111111: 10_train_cnn, 20_attack_fgsm; cnn-a weights 222222222222: 21_attack_deepfool.")]
 
 
 def test_consistency_is_quiet_when_everything_matches(store):

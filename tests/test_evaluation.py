@@ -252,8 +252,8 @@ def test_records_refuse_one_victim_name_with_two_sets_of_weights(result, tmp_pat
         (store / "cnn-v").mkdir(parents=True, exist_ok=True)
         (store / "cnn-v" / "model.json").write_text(json.dumps({"weights_sha256": digest}))
 
-    rows, kw = result.records(), dict(profile="quick", data={"fingerprint": "abc"}, victim="cnn-v",
-                                      results_dir=tmp_path)
+    rows = result.records()
+    kw = {"profile": "quick", "data": {"fingerprint": "abc"}, "victim": "cnn-v", "results_dir": tmp_path}
     victim_with("aa" * 32)
     records.write_records("20_x", rows, notebook="20.ipynb", **kw)
     records.write_records("41_x", rows, notebook="41.ipynb", **kw)
