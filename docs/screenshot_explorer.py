@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "explorer-live.png",
                         help="PNG to write (default: docs/images/explorer-live.png)")
     parser.add_argument("--attack", default="PGD", help="attack chosen in the widget after the first drawing")
+    parser.add_argument("--eps-steps", type=int, default=8,
+                        help="then move the ε slider this many steps of 0.25/255 up with the keyboard (default 8: "
+                             "from 2/255 to 4/255)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the notebook to run")
     args = parser.parse_args(argv)
     try:
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
              f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp}", "--LabApp.expose_app_in_browser=True",
-             "--ServerApp.disable_check_xsrf=False"],
+             *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             base = f"http://127.0.0.1:{port}"
@@ -99,21 +102,32 @@ def main(argv=None) -> int:
                     "el => el.textContent.includes(' in ')", arg=status.element_handle(), timeout=args.timeout * 1000)
                 print(f"widget drawn {time.monotonic() - started:.0f} s after Run All: {status.text_content()}")
                 attack = widget.locator(".widget-dropdown").filter(has_text="attack").locator("select")
+                settled = ("([el, before]) => el.textContent !== before && el.textContent.includes(' in ')"
+                           " && !el.textContent.includes('computing')")
                 before = status.text_content()
                 attack.select_option(args.attack)
-                page.wait_for_function(
-                    "([el, before]) => el.textContent !== before && el.textContent.includes(' in ')"
-                    " && !el.textContent.includes('computing')",
-                    arg=[status.element_handle(), before], timeout=300_000)
-                page.wait_for_timeout(1500)  # the redrawn figure replaces the old one
+                page.wait_for_function(settled, arg=[status.element_handle(), before], timeout=300_000)
                 print(f"after choosing {args.attack}: {status.text_content()}")
+                if args.eps_steps:
+                    before = status.text_content()
+                    widget.locator(".widget-slider .noUi-handle").first.focus()
+                    for _ in range(args.eps_steps):
+                        page.keyboard.press("ArrowRight")
+                    page.wait_for_timeout(1000)  # every step redraws; wait for the last one
+                    page.wait_for_function(settled, arg=[status.element_handle(), before], timeout=300_000)
+                    page.wait_for_timeout(3000)
+                    page.wait_for_function(settled, arg=[status.element_handle(), ""], timeout=300_000)
+                    readout = widget.locator(".widget-slider .widget-readout").first.text_content()
+                    print(f"after moving ε to {readout.strip()}/255: {status.text_content()}")
+                page.wait_for_timeout(1500)  # the redrawn figure replaces the old one
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 widget.scroll_into_view_if_needed()
                 widget.screenshot(path=str(args.out))
                 browser.close()
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=30)
     print(f"wrote {args.out}")
     return 0
 
