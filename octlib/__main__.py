@@ -1,5 +1,6 @@
 """Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib report`` builds one HTML
-report from a run's results and figures; ``python -m octlib data`` summarises data.
+report from a run's results and figures; ``python -m octlib adopt-victim`` stamps the cached victim's weights digest
+into older results it reproduces; ``python -m octlib data`` summarises data.
 
 A bad setting or bad data (a missing folder, an unknown profile, a results file from another study ...) is printed
 as its message, without a Python traceback, and the command exits with code 2; ``--debug`` shows the traceback.
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", help="the HTML file (default: <figures>/report.html)")
     rep.add_argument("--eps", type=float, default=2.0, help="ε (/255) of the headline table (default 2)")
     rep.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
+    adopt = sub.add_parser("adopt-victim", help="stamp the cached victim's weights digest into older results made "
+                                                "with the same weights (checked on notebook 20's scans)")
+    adopt.add_argument("--profile", choices=["quick", "full"], help="default: OCTLIB_PROFILE, else quick")
+    adopt.add_argument("--data", help="default: OCTLIB_DATA, else the OCTMNIST download")
+    adopt.add_argument("--split-policy", choices=["official", "pooled"])
+    adopt.add_argument("--results", help="results store (default: the committed reference's, figures/results)")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -79,6 +86,20 @@ def _dispatch(args) -> int:
 
         out = build_report(args.out, figures=args.figures, eps_255=args.eps, pdf=args.pdf)
         print(f"wrote {out}" + (f" and {out.with_suffix('.pdf')}" if args.pdf else ""))
+        return 0
+    if args.command == "adopt-victim":
+        from .artifacts import load_victim
+        from .config import get_profile, reference_dir
+        from .evaluation import evaluation_scans
+        from .records import adopt_victim_weights
+
+        profile = get_profile(args.profile, split_policy=args.split_policy)
+        splits, victim = load_victim(args.data, profile, retrain="never")
+        scans = evaluation_scans(splits, profile.suite, seed=0)
+        results = args.results or reference_dir() / "results"
+        updated = adopt_victim_weights(victim, scans.x, scans.ids, results_dir=results)
+        print(f"{victim.path.name} (weights {victim.sidecar['weights_sha256'][:12]}) reproduces the recorded answers "
+              f"and losses; stamped {len(updated)} results in {results}: {', '.join(updated) or 'none needed'}")
         return 0
     from .data import load_splits
 

@@ -154,6 +154,55 @@ def check_one_study(frame) -> None:
                            "comparing them.")
 
 
+def adopt_victim_weights(victim, x, scan_ids, *, source: str = "20_attack_fgsm", results_dir=None,
+                         atol: float = 1e-5) -> list[str]:
+    """Stamp the weights digest of ``victim`` (a :class:`octlib.artifacts.TrainedModel`) into the results that name
+    it without one, once its behaviour shows it is the model they were made with: on the scans of ``source``'s
+    records (``x`` with ``scan_ids``), its answers must equal the recorded clean answers and its per-scan clean
+    cross-entropy the recorded one within ``atol``. For a victim trained again under its key in a later session
+    (models are not committed) before more notebooks join an older reference. Returns the names of the results
+    updated; raises :class:`ResultsError`, naming the difference, when the victim is another model."""
+    import numpy as np
+
+    from .metrics import cross_entropy, predict_logits
+    from .results import results_path, victim_of, write_record
+
+    name, digest = victim.path.name, victim.sidecar["weights_sha256"]
+    frame = read_records(results_dir, names=[source])
+    rows = frame[frame["victim"] == name] if len(frame) else frame
+    if not len(rows):
+        raise ResultsError(f"No records of {name} in {source}: nothing shows which weights the results were made "
+                           "with. Run that notebook first.")
+    row = rows.iloc[0]
+    index = {str(s): i for i, s in enumerate(scan_ids)}
+    missing = [s for s in row["scan_ids"] if str(s) not in index]
+    if missing:
+        raise ResultsError(f"{len(missing)} of {source}'s scans are not among the scans given (e.g. {missing[0]}): "
+                           "pass the evaluation scans of the same profile, data and seed.")
+    take = np.array([index[str(s)] for s in row["scan_ids"]])
+    logits = predict_logits(victim.model, np.asarray(x)[take])
+    y = np.asarray(row["y"])
+    loss = cross_entropy(y, logits, per_example=True)
+    differing = int(np.sum(logits.argmax(1) != np.asarray(row["clean_pred"])))
+    gap = float(np.max(np.abs(loss - np.asarray(row["clean_loss_per_scan"], dtype=float))))
+    if differing or not gap <= atol:
+        raise ResultsError(f"{name} here is not the model the results were made with: on {len(y)} scans of {source} "
+                           f"{differing} answers differ and the clean losses differ by up to {gap:.3g} (allowed "
+                           f"{atol:g}). Rerun the notebooks on this victim (make reference) instead.")
+    updated = []
+    for result in list_results(results_dir):
+        record = load_results(result, results_dir)
+        if victim_of(record.get("metrics")) != name or record.get("victim_weights"):
+            continue
+        record["victim_weights"] = digest
+        for r in record["metrics"].get("records", []):
+            if isinstance(r, dict) and r.get("victim") == name:
+                r["victim_weights"] = digest
+        write_record(results_path(result, results_dir), record)
+        updated.append(result)
+    return updated
+
+
 def stamp_extraction(rows, *, profile: str, data: dict, victim: str, notebook: str) -> list[dict]:
     """Flat extraction records (:func:`octlib.extraction.flat_rows`) stamped with their provenance, to keep
     under ``metrics["extraction_records"]`` of a results file (read back by :func:`read_extraction`)."""

@@ -123,6 +123,12 @@ def save_results(name: str, metrics, *, settings=None, seed: int | None = None, 
         from .artifacts import stored_weights_digest
 
         record["victim_weights"] = stored_weights_digest(victim)
+    return write_record(path, record)
+
+
+def write_record(path: Path | str, record: dict) -> Path:
+    """Write one results ``record`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
     text = dumps(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")

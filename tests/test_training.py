@@ -110,6 +110,37 @@ def test_the_weights_digest_names_the_trained_weights_not_the_file(splits, tmp_p
     assert artifacts.load_artifact(first.path).sidecar["weights_sha256"] == digest
 
 
+def test_a_retrained_victim_is_adopted_by_older_results_only_if_it_reproduces_them(splits, tmp_path):
+    from octlib import evaluation, metrics, records
+    from octlib.results import ResultsError, load_results
+
+    victim = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path / "models")
+    x, y, ids = splits.test.x, splits.test.labels, [f"s{i}" for i in range(len(splits.test.labels))]
+    logits = metrics.predict_logits(victim.model, x)
+    loss = metrics.cross_entropy(y, logits, per_example=True)
+    rows = evaluation.outcome_rows("undefended", "none", "suite", evaluation.ThreatModel(eps_255=(1.0,), headline_255=1.0), y,
+                                   logits.argmax(1), loss, [[1] * len(y)], [loss], ids, list(range(len(y))))
+    store = tmp_path / "results"
+    # results written before the digest (the victim is not in the default artifact store, so none is stamped)
+    records.write_records("20_attack_fgsm", rows, notebook="20.ipynb", profile="quick", victim=victim.path.name,
+                          data={"fingerprint": "abc"}, results_dir=store)
+    assert load_results("20_attack_fgsm", store)["victim_weights"] is None
+    other = artifacts.get_or_train(splits, TINY, name="tiny", seed=1, verbose=0, root=tmp_path / "models")
+    other.path = victim.path  # the same name, trained again with other weights
+    with pytest.raises(ResultsError, match="not the model the results were made with"):
+        records.adopt_victim_weights(other, x, ids, results_dir=store)
+    with pytest.raises(ResultsError, match="not among the scans given"):
+        records.adopt_victim_weights(victim, x[:3], ids[:3], results_dir=store)
+    order = np.arange(len(y))[::-1]  # the scans may come in another order
+    assert records.adopt_victim_weights(victim, x[order], [ids[i] for i in order], results_dir=store) == \
+        ["20_attack_fgsm"]
+    frame = records.read_records(store)
+    assert set(frame["victim_weights"]) == {victim.sidecar["weights_sha256"]}
+    assert load_results("20_attack_fgsm", store)["victim_weights"] == victim.sidecar["weights_sha256"]
+    records.check_one_study(frame)
+    assert records.adopt_victim_weights(victim, x, ids, results_dir=store) == []  # nothing left to stamp
+
+
 def test_the_key_not_the_name_decides_reuse(splits, tmp_path):
     first = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
     other = artifacts.get_or_train(splits, TINY, name="tiny-again", seed=0, verbose=0, root=tmp_path)
