@@ -25,6 +25,13 @@ reference's, and ``series_seconds_alone_where_measured``, the reference's total 
 time alone in place of its shared one (the committed figures still come from the reference runs):
 
     python benchmarks/bench_series.py --profile full --reference --alone runs/alone-42/manifest.json
+
+A notebook split after it was measured alone is recorded from the cells of that run: a manifest with
+``split_into`` (``{notebook: seconds}``, the cells each part took, written by ``--split-from``) stands for the
+notebooks it names.
+
+    python benchmarks/bench_series.py --split-from runs/alone-10/10_train_cnn.ipynb \
+        --split "10_train_cnn.ipynb=9-16,19-21" "11_release_shift.ipynb=18" --out split.json
 """
 
 from __future__ import annotations
@@ -86,10 +93,40 @@ def alone_times(paths, reference: dict) -> dict:
         p = Path(p).resolve()
         return str(p.relative_to(project_root())) if p.is_relative_to(project_root()) else str(p)
 
-    by_notebook = {e["notebook"]: (shown(p), m.get("started")) for p in paths
-                   for m in [json.loads(Path(p).read_text())] for e in _entries(m)}
-    return {nb: {"seconds": t, "reference_seconds": reference["notebooks"][nb], "manifest": by_notebook[nb][0],
-                 "started": by_notebook[nb][1]} for nb, t in runs["notebooks"].items()}
+    out = {}
+    for p in paths:
+        m = json.loads(Path(p).read_text())
+        parts = m.get("split_into") or {e["notebook"]: e["seconds"] for e in _entries(m)}
+        for nb, t in parts.items():
+            if nb not in reference["notebooks"]:
+                raise SystemExit(f"--alone: {nb} (from {p}) is not in the reference.")
+            out[nb] = {"seconds": t, "reference_seconds": reference["notebooks"][nb], "manifest": shown(p),
+                       "started": m.get("started")}
+            if m.get("split_into"):
+                out[nb]["from_cells_of"] = m["split_from"]
+    return out
+
+
+def split_run(executed: str, parts: list[str], manifest: str | None = None) -> dict:
+    """The run manifest beside ``executed`` (or ``manifest``) with ``split_into``: per ``name=cells`` part (cell
+    indices and ranges, e.g. ``9-16,19``) the seconds papermill recorded for those cells, for a notebook measured
+    alone before it was split; every timed cell must belong to exactly one part."""
+    nb = json.loads(Path(executed).read_text())
+    seconds = {i: (c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0)
+               for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"}
+    split, used = {}, []
+    for part in parts:
+        name, _, spec = part.partition("=")
+        cells = [i for r in spec.split(",") for a, _, b in [r.partition("-")] for i in range(int(a), int(b or a) + 1)]
+        used += cells
+        split[name] = round(sum(seconds.get(i, 0.0) for i in cells), 1)
+    timed = {i for i, t in seconds.items() if t}
+    if sorted(used) != sorted(set(used)) or not timed <= set(used):
+        raise SystemExit(f"--split: every timed cell in exactly one part (timed: {sorted(timed)}, given: {used}).")
+    m = json.loads(Path(manifest or Path(executed).parent / "manifest.json").read_text())
+    entry = next(e for e in _entries(m) if e["notebook"] == Path(executed).name)
+    return {**m, "split_from": entry["notebook"], "split_from_seconds": entry["seconds"],
+            "split_into": split, "cells_seconds": round(sum(seconds.values()), 1)}
 
 
 def main() -> None:
@@ -100,7 +137,20 @@ def main() -> None:
     parser.add_argument("--note", help="with --manifest: how the runs were made (e.g. what else shared the cores)")
     parser.add_argument("--alone", nargs="+", help="with --reference: manifests of reference notebooks re-measured "
                                                    "alone (fresh stores, nothing else on the cores)")
+    parser.add_argument("--split-from", help="an executed notebook measured alone before a split (its run's "
+                                             "manifest.json beside it): write its manifest with split_into")
+    parser.add_argument("--split", nargs="+", help="with --split-from: name=cells for each part, e.g. "
+                                                   "11_release_shift.ipynb=18")
     args = parser.parse_args()
+    if args.split_from:
+        report = split_run(args.split_from, args.split or [])
+        out = Path(args.out) if args.out else None
+        if out is None:
+            raise SystemExit("--split-from needs --out (the file to keep beside the other alone manifests).")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{report['split_from']} ({report['split_from_seconds']} s) -> {report['split_into']} -> {out}")
+        return
     if args.reference:
         from octlib.config import reference_dir
         from octlib.runner import find_notebooks
