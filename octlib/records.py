@@ -195,9 +195,10 @@ def adopt_victim_weights(victim, x, scan_ids, *, source: str = "20_attack_fgsm",
         if victim_of(record.get("metrics")) != name or record.get("victim_weights"):
             continue
         record["victim_weights"] = digest
-        for r in record["metrics"].get("records", []):
-            if isinstance(r, dict) and r.get("victim") == name:
-                r["victim_weights"] = digest
+        for key in ("records", "extraction_records"):  # evaluation and extraction rows of that victim
+            for r in record["metrics"].get(key, []):
+                if isinstance(r, dict) and r.get("victim") == name:
+                    r["victim_weights"] = digest
         write_record(results_path(result, results_dir), record)
         updated.append(result)
     return updated
@@ -212,13 +213,16 @@ def stamp_extraction(rows, *, profile: str, data: dict, victim: str, notebook: s
     if not fingerprint:
         raise ResultsError("stamp_extraction: `data` needs the data fingerprint, e.g. "
                            "{'fingerprint': splits.info['fingerprint']}.")
+    from .artifacts import stored_weights_digest
+
+    weights = stored_weights_digest(victim)
     out = []
     for i, row in enumerate(rows):
         missing = [k for k in FLAT_KEYS if k not in row]
         if missing:
             raise ResultsError(f"extraction record {i} lacks {missing}; build it with octlib.extraction.flat_rows.")
         out.append({**row, "profile": profile, "data_fingerprint": fingerprint, "victim": victim,
-                    "notebook": notebook})
+                    "victim_weights": weights, "notebook": notebook})
     return out
 
 

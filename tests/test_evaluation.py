@@ -260,6 +260,18 @@ def test_records_refuse_one_victim_name_with_two_sets_of_weights(result, tmp_pat
     frame = records.read_records(tmp_path)
     assert set(frame["victim_weights"]) == {"aa" * 32}
     records.check_one_study(frame)  # same name, same weights: one study
+    # extraction rows of the same run name the same weights, so notebook 90 can check both together
+    import pandas as pd
+
+    from octlib.extraction import FLAT_KEYS
+    from octlib.results import save_results
+
+    thief = records.stamp_extraction([dict.fromkeys(FLAT_KEYS, 0)], profile="quick", data={"fingerprint": "abc"},
+                                     victim="cnn-v", notebook="30.ipynb")
+    save_results("30_x", {"victim": "cnn-v", "extraction_records": thief}, results_dir=tmp_path)
+    steal = records.read_extraction(tmp_path)
+    assert set(steal["victim_weights"]) == {"aa" * 32}
+    records.check_one_study(pd.concat([frame, steal], ignore_index=True))
     victim_with("bb" * 32)  # the victim trained again under the same name
     records.write_records("42_x", rows, notebook="42.ipynb", **kw)
     with pytest.raises(ResultsError, match=r"victim_weights: aaaa.* in 20_x, 41_x; bbbb.* in 42_x"):
