@@ -98,9 +98,10 @@ def alone_times(paths, reference: dict) -> dict:
         m = json.loads(Path(p).read_text())
         parts = m.get("split_into") or {e["notebook"]: e["seconds"] for e in _entries(m)}
         for nb, t in parts.items():
-            if nb not in reference["notebooks"]:
+            if nb not in reference["notebooks"] and not m.get("split_into"):
                 raise SystemExit(f"--alone: {nb} (from {p}) is not in the reference.")
-            out[nb] = {"seconds": t, "reference_seconds": reference["notebooks"][nb], "manifest": shown(p),
+            # a part of a split notebook may not be in the reference yet: its time counts, its reference time is None
+            out[nb] = {"seconds": t, "reference_seconds": reference["notebooks"].get(nb), "manifest": shown(p),
                        "started": m.get("started")}
             if m.get("split_into"):
                 out[nb]["from_cells_of"] = m["split_from"]

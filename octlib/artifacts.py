@@ -225,10 +225,12 @@ def release_shift_study(split, cfg: TrainConfig, variants, *, seed: int = 0, ret
     ``split`` and score them on its validation and test scans: ``{variant: row}``, each row with validation and
     test accuracy (95% Wilson interval, n), epochs run, training seconds, whether it came from the cache, the
     artifact's folder name and the per-scan test outcomes (``test_correct``, for paired tests against
-    ``default``). Model selection inside each training watches validation patients only."""
+    ``default``) with ``paired_vs_default``, the exact McNemar test against ``default`` on those scans
+    (:func:`octlib.stats.mcnemar`). Model selection inside each training watches validation patients only."""
     from dataclasses import replace
 
     from .metrics import accuracy, predict_logits
+    from .stats import mcnemar
 
     unknown = [v for v in variants if v not in SHIFT_VARIANTS]
     if unknown:
@@ -248,6 +250,9 @@ def release_shift_study(split, cfg: TrainConfig, variants, *, seed: int = 0, ret
                        "selected_on": training.get("selected_on"), "train_seconds": training.get("train_seconds"),
                        "cached": trained.cached, "artifact": trained.path.name,
                        "test_correct": (pred == split.test.labels).astype(int).tolist()}
+    default = [bool(v) for v in rows["default"]["test_correct"]]
+    for row in rows.values():
+        row["paired_vs_default"] = mcnemar([bool(v) for v in row["test_correct"]], default)
     return rows
 
 

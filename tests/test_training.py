@@ -157,6 +157,10 @@ def test_release_shift_study_scores_each_variant_on_the_same_scans_as_the_defaul
         assert r["n_test"] == len(splits.test.labels) == len(r["test_correct"]) and r["n_val"] == len(splits.val.labels)
         assert r["test accuracy"] == pytest.approx(np.mean(r["test_correct"]))
         assert r["val ci_low"] <= r["val accuracy"] <= r["val ci_high"] and r["selected_on"] == "validation loss"
+    default, other = (np.array(rows[k]["test_correct"], dtype=bool) for k in ("default", "no augmentation"))
+    assert rows["default"]["paired_vs_default"]["p_value"] == 1.0
+    assert rows["no augmentation"]["paired_vs_default"]["a_only"] == int((other & ~default).sum())
+    assert rows["no augmentation"]["paired_vs_default"]["b_only"] == int((~other & default).sum())
     again = artifacts.release_shift_study(splits, TINY, ("no augmentation", "default"), seed=0, root=tmp_path)
     assert list(again) == ["default", "no augmentation"] and all(r["cached"] for r in again.values())
     assert again["no augmentation"]["test_correct"] == rows["no augmentation"]["test_correct"]
