@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES
+from .plotting import PAGE_HEIGHT, TWO_COLUMNS
 
 ATTACKS = ("FGSM", "PGD", "DeepFool")
 #: Set (e.g. by ``python -m octlib run`` and the tests) when notebooks run without anyone watching.
@@ -143,24 +144,24 @@ class Explorer:
         delta = xa - x
         eps_text = "minimal L2" if view.eps_255 is None else f"ε = {view.eps_255:g}/255 ({view.eps_255 / 255:.4f})"
         axes[0].imshow(x, cmap="gray", vmin=0, vmax=1)
-        axes[0].set_title(f"scan (true {CLASSES[view.label]})", fontsize=9)
+        axes[0].set_title(f"scan (true {CLASSES[view.label]})", fontsize=7)
         axes[1].imshow(xa, cmap="gray", vmin=0, vmax=1)
-        axes[1].set_title(f"{view.attack}, {eps_text}", fontsize=9)
+        axes[1].set_title(f"{view.attack}, {eps_text}", fontsize=7)
         peak = max(np.abs(delta).max(), 1e-12)
         axes[2].imshow(np.clip(0.5 + 0.5 * delta / peak, 0, 1), cmap="gray", vmin=0, vmax=1)
-        axes[2].set_title(f"perturbation ×{0.5 / peak:.0f}", fontsize=9)
+        axes[2].set_title(f"perturbation ×{0.5 / peak:.0f}", fontsize=7)
         pos = np.arange(len(CLASSES))
         axes[3].barh(pos - 0.2, view.probs_clean, height=0.4, label="clean", color="#0072b2")
         axes[3].barh(pos + 0.2, view.probs_adv, height=0.4, label="adversarial", color="#d55e00")
         axes[3].set(yticks=pos, yticklabels=CLASSES, xlim=(0, 1), xlabel=f"answer ({view.answers})")
         axes[3].invert_yaxis()
         axes[3].legend(fontsize=7, loc="lower right")
-        axes[3].set_title(f"{view.model}", fontsize=9)
+        axes[3].set_title(f"{view.model}", fontsize=7)
         for ax, cam, img, title in ((axes[4], view.cam_clean, x, "Grad-CAM, clean"),
                                     (axes[5], view.cam_adv, xa, "Grad-CAM, adversarial")):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.imshow(cam, cmap="magma", vmin=0, vmax=1, alpha=0.55)
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=7)
         for ax in axes[[0, 1, 2, 4, 5]]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -218,7 +219,7 @@ class Explorer:
             return self.widget()
         selections = selections or [{"index": 0, "attack": a} for a in ATTACKS]
         views = [self.view(**s) for s in selections]
-        fig = plt.figure(figsize=(14, 2.9 * len(views)))
+        fig = plt.figure(figsize=(TWO_COLUMNS, min(1.75 * len(views), PAGE_HEIGHT)))  # fits an A4 page
         for v, sub in zip(views, fig.subfigures(len(views), 1, squeeze=False)[:, 0]):
             self.figure(v, fig=sub)
         return fig, views

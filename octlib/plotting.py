@@ -11,8 +11,28 @@ from .config import CLASSES, figures_dir
 
 DPI = 300
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: One colour per class, used by every notebook.
-CLASS_COLORS = dict(zip(CLASSES, ("#d62728", "#ff7f0e", "#9467bd", "#2ca02c")))
+#: One colour per class, used by every notebook: Okabe and Ito's colour-blind-safe set (vermillion, orange,
+#: reddish purple, bluish green), designed for colour-blind readers (a test checks deuteranopia and protanopia).
+CLASS_COLORS = dict(zip(CLASSES, ("#D55E00", "#E69F00", "#CC79A7", "#009E73")))
+#: Figure widths in inches that fit an A4 page: one column (89 mm) and two columns (183 mm), the widths most
+#: journals print at; :func:`save_fig` refuses a figure wider than ``TWO_COLUMNS`` or taller than ``PAGE_HEIGHT``.
+ONE_COLUMN = 3.5
+TWO_COLUMNS = 7.2
+#: The text height of an A4 page with 25 mm margins (247 mm), in inches.
+PAGE_HEIGHT = 9.7
+_TOLERANCE = 0.05  # inches: rounding of the tight bounding box
+
+
+def figsize(columns: int = 2, height: float | None = None, *, aspect: float = 0.42) -> tuple[float, float]:
+    """``(width, height)`` in inches of a figure one or two A4 columns wide (``columns`` 1 or 2); ``height`` in
+    inches, else ``aspect`` times the width."""
+    if columns not in (1, 2):
+        raise ValueError(f"`columns` must be 1 or 2 (one or two A4 columns), got {columns!r}.")
+    width = ONE_COLUMN if columns == 1 else TWO_COLUMNS
+    height = width * aspect if height is None else float(height)
+    if not 0 < height <= PAGE_HEIGHT:
+        raise ValueError(f"`height` must be in (0, {PAGE_HEIGHT}] inches (an A4 page's text height), got {height}.")
+    return width, height
 
 
 def set_style() -> None:
@@ -20,22 +40,38 @@ def set_style() -> None:
     import matplotlib as mpl
     import seaborn as sns
 
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    # "paper": 8-10 pt text, what a figure printed 89 or 183 mm wide needs; seaborn's colour-blind palette for C0-C9
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
     mpl.rcParams.update({
         "figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight", "figure.constrained_layout.use": True,
         "axes.titleweight": "bold", "image.cmap": "gray", "pdf.fonttype": 42, "svg.fonttype": "none",
     })
 
 
-def save_fig(fig, name: str, *, folder: Path | str | None = None, formats=("png", "pdf")) -> list[Path]:
+def page_size(fig) -> tuple[float, float]:
+    """Width and height in inches of ``fig`` as :func:`save_fig` writes it (its tight bounding box)."""
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+    return float(bbox.width), float(bbox.height)
+
+
+def save_fig(fig, name: str, *, folder: Path | str | None = None, formats=("png", "pdf"),
+             check_page: bool = True) -> list[Path]:
     """Write ``fig`` as ``<figures>/<name>.png`` (300 dpi) and ``.pdf`` and return the paths.
 
     ``name`` starts with the notebook number (``00_class_counts``) so a report figure traces back to its source.
     The folder is :func:`octlib.config.figures_dir` (``OCTLIB_FIGURES``, else ``runs/interactive/figures``).
+    A figure that would not fit an A4 page at its own size (wider than ``TWO_COLUMNS``, taller than
+    ``PAGE_HEIGHT``) is refused unless ``check_page=False``: a report would shrink it and its text with it.
     """
     if not isinstance(name, str) or not _NAME.match(name) or Path(name).suffix in (".png", ".pdf"):
         raise ValueError(f"Figure name {name!r} must be letters, digits, '_', '-' or '.', without an extension, "
                          "e.g. '00_class_counts'.")
+    if check_page:
+        width, height = page_size(fig)
+        if width > TWO_COLUMNS + _TOLERANCE or height > PAGE_HEIGHT + _TOLERANCE:
+            raise ValueError(f"Figure {name!r} is {width:.2f} x {height:.2f} in; an A4 page holds at most "
+                             f"{TWO_COLUMNS} in wide (two columns, 183 mm) and {PAGE_HEIGHT} in high. Make it with "
+                             "`figsize=octlib.plotting.figsize(1 or 2, height)`, or pass `check_page=False`.")
     out_dir = Path(folder) if folder is not None else figures_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -46,9 +82,10 @@ def save_fig(fig, name: str, *, folder: Path | str | None = None, formats=("png"
     return paths
 
 
-def image_grid(images, titles=None, *, ncols: int = 6, size: float = 1.8, row_labels=None, suptitle=None,
+def image_grid(images, titles=None, *, ncols: int = 6, size: float | None = None, row_labels=None, suptitle=None,
                vmin: float | None = 0.0, vmax: float | None = 1.0, cmap: str = "gray"):
-    """Show images (``(N, H, W)`` or ``(N, H, W, 1)``, values in [0, 1]) in a grid; returns the figure."""
+    """Show images (``(N, H, W)`` or ``(N, H, W, 1)``, values in [0, 1]) in a grid; returns the figure. ``size``:
+    inches per image (default: the grid spans two A4 columns, :data:`TWO_COLUMNS`)."""
     import matplotlib.pyplot as plt
 
     images = np.asarray(images)
@@ -56,6 +93,7 @@ def image_grid(images, titles=None, *, ncols: int = 6, size: float = 1.8, row_la
         images = images[..., 0]
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
+    size = min(size or TWO_COLUMNS / ncols, TWO_COLUMNS / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -80,7 +118,7 @@ def intensity_histograms(images, labels, *, bins: int = 64, ax=None):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        _, ax = plt.subplots(figsize=figsize(2, 3))
     images, labels = np.asarray(images), np.asarray(labels)
     edges = np.linspace(0, 1, bins + 1)
     for k, cls in enumerate(CLASSES):
@@ -101,7 +139,7 @@ def plot_confusion(confusion, *, ax=None, title: str = "", normalize: bool = Tru
 
     cm = np.asarray(confusion, dtype=float)
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.2, 3.6))
+        _, ax = plt.subplots(figsize=figsize(1, 3.1))
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     annot = np.array([[f"{shown[i, j]:.2f}\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
                        for j in range(cm.shape[1])] for i in range(cm.shape[0])])
@@ -117,7 +155,7 @@ def plot_roc(y_true, probs, *, ax=None, title: str = ""):
     from sklearn.metrics import roc_auc_score, roc_curve
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 4))
+        _, ax = plt.subplots(figsize=figsize(1, 3.4))
     y_true, probs = np.asarray(y_true), np.asarray(probs)
     for k, cls in enumerate(CLASSES):
         truth = y_true == k
@@ -130,64 +168,71 @@ def plot_roc(y_true, probs, *, ax=None, title: str = ""):
     return ax.figure
 
 
-def plot_history(history: dict, *, axes=None, label: str = ""):
-    """Training and validation loss and accuracy per epoch from a Keras history dict."""
+def plot_history(history: dict, *, axes=None, label: str = "", n_val: int | None = None):
+    """Training and validation loss and accuracy per epoch from a Keras history dict; with ``n_val`` (the number
+    of validation scans) the validation accuracy gets its 95% Wilson band. (The training curves are means over
+    augmented batches while the weights change: no interval is drawn for them.)"""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        _, axes = plt.subplots(1, 2, figsize=figsize(2, 2.8))
     epochs = np.arange(1, len(history["loss"]) + 1)
     for ax, key in zip(axes, ("loss", "accuracy")):
         line, = ax.plot(epochs, history[key], ls="--", label=f"{label} train".strip())
-        ax.plot(epochs, history[f"val_{key}"], color=line.get_color(), label=f"{label} val".strip())
+        if key == "accuracy" and n_val:
+            plot_rate_curve(ax, epochs, history["val_accuracy"], n_val, color=line.get_color(), marker=None,
+                            label=f"{label} val (95% CI, n = {n_val})".strip())
+        else:
+            ax.plot(epochs, history[f"val_{key}"], color=line.get_color(), label=f"{label} val".strip())
         ax.set(xlabel="epoch", ylabel=key)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     return axes[0].figure
 
 
-def plot_vs_eps(ax, eps_255, reports, key: str = "adversarial", *, label: str = "", color=None, marker="o",
-                **plot_kwargs):
-    """Plot a metric of per-ε attack reports against ε (/255, log axis); accuracy gets its 95% CI band.
+def loss_interval(row: dict, *, key: str = "loss", seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean of an evaluation record's per-scan ``key`` (``loss``: the attacked cross-entropy;
+    ``clean_loss_per_scan``), a percentile bootstrap that resamples whole patients
+    (:func:`octlib.stats.cluster_bootstrap`)."""
+    from .stats import cluster_bootstrap
 
-    ``key`` is ``"adversarial"`` (accuracy with CI) or any scalar key of the report (``"loss_adversarial"``);
-    further keyword arguments (``ls``, ``ms``...) go to ``ax.plot``.
-    """
-    eps_255 = np.asarray(eps_255, dtype=float)
-    if key == "adversarial":
-        vals = np.array([r[key]["value"] for r in reports])
-        lo = np.array([r[key]["ci_low"] for r in reports])
-        hi = np.array([r[key]["ci_high"] for r in reports])
-        line, = ax.plot(eps_255, vals, marker=marker, label=label, color=color, **plot_kwargs)
-        ax.fill_between(eps_255, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
-    else:
-        ax.plot(eps_255, [r[key] for r in reports], marker=marker, label=label, color=color, **plot_kwargs)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("ε (/255; ε in [0, 1] = value / 255)")
-    return ax
+    values, patients = row.get(key), row.get("patients")
+    if values is None or patients is None or len(values) != len(patients):
+        raise ValueError(f"The record has no per-scan {key!r} with its 'patients' (of one length): pass rows of "
+                         "octlib.records.read_records or Evaluation.records().")
+    boot = cluster_bootstrap(values, patients, seed=seed)
+    return boot["ci_low"], boot["ci_high"]
 
 
 def plot_records_vs_eps(ax, rows, key: str = "robust_accuracy", *, label: str = "", color=None, marker="o",
                         **plot_kwargs):
     """Plot evaluation records (:mod:`octlib.records`, one model and attack, L∞) against ε (/255, log axis):
-    ``robust_accuracy`` with its 95% Wilson band, or any scalar key (``attacked_loss``)."""
+    ``robust_accuracy`` with its 95% Wilson band, ``attacked_loss`` with the 95% patient-bootstrap band of its
+    mean (:func:`loss_interval`), or any other scalar key without a band."""
     rows = sorted(rows, key=lambda r: r["eps"])
     eps_255 = np.array([r["eps_255"] for r in rows], dtype=float)
     line, = ax.plot(eps_255, [r[key] for r in rows], marker=marker, label=label, color=color, **plot_kwargs)
     if key == "robust_accuracy":
         ax.fill_between(eps_255, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=line.get_color(),
                         alpha=0.15, lw=0)
+    elif key == "attacked_loss":
+        low, high = np.array([loss_interval(r) for r in rows]).T
+        ax.fill_between(eps_255, low, high, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("ε (/255; ε in [0, 1] = value / 255)")
     return ax
 
 
-def plot_rate_curve(ax, x, values, n: int, *, label: str = "", color=None, marker="o", **plot_kwargs):
-    """A proportion over ``n`` scans against ``x`` (e.g. certified accuracy vs L2 radius), with its 95% Wilson band."""
+def plot_rate_curve(ax, x, values, n, *, label: str = "", color=None, marker="o", **plot_kwargs):
+    """A proportion over ``n`` scans against ``x`` (e.g. certified accuracy vs L2 radius), with its 95% Wilson band;
+    ``n`` one count for every point or one per point (e.g. the scans in each calibration bin)."""
     from .metrics import wilson_interval
 
     values = np.asarray(values, dtype=float)
+    counts = np.broadcast_to(np.asarray(n, dtype=int), values.shape)
+    if np.any(counts < 1):
+        raise ValueError(f"`n` must be positive scan counts, got {n!r}.")
     line, = ax.plot(x, values, marker=marker, label=label, color=color, **plot_kwargs)
-    low, high = np.array([wilson_interval(int(round(v * n)), n) for v in values]).T
+    low, high = np.array([wilson_interval(int(round(v * k)), int(k)) for v, k in zip(values, counts)]).T
     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.12, lw=0)
     return ax
 
@@ -200,7 +245,7 @@ def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix
 
     pc, pa = softmax(np.asarray(logits_clean)), softmax(np.asarray(logits_adv))
     n = len(x)
-    fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.5 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=figsize(2, min(2.3 * n, PAGE_HEIGHT)), squeeze=False)
     for i in range(n):
         delta = (x_adv[i] - x[i])[..., 0]
         scale = amplify or (0.5 / max(np.abs(delta).max(), 1e-8))
@@ -267,7 +312,8 @@ def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, am
 
     x = np.asarray(x).reshape(np.shape(masks))
     n, cols = len(x), 1 + len(cams) + len(deltas)
-    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols, 1.5 * n), squeeze=False)  # 9 in wide: a two-column page
+    side = min(1.5, TWO_COLUMNS / cols, PAGE_HEIGHT / n)  # inches per panel: at most two A4 columns wide
+    fig, axes = plt.subplots(n, cols, figsize=(side * cols, side * n), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(x[i], cmap="gray", vmin=0, vmax=1)
         axes[i, 0].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.8)

@@ -102,6 +102,89 @@ def test_rate_curve_draws_the_wilson_band_of_each_point():
     plt.close(fig)
 
 
+def test_save_fig_refuses_a_figure_wider_than_two_a4_columns(tmp_path):
+    from octlib.plotting import PAGE_HEIGHT, TWO_COLUMNS, figsize, page_size
+
+    wide, _ = plt.subplots(1, 3, figsize=(12, 4))
+    with pytest.raises(ValueError, match=r"'00_wide' is \d+\.\d\d x .*figsize"):
+        save_fig(wide, "00_wide", folder=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written
+    assert save_fig(wide, "00_wide", folder=tmp_path, check_page=False)[0].is_file()
+    plt.close(wide)
+    fits, ax = plt.subplots(figsize=figsize(2, 3))
+    ax.plot([1, 2], [3, 4])
+    ax.set(title="a title that fits", xlabel="x", ylabel="y")
+    width, height = page_size(fits)
+    assert width <= TWO_COLUMNS + 0.05 and height <= PAGE_HEIGHT
+    save_fig(fits, "00_fits", folder=tmp_path)
+    plt.close(fits)
+    assert figsize(1) == (3.5, 3.5 * 0.42) and figsize(2, 3) == (7.2, 3.0)
+    for bad in ({"columns": 3}, {"columns": 1, "height": 20}):
+        with pytest.raises(ValueError, match="columns|height"):
+            figsize(**bad)
+
+
+def test_default_image_grid_fits_two_columns():
+    from octlib.plotting import TWO_COLUMNS
+
+    fig = image_grid(np.zeros((12, 8, 8)), ncols=6, size=3)
+    assert fig.get_size_inches()[0] <= TWO_COLUMNS + 1e-9
+    plt.close(fig)
+
+
+def test_rate_curve_takes_one_count_per_point():
+    from octlib.metrics import wilson_interval
+    from octlib.plotting import plot_rate_curve
+
+    fig, ax = plt.subplots()
+    plot_rate_curve(ax, [0.5, 0.9], [0.5, 0.9], [10, 100])
+    band = ax.collections[0].get_paths()[0].vertices
+    for x, k, n in ((0.5, 5, 10), (0.9, 90, 100)):
+        low, high = wilson_interval(k, n)
+        assert any(abs(v[0] - x) < 1e-9 and abs(v[1] - low) < 1e-9 for v in band)
+        assert any(abs(v[0] - x) < 1e-9 and abs(v[1] - high) < 1e-9 for v in band)
+    with pytest.raises(ValueError, match="positive scan counts"):
+        plot_rate_curve(ax, [0.5], [0.5], [0])
+    plt.close(fig)
+
+
+def test_loss_curve_gets_the_patient_bootstrap_band_of_its_mean():
+    from octlib.plotting import loss_interval, plot_records_vs_eps
+    from octlib.stats import cluster_bootstrap
+
+    rng = np.random.default_rng(0)
+    rows = [{"eps": e / 255, "eps_255": e, "attacked_loss": float(np.mean(loss)), "loss": list(loss),
+             "patients": [f"p{i // 2}" for i in range(40)]}
+            for e, loss in ((1, rng.exponential(0.5, 40)), (4, rng.exponential(2.0, 40)))]
+    fig, ax = plt.subplots()
+    plot_records_vs_eps(ax, rows, "attacked_loss")
+    band = ax.collections[0].get_paths()[0].vertices
+    boot = cluster_bootstrap(rows[1]["loss"], rows[1]["patients"])
+    assert (boot["ci_low"], boot["ci_high"]) == loss_interval(rows[1])
+    assert boot["ci_low"] < rows[1]["attacked_loss"] < boot["ci_high"]
+    assert any(abs(v[0] - 4) < 1e-9 and abs(v[1] - boot["ci_high"]) < 1e-9 for v in band)
+    with pytest.raises(ValueError, match="per-scan 'loss'"):
+        loss_interval({"attacked_loss": 1.0})
+    plt.close(fig)
+
+
+def test_class_colours_stay_apart_for_colour_blind_readers():
+    """The class colours stay distinguishable under simulated deuteranopia and protanopia (Machado et al. 2009
+    matrices at full severity, applied in linear RGB): every pair differs by more than a small RGB distance."""
+    from matplotlib.colors import to_rgb
+
+    from octlib.plotting import CLASS_COLORS
+
+    machado = {"deuteranopia": [[0.367, 0.861, -0.228], [0.280, 0.673, 0.047], [-0.012, 0.043, 0.969]],
+               "protanopia": [[0.152, 1.053, -0.205], [0.115, 0.786, 0.099], [-0.004, -0.048, 1.052]]}
+    linear = {c: np.array(to_rgb(v)) ** 2.2 for c, v in CLASS_COLORS.items()}
+    for name, m in machado.items():
+        seen = {c: np.clip(np.asarray(m) @ v, 0, 1) ** (1 / 2.2) for c, v in linear.items()}
+        names = list(seen)
+        gaps = [np.linalg.norm(seen[a] - seen[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+        assert min(gaps) > 0.15, (name, dict(zip(names, gaps)))
+
+
 def test_cpu_description_reads_the_model_and_the_kernel_picking_features():
     from octlib.provenance import cpu_description
 
