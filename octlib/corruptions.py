@@ -150,6 +150,8 @@ def disk_kernel(radius: float, alias_sigma: float, *, supersample: int = 8) -> n
     inside = ((xx**2 + yy**2) <= max(radius, 0.5 / supersample) ** 2).astype(np.float64)
     n = 2 * half + 1
     disk = inside.reshape(n, supersample, n, supersample).mean(axis=(1, 3))
+    if not disk.any():  # a disk smaller than the sub-pixel grid lies inside the centre pixel: no blur
+        disk[half, half] = 1.0
     disk /= disk.sum()
     taps = _gauss_taps(alias_sigma)
     return correlate(np.pad(disk, 1), np.outer(taps, taps), mode="constant")

@@ -86,6 +86,11 @@ def test_contrast_pulls_toward_the_mean_and_pixelate_is_blocky():
 
 def test_blur_kernels_are_normalised_and_scaled():
     assert C.disk_kernel(2.5, 0.1).sum() == pytest.approx(1.0)
+    # a radius below the sub-pixel grid (a 224-px radius scaled to a 32-px scan) is the centre pixel, not NaN
+    tiny = C.disk_kernel(0.5 * 32 / 224, 0.1 * 32 / 224)
+    assert np.isfinite(tiny).all() and tiny.sum() == pytest.approx(1.0) and tiny.max() == pytest.approx(1.0)
+    x = scans(n=1, size=32)
+    assert np.array_equal(C.corrupt(x, "defocus_blur", 5, reference_size=224), x)  # no blur, no garbage
     k = C.motion_kernel(10, 3, 0.0)
     assert k.sum() == pytest.approx(1.0)
     assert np.count_nonzero(k) == 21  # 2 ceil(10) + 1 taps on one line, starting at the pixel
