@@ -78,8 +78,11 @@ def _fast_classifier_class():
                 return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
             if not hasattr(self, "_octlib_loss_gradient"):
                 model, loss_object = self.model, self._loss_object
+                # one trace for every batch size (a signature with no fixed batch; no autograph: no control flow)
+                spec = (tf.TensorSpec((None, *np.shape(x)[1:]), tf.float32),
+                        tf.TensorSpec((None, *np.shape(y)[1:]), tf.float32))
 
-                @tf.function(reduce_retracing=True)
+                @tf.function(input_signature=spec, autograph=False)
                 def loss_gradient(xt, yt):
                     with tf.GradientTape() as tape:
                         tape.watch(xt)
@@ -97,7 +100,7 @@ def _fast_classifier_class():
             if not hasattr(self, "_octlib_jacobian"):
                 model, n = self.model, self.nb_classes
 
-                @tf.function(reduce_retracing=True)
+                @tf.function(input_signature=(tf.TensorSpec((None, *np.shape(x)[1:]), tf.float32),), autograph=False)
                 def jacobian(xt):
                     with tf.GradientTape(persistent=True) as tape:
                         tape.watch(xt)

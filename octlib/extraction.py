@@ -16,7 +16,7 @@ trains a thief model of its own choosing (:func:`thief_classifier`) on the answe
 :func:`octlib.metrics.extraction_report` on the evaluation split.
 
 Known traps handled here (../shared/REFERENCE.md): every thief has its own optimizer and an explicit
-``train_step`` traced once with ``reduce_retracing`` (ART's default re-traces on every call: ~10x slower for
+``train_step`` traced once for every batch size (ART's default re-traces on every call: ~10x slower for
 adaptive KnockoffNets); adaptive KnockoffNets with ``reward="all"`` against a label-only API fails inside ART with
 "probabilities contain NaN" (the certainty reward is constant, its variance 0); :func:`steal` reports that as a
 failed run with the reason instead of crashing.
@@ -220,17 +220,24 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
     optimizer.build(model.trainable_variables)
     loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
 
-    @tf.function(reduce_retracing=True)
-    def traced_step(net, images, labels):
+    # traced once for any batch size (the last batch of an epoch is smaller; without a signature TensorFlow traced
+    # each new shape and then a general one: three traces, most of a quick thief's time), without autograph (no
+    # Python control flow to convert)
+    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32), tf.TensorSpec((None, len(CLASSES)), tf.float32))
+
+    @tf.function(input_signature=spec, autograph=False)
+    def traced_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = loss_object(labels, net(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
+            loss = loss_object(labels, model(images, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
     def train_step(net, images, labels):
+        if net is not model:
+            raise ValueError("This thief's train_step trains only its own model.")
         if max_steps is not None and int(optimizer.iterations.numpy()) >= max_steps:
             return None
-        return traced_step(net, images, labels)
+        return traced_step(tf.cast(images, tf.float32), tf.cast(labels, tf.float32))
 
     return _fast_classifier_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,

@@ -114,6 +114,17 @@ def test_traced_loss_gradient_equals_arts(setup, loss):
     np.testing.assert_allclose(clf.loss_gradient(x[:5], onehot[:5]), art[:5] * len(x) / 5, rtol=1e-4, atol=1e-7)
 
 
+def test_traced_gradients_are_traced_once_for_every_batch_size(setup):
+    model, _, x, y = setup
+    clf = attacks.art_classifier(model)
+    onehot = np.eye(4, dtype=np.float32)[y]
+    for n in (24, 5, 3, 24):  # an attack's last batch is smaller than the others
+        clf.loss_gradient(x[:n], onehot[:n])
+        clf.class_gradient(x[:n])
+    assert clf._octlib_loss_gradient.experimental_get_tracing_count() == 1
+    assert clf._octlib_jacobian.experimental_get_tracing_count() == 1
+
+
 def test_attack_report_counts():
     y = np.array([0, 1, 2, 3, 0, 1])
     clean = np.eye(4)[[0, 1, 2, 3, 0, 2]] * 5  # 5 of 6 right; last DME read as DRUSEN
