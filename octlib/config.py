@@ -579,16 +579,18 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Quick: CI on 2 CPU cores, the whole series (17 notebooks, every model trained) in about 10 minutes: each
-    # model trains for at most 12 epochs (retrained defences 6), thieves take 64 steps for at most 60 queries.
-    "quick": Profile(name="quick", image_size=64, max_per_split=3000,
+    # Quick: CI on 2 CPU cores, the whole series (21 notebooks, every model trained) within 10 minutes: 32-px
+    # inputs (every convolution 4x cheaper than at 64 px; the quick official-policy victim trained in 29 s instead of
+    # 78 s and scored 0.78 instead of 0.69 on test), each model trains for at most 12 epochs (retrained defences
+    # 6), thieves take 48 steps for at most 40 queries. Its numbers check code paths, not findings.
+    "quick": Profile(name="quick", image_size=32, max_per_split=3000,
                      train=TrainConfig(epochs=12, early_stopping_patience=4, reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
-                     extraction=ExtractionConfig(proxy_size=400, budgets=(30, 60), adaptive_budgets=(30, 60),
+                     extraction=ExtractionConfig(proxy_size=400, budgets=(20, 40), adaptive_budgets=(20, 40),
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
-                                                 thief_steps=64, transfer_eps_255=(2, 8), transfer_subset=100),
+                                                 thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,),
-                                           extraction_budgets=(60,), adaptive_budget=60, hsj_subset=12,
+                                           extraction_budgets=(40,), adaptive_budget=40, hsj_subset=12,
                                            hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,

@@ -135,7 +135,7 @@ def test_npz_with_missing_keys_names_the_file(tmp_path):
 
 
 def test_default_setting_downloads_octmnist_at_profile_size(tmp_path, monkeypatch):
-    payload = make_npz(tmp_path / "src64.npz", size=64)
+    payload = make_npz(tmp_path / "src64.npz", size=64)  # quick is 32 px, not published: the default is 64 px
     monkeypatch.setenv("OCTLIB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("OCTLIB_DATA", raising=False)
     with Server({"/octmnist_64.npz": payload}) as srv:
