@@ -362,7 +362,8 @@ def minimal_attack_curve(y_true, logits_clean, logits_adv, l2, eps_grid) -> list
 
 
 def outcome_breakdown(y_true, clean_pred, adv_pred, robust) -> dict:
-    """Per-scan outcomes of an evaluation read clinically: ``per_class`` robust accuracy (by true class) and
+    """Per-scan outcomes of an evaluation read clinically: ``per_class`` robust accuracy (by true class, over the
+    ``per_class_n`` scans of that class) and
     ``urgent_flip``: among urgent scans (CNV/DME) called urgent when clean, the share called non-urgent
     (DRUSEN/NORMAL) under attack (``rate``, ``flips``, ``denominator``, Wilson interval)."""
     y = _labels(y_true)
@@ -372,6 +373,7 @@ def outcome_breakdown(y_true, clean_pred, adv_pred, robust) -> dict:
     lo, hi = wilson_interval(int(flips.sum()), int(urgent_ok.sum()))
     return {"per_class": {cls: float(robust[y == k].mean()) if np.any(y == k) else float("nan")
                           for k, cls in enumerate(CLASSES)},
+            "per_class_n": {cls: int(np.sum(y == k)) for k, cls in enumerate(CLASSES)},
             "urgent_flip": {"rate": float(flips.sum() / urgent_ok.sum()) if urgent_ok.any() else float("nan"),
                             "flips": int(flips.sum()), "denominator": int(urgent_ok.sum()), "ci_low": lo,
                             "ci_high": hi}}

@@ -57,6 +57,7 @@ def test_outcome_breakdown_counts_missed_referrals():
     assert out["urgent_flip"]["flips"] == 2 and out["urgent_flip"]["denominator"] == 3
     assert out["urgent_flip"]["rate"] == 2 / 3 and out["per_class"]["CNV"] == 0.0
     assert np.isnan(out["per_class"]["DRUSEN"])
+    assert out["per_class_n"] == {c: int(np.sum(np.asarray(y) == k)) for k, c in enumerate(metrics.CLASSES)}
 
 
 def test_referral_scenarios_count_right_source_scans_and_either_target():
