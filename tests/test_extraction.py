@@ -135,6 +135,34 @@ def test_random_budget_is_cut_to_the_pool(victim, pool):
     assert run.params["nb_epochs"] == 10 and run.steps == 20  # 20 steps / ceil(10 / 8) batches
 
 
+def test_thief_fit_visits_every_scan_once_per_epoch_and_stops_at_its_steps(pool):
+    """The thief's NumPy ``fit`` (ART's builds a tf.data pipeline per call): ART's batches and epochs, a seeded order."""
+    x, labels = pool[0][:10], pool[1][:10]
+    y = np.eye(4, dtype=np.float32)[labels]
+
+    def batches_of(seed, max_steps=None, epochs=3):
+        thief = extraction.thief_classifier("separable", 16, TINY, max_steps=max_steps, seed=seed)
+        step, seen = thief._train_step, []
+
+        def recording(net, images, labels_):
+            out = step(net, images, labels_)
+            if out is not None:
+                seen.append([int(np.flatnonzero((x == img).all(axis=(1, 2, 3)))[0]) for img in images])
+            return out
+        thief._train_step = recording
+        thief.fit(x, y, batch_size=4, nb_epochs=epochs)
+        return seen, extraction.steps_taken(thief)
+
+    seen, steps = batches_of(0)
+    assert steps == 9 and [len(b) for b in seen] == [4, 4, 2] * 3  # ceil(10 / 4) batches, three epochs
+    for epoch in range(3):
+        assert sorted(sum(seen[3 * epoch:3 * epoch + 3], [])) == list(range(10))  # every scan once per epoch
+    assert seen[:3] != seen[3:6]  # a fresh order each epoch
+    assert batches_of(0)[0] == seen and batches_of(1)[0] != seen  # the order follows the thief's seed
+    capped, steps = batches_of(0, max_steps=4)
+    assert steps == 4 and capped == seen[:4]  # stops once the step budget is spent
+
+
 def test_adaptive_label_only_nan_is_reported_not_raised(victim, pool):
     x, labels = pool
     run = extraction.steal(victim, x, attack="knockoff-adaptive", answers="labels", budget=8, pool_labels=labels,
