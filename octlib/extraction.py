@@ -233,6 +233,76 @@ def _thief_classifier_class():
     return ThiefClassifier
 
 
+_TEMPLATES: dict = {}
+
+
+def _template(arch: str, image_size: int, train_cfg, learning_rate: float):
+    """The model, optimizer and traced training step that every thief of this architecture, input size, settings
+    and learning rate trains in, one at a time.
+
+    Every thief is a new Keras model, and a ``tf.function`` that closes over a model's variables is traced again for
+    each: ~1.3 s per quick thief (cProfile), as long as its 48 steps, for ~85 thieves in notebooks 30, 31 and 40.
+    Keras' functional ``stateless_apply`` is not supported by the TensorFlow backend, so instead each new thief's
+    initial weights (batch-norm statistics and dropout seed state included) are copied into this one template and its
+    optimizer's state is zeroed: the step is traced once, for any batch size, without autograph (no Python control
+    flow to convert). :func:`thief_model` copies the trained weights back into the thief's own model.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .models import build_model
+
+    key = (arch, image_size, train_cfg, float(learning_rate))
+    if key not in _TEMPLATES:
+        model = _without_drawing(build_model, arch, image_size, train_cfg, name="thief_template")
+        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer.build(model.trainable_variables)
+        loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
+        spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32),
+                tf.TensorSpec((None, len(CLASSES)), tf.float32))
+
+        @tf.function(input_signature=spec, autograph=False)
+        def step(images, labels):
+            with tf.GradientTape() as tape:
+                loss = loss_object(labels, model(images, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return loss
+
+        _TEMPLATES[key] = (model, optimizer, loss_object, step)
+    return _TEMPLATES[key]
+
+
+def _without_drawing(build, *args, **kwargs):
+    """``build(*args, **kwargs)`` with Python's, NumPy's and Keras' global random state restored afterwards: building
+    the template (its weights are overwritten) must not change what a seeded thief draws after it."""
+    import random
+
+    from keras.src.random.seed_generator import global_seed_generator
+
+    generator = global_seed_generator()
+    saved = random.getstate(), np.random.get_state(), generator.state.numpy()
+    try:
+        return build(*args, **kwargs)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        generator.state.assign(saved[2])
+
+
+def _copy_state(source, target) -> None:
+    """Every variable of ``source`` into ``target`` (same architecture): weights, batch-norm statistics and the
+    dropout seed state, which ``get_weights`` leaves out."""
+    for src, dst in zip(source.trainable_variables + source.non_trainable_variables,
+                        target.trainable_variables + target.non_trainable_variables, strict=True):
+        dst.assign(src)
+
+
+def thief_model(thief):
+    """The thief's own Keras model with the weights it was trained to (see :func:`_template`)."""
+    _copy_state(thief.model, thief._octlib_own)
+    return thief._octlib_own
+
+
 def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None = None, *,
                      learning_rate: float = 1e-3, max_steps: int | None = None, seed: int = 0):
     """A fresh thief: the ``arch`` model (see :func:`octlib.models.build_model`), logits, as an ART
@@ -248,22 +318,12 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
 
     from .models import build_model
 
-    model = build_model(arch, image_size, train_cfg, name=f"thief_{arch}")
-    optimizer = keras.optimizers.Adam(learning_rate)
-    optimizer.build(model.trainable_variables)
-    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
-
-    # traced once for any batch size (the last batch of an epoch is smaller; without a signature TensorFlow traced
-    # each new shape and then a general one: three traces, most of a quick thief's time), without autograph (no
-    # Python control flow to convert)
-    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32), tf.TensorSpec((None, len(CLASSES)), tf.float32))
-
-    @tf.function(input_signature=spec, autograph=False)
-    def traced_step(images, labels):
-        with tf.GradientTape() as tape:
-            loss = loss_object(labels, model(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
+    own = build_model(arch, image_size, train_cfg, name=f"thief_{arch}")  # a fresh initialisation, seeded
+    model, optimizer, loss_object, traced_step = _template(arch, image_size, train_cfg, learning_rate)
+    _copy_state(own, model)
+    for variable in optimizer.variables:
+        if variable is not optimizer._learning_rate:  # iterations and moments start from zero
+            variable.assign(tf.zeros(variable.shape, variable.dtype))
 
     def train_step(net, images, labels):
         if net is not model:
@@ -275,7 +335,7 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
     thief = _thief_classifier_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
         optimizer=optimizer, train_step=train_step, clip_values=(0.0, 1.0))
-    thief._octlib_rng = np.random.default_rng(seed)
+    thief._octlib_rng, thief._octlib_own = np.random.default_rng(seed), own
     return thief
 
 
@@ -453,7 +513,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
     runtime = time.perf_counter() - t0
     return ExtractionRun(attack=attack, answers=answers, pool=pool_name, budget=int(budget), queries=int(api.queries),
                          seed=int(seed), thief_arch=thief_arch, params=params, runtime_s=runtime,
-                         thief=stolen.model if stolen is not None else None, status=status, error=error,
+                         thief=thief_model(stolen) if stolen is not None else None, status=status, error=error,
                          answer_counts=dict(zip(CLASSES, map(int, api.answer_counts))),
                          extra={"capped": used < scans}, thief_name=thief.name, reads=reads, repeats=repeats,
                          steps=steps_taken(model))

@@ -120,11 +120,15 @@ def test_extraction_runs_and_is_reproducible(victim, pool, attack):
     x, labels = pool
     kw = dict(attack=attack, answers="probabilities", budget=16, pool_labels=labels, train_cfg=TINY, ecfg=ECFG,
               reward="div")
-    a, b = extraction.steal(victim, x, seed=5, **kw), extraction.steal(victim, x, seed=5, **kw)
+    a = extraction.steal(victim, x, seed=5, **kw)
     assert a.status == "ok" and a.queries >= 16 and a.thief is not None
-    np.testing.assert_allclose(a.thief.predict(x, verbose=0), b.thief.predict(x, verbose=0), atol=1e-6)
+    first = a.thief.predict(x, verbose=0)
+    b = extraction.steal(victim, x, seed=5, **kw)
+    assert b.thief is not a.thief  # thieves train in one shared template; each run keeps its own copy
+    np.testing.assert_allclose(first, b.thief.predict(x, verbose=0), atol=1e-6)
     c = extraction.steal(victim, x, seed=6, **kw)
-    assert not np.allclose(a.thief.predict(x, verbose=0), c.thief.predict(x, verbose=0))
+    assert not np.allclose(first, c.thief.predict(x, verbose=0))
+    np.testing.assert_array_equal(a.thief.predict(x, verbose=0), first)  # later thieves leave it alone
     report = a.report(x, labels, victim.predict(x, verbose=0))
     assert 0 <= report["fidelity"]["value"] <= 1 and report["queries"] == a.queries
 
