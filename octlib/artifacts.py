@@ -158,7 +158,8 @@ def save_artifact(model, sidecar: dict, name: str, key: str, root: Path | None =
 
 
 def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, retrain: str = "auto",
-                 verbose: int = 2, extra: dict | None = None, root: Path | None = None) -> TrainedModel:
+                 verbose: int = 2, extra: dict | None = None, root: Path | None = None,
+                 initial: TrainedModel | None = None) -> TrainedModel:
     """The trained model for these splits and settings: cached when it exists, else trained and cached.
 
     Args:
@@ -170,12 +171,17 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
             ``always`` (train and overwrite).
         verbose: Keras ``fit`` verbosity (2: one line per epoch).
         extra: further settings that change the model (e.g. a defence's parameters); they enter the key.
+        initial: a trained model to fine-tune from (:func:`octlib.training.train`); its weights digest enters the
+            key, so another starting model never reuses this one's artifact.
     """
     from .metrics import evaluate
     from .training import train
 
     if retrain not in RETRAIN_MODES:
         raise ValueError(f"`retrain` must be one of {RETRAIN_MODES}, got {retrain!r}.")
+    if initial is not None:
+        start = {"artifact": initial.path.name, "weights_sha256": weights_digest(initial.model)}
+        extra = {**(extra or {}), "initial": start}
     key, spec = artifact_key(splits, cfg, seed=seed, extra=extra)
     folder = artifact_dir(name, key, root)
     if retrain != "always" and not folder.exists():  # the key decides reuse: the same model under another name
@@ -191,7 +197,8 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
                             "Run notebooks/10_train_cnn.ipynb first (same profile, data and seed).")
     print(f"Training {name} ({folder.name}): no cached model for these settings and data.")
     model, info = train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
-                        image_size=splits.train.image_size, seed=seed, verbose=verbose)
+                        image_size=splits.train.image_size, seed=seed, verbose=verbose,
+                        initial=initial.model if initial is not None else None)
     sidecar = {
         "name": name, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "spec": spec, "config_hash": key,
@@ -272,12 +279,20 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     ``kind`` is ``label_smoothing`` (``value``: the factor), ``noise`` (Gaussian input noise of σ ``value`` in [0, 1]
     pixel units, validated under that noise) or ``adversarial`` (PGD adversarial training at ε ``value``/255 with
     the profile's ``adv_steps``, selected on robust validation accuracy). Everything else is the victim's recipe;
-    the epochs are ``defence.retrain_epochs`` (``adv_epochs`` for adversarial training), else the victim's. The
+    the epochs are ``defence.retrain_epochs`` (``adv_epochs`` for adversarial training), else the victim's. A kind
+    in ``defence.finetune`` starts from the study victim's weights instead (loaded, or trained if missing) and
+    trains ``defence.finetune_epochs`` at ``defence.finetune_learning_rate`` (else a tenth of the victim's). The
     artifact is named ``cnn-<policy>-ls<v>``, ``-noise<v>`` or ``-pgdat<v>``.
     """
     from dataclasses import replace
 
     d, train, policy = profile.defence, profile.train, splits.info["policy"]
+    initial = None
+    if kind in d.finetune:
+        initial = get_or_train(splits, train, name=victim_name(policy), seed=seed,
+                               retrain="never" if retrain == "never" else "auto", verbose=verbose)
+        d = replace(d, retrain_epochs=d.finetune_epochs, adv_epochs=d.finetune_epochs)
+        train = replace(train, learning_rate=d.finetune_learning_rate or train.learning_rate / 10)
     if kind == "label_smoothing":
         cfg, tag = replace(train, label_smoothing=value, epochs=d.retrain_epochs or train.epochs), f"ls{value:g}"
     elif kind == "noise":
@@ -290,7 +305,7 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     else:
         raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")
     return get_or_train(splits, cfg, name=f"{victim_name(policy)}-{tag}", seed=seed, retrain=retrain,
-                        verbose=verbose)
+                        verbose=verbose, initial=initial)
 
 
 def defence_label(kind: str, value: float, profile) -> str:

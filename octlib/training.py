@@ -238,7 +238,7 @@ def _one_hot(ds, n_classes: int):
 
 
 def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, *, image_size: int,
-          seed: int = 0, verbose: int = 2, mixed_precision: bool | None = None, strategy=None):
+          seed: int = 0, verbose: int = 2, mixed_precision: bool | None = None, strategy=None, initial=None):
     """Build and train the CNN; model selection and LR schedule look at the validation split only.
 
     Returns ``(model, info)`` with ``info = {"history", "epochs_run", "best_epoch", "train_seconds",
@@ -247,6 +247,8 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
     several GPUs. ``mixed_precision`` (``None``: that rule) and ``strategy`` (a ``tf.distribute.Strategy``;
     ``None``: that rule) override the choice, which is how the GPU paths are tested on CPU (``mixed_float16`` on
     the CPU, ``MirroredStrategy`` over logical CPU devices); ``info["device"]["strategy"]`` names the one used.
+    ``initial``: a Keras model of the same architecture whose weights (batch-norm statistics included) the training
+    starts from (fine-tuning), instead of a fresh initialisation.
     """
     import keras
     import tensorflow as tf
@@ -266,6 +268,11 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
     try:
         with strategy.scope():
             model = build_cnn(image_size, cfg)
+            if initial is not None:
+                try:
+                    model.set_weights(initial.get_weights())
+                except ValueError as exc:
+                    raise ValueError(f"`initial` must have this recipe's architecture to fine-tune from: {exc}") from None
             fitted = model
             if cfg.adv_eps_255:
                 fitted = adversarial_trainer(model, cfg.adv_eps_255 / 255, cfg.adv_steps,

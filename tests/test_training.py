@@ -327,6 +327,26 @@ def test_seeds_of_one_recipe_reuse_what_is_loaded_and_the_cache(splits, tmp_path
     assert got[0] is first and calls == [1] and got[1].sidecar["spec"]["seed"] == 1
 
 
+def test_fine_tuning_starts_from_the_given_model_and_keys_on_its_weights(splits, tmp_path):
+    """A fine-tuned defence model starts from the victim's weights (not a fresh initialisation), and another
+    starting model is another artifact."""
+    victim = artifacts.get_or_train(splits, TINY, name="tiny", seed=0, verbose=0, root=tmp_path)
+    still = replace(TINY, epochs=1, learning_rate=1e-12, weight_decay=0.0, augment="none")  # a step that moves nothing
+    tuned = artifacts.get_or_train(splits, still, name="tiny-ft", seed=5, verbose=0, root=tmp_path, initial=victim)
+    scratch = artifacts.get_or_train(splits, still, name="tiny-scratch", seed=5, verbose=0, root=tmp_path)
+    for model, same in ((tuned.model, True), (scratch.model, False)):  # kernels and biases (batch-norm statistics move)
+        close = [np.allclose(a, b, atol=1e-6) for a, b in zip(model.trainable_weights, victim.model.trainable_weights)]
+        assert all(close) if same else not any(close[:1])
+    assert tuned.sidecar["spec"]["extra"]["initial"] == {"artifact": victim.path.name,
+                                                         "weights_sha256": victim.sidecar["weights_sha256"]}
+    other = artifacts.get_or_train(splits, TINY, name="tiny", seed=1, verbose=0, root=tmp_path)
+    from_other = artifacts.get_or_train(splits, still, name="tiny-ft", seed=5, verbose=0, root=tmp_path, initial=other)
+    assert not from_other.cached and from_other.key != tuned.key
+    with pytest.raises(ValueError, match="`initial` must have this recipe's architecture"):
+        training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels,
+                       replace(still, filters=(4,)), image_size=16, initial=victim.model, verbose=0)
+
+
 def test_defence_models_share_the_victims_recipe(monkeypatch):
     """Every notebook that uses a retrained victim gets it from one recipe: the victim's settings with the defence's
     one change, the defence's epochs, and a name that says which defence it is."""
@@ -341,13 +361,19 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
     assert artifacts.get_or_train_defence(splits, profile, "label_smoothing", 0.1, seed=3) == "model"
     artifacts.get_or_train_defence(splits, profile, "noise", 0.25)
     artifacts.get_or_train_defence(splits, profile, "adversarial", 4)
-    (ls, ls_kw), (noise, noise_kw), (adv, adv_kw) = calls
-    assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing) == ("cnn-pooled-ls0.1", 3, 0.1)
+    # the full profile fine-tunes label smoothing from the study victim (loaded first), the others start from scratch
+    assert profile.defence.finetune == ("label_smoothing",)
+    (victim, victim_kw), (ls, ls_kw), (noise, noise_kw), (adv, adv_kw) = calls
+    assert (victim, victim_kw["name"], victim_kw["seed"], victim_kw["retrain"]) == (profile.train, "cnn-pooled", 3,
+                                                                                   "auto")
+    assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing, ls_kw["initial"]) == ("cnn-pooled-ls0.1", 3, 0.1, "model")
+    assert (ls.epochs, ls.learning_rate) == (profile.defence.finetune_epochs, profile.train.learning_rate / 10)
     assert (noise_kw["name"], noise.noise_sigma, noise.validate_under_threat) == ("cnn-pooled-noise0.25", 0.25, True)
     assert (adv_kw["name"], adv.adv_eps_255, adv.adv_steps) == ("cnn-pooled-pgdat4", 4, profile.defence.adv_steps)
-    assert adv.epochs == profile.defence.adv_epochs and ls.epochs == profile.train.epochs
+    assert adv.epochs == profile.defence.adv_epochs and noise.epochs == profile.train.epochs
+    assert noise_kw["initial"] is None and adv_kw["initial"] is None
     for cfg in (ls, noise, adv):  # the rest is the victim's recipe
-        assert (cfg.filters, cfg.lr_schedule, cfg.learning_rate) == (profile.train.filters, profile.train.lr_schedule,
-                                                                    profile.train.learning_rate)
+        assert (cfg.filters, cfg.lr_schedule) == (profile.train.filters, profile.train.lr_schedule)
+    assert noise.learning_rate == adv.learning_rate == profile.train.learning_rate
     with pytest.raises(ValueError, match="Unknown defence model kind 'dropout'.*'label_smoothing', 'noise'"):
         artifacts.get_or_train_defence(splits, profile, "dropout", 0.5)
