@@ -40,11 +40,12 @@ test-unit: install
 # `pooled` split policy (the sample's `test` folder comes from another release than its train/val folders, so the
 # `official` policy's victim would measure a release shift; notebook 10 still trains and reports both). Writes
 # figures/, figures/results/ and figures/manifests/<notebook>.json as each notebook ends; `make reference ONLY=20`
-# reruns one notebook (its inputs: the cached victim, else it is trained first).
+# reruns one notebook (its inputs: the cached victim, else it is trained first). REFERENCE_ROOT=runs/reference-next
+# assembles a new reference (a new victim) there instead, beside the committed one, until every notebook has run.
 REFERENCE_POLICY ?= pooled
 reference: install
 	$(PY) -m octlib run --reference --profile full --split-policy $(REFERENCE_POLICY) --no-progress \
-		$(if $(ONLY),--only $(ONLY))
+		$(if $(ONLY),--only $(ONLY)) $(if $(REFERENCE_ROOT),--reference-root $(REFERENCE_ROOT))
 
 clean-cache:
 	rm -rf data/cache

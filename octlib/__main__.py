@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 #: Exit code of a bad setting or bad data (argparse uses 2 for bad arguments too).
 USAGE_ERROR = 2
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--reference", action="store_true",
                      help="the reference run (full profile only): write the committed figures/, their results and "
                           "one manifest per notebook (make reference); without it figures go to the run folder")
+    run.add_argument("--reference-root", metavar="DIR",
+                     help="with --reference: assemble the reference in DIR instead of the committed figures/ (a new "
+                          "reference on a new victim, notebook by notebook, beside the committed one; replace "
+                          "figures/ with DIR once every notebook, 90 last, has run there)")
     rep = sub.add_parser("report", help="build one self-contained HTML report from a run's results and figures")
     rep.add_argument("--figures", help="the run's figures folder (default: the committed reference, figures/)")
     rep.add_argument("--out", help="the HTML file (default: <figures>/report.html)")
@@ -73,10 +78,14 @@ def _dispatch(args) -> int:
         from .runner import NotebookFailed, quiet, run_series
 
         quiet(args.verbose)  # before anything imports TensorFlow
-
+        if args.reference_root and not args.reference:
+            raise ValueError(f"--reference-root {args.reference_root} assembles a reference run: add --reference "
+                             "(and --profile full), or drop --reference-root to write this run's figures into its "
+                             "own run folder.")
         try:
             run_series(args.profile, args.data, only=args.only, out_dir=args.out, progress=not args.no_progress,
-                       split_policy=args.split_policy, reference=args.reference, verbose=args.verbose)
+                       split_policy=args.split_policy, reference=args.reference, verbose=args.verbose,
+                       reference_root=Path(args.reference_root) if args.reference_root else None)
         except NotebookFailed as exc:
             print(f"FAILED: {exc}", file=sys.stderr)
             return 1

@@ -125,9 +125,16 @@ def test_cli_prints_bad_settings_and_data_as_messages_without_a_traceback(tmp_pa
     monkeypatch.delenv("OCTLIB_PROFILE")
     assert main(["run", "--profile", "quick", "--reference", "--data", str(missing)]) == 2
     assert "full profile only" in capsys.readouterr().err
+    assert main(["run", "--profile", "full", "--reference-root", str(tmp_path / "next"), "--data", str(missing)]) == 2
+    assert "add --reference" in capsys.readouterr().err and not (tmp_path / "next").exists()
     # --debug shows the error itself
     with pytest.raises(OCTDataError):
         main(["--debug", "run", "--profile", "quick", "--data", str(missing), "--out", str(tmp_path / "run")])
+    # --reference-root reaches the runner
+    seen = {}
+    monkeypatch.setattr("octlib.runner.run_series", lambda *a, **kw: seen.update(kw))
+    assert main(["run", "--profile", "full", "--reference", "--reference-root", str(tmp_path / "next")]) == 0
+    assert seen["reference"] is True and seen["reference_root"] == tmp_path / "next"
 
 
 def test_cli_exit_code_and_message_from_a_subprocess(tmp_path):
