@@ -313,7 +313,6 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
     the count back from the optimizer. ``seed`` seeds the order of its training batches
     (:func:`_thief_classifier_class`).
     """
-    import keras
     import tensorflow as tf
 
     from .models import build_model

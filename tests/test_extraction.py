@@ -160,7 +160,7 @@ def test_thief_fit_visits_every_scan_once_per_epoch_and_stops_at_its_steps(pool)
     seen, steps = batches_of(0)
     assert steps == 9 and [len(b) for b in seen] == [4, 4, 2] * 3  # ceil(10 / 4) batches, three epochs
     for epoch in range(3):
-        assert sorted(sum(seen[3 * epoch:3 * epoch + 3], [])) == list(range(10))  # every scan once per epoch
+        assert sorted(i for batch in seen[3 * epoch:3 * epoch + 3] for i in batch) == list(range(10))  # once each
     assert seen[:3] != seen[3:6]  # a fresh order each epoch
     assert batches_of(0)[0] == seen and batches_of(1)[0] != seen  # the order follows the thief's seed
     capped, steps = batches_of(0, max_steps=4)
