@@ -362,18 +362,20 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
     artifacts.get_or_train_defence(splits, profile, "noise", 0.25)
     artifacts.get_or_train_defence(splits, profile, "adversarial", 4)
     # the full profile fine-tunes label smoothing from the study victim (loaded first), the others start from scratch
-    assert profile.defence.finetune == ("label_smoothing",)
-    (victim, victim_kw), (ls, ls_kw), (noise, noise_kw), (adv, adv_kw) = calls
+    assert profile.defence.finetune == ("label_smoothing", "adversarial")
+    (victim, victim_kw), (ls, ls_kw), (noise, noise_kw), (victim_again, _), (adv, adv_kw) = calls
+    assert victim_again == victim
     assert (victim, victim_kw["name"], victim_kw["seed"], victim_kw["retrain"]) == (profile.train, "cnn-pooled", 3,
                                                                                    "auto")
     assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing, ls_kw["initial"]) == ("cnn-pooled-ls0.1", 3, 0.1, "model")
     assert (ls.epochs, ls.learning_rate) == (profile.defence.finetune_epochs, profile.train.learning_rate / 10)
     assert (noise_kw["name"], noise.noise_sigma, noise.validate_under_threat) == ("cnn-pooled-noise0.25", 0.25, True)
     assert (adv_kw["name"], adv.adv_eps_255, adv.adv_steps) == ("cnn-pooled-pgdat4", 4, profile.defence.adv_steps)
-    assert adv.epochs == profile.defence.adv_epochs and noise.epochs == profile.train.epochs
-    assert noise_kw["initial"] is None and adv_kw["initial"] is None
+    assert (adv.epochs, adv.learning_rate, adv_kw["initial"]) == (profile.defence.finetune_epochs,
+                                                                   profile.train.learning_rate / 10, "model")
+    assert noise.epochs == profile.train.epochs and noise_kw["initial"] is None
     for cfg in (ls, noise, adv):  # the rest is the victim's recipe
         assert (cfg.filters, cfg.lr_schedule) == (profile.train.filters, profile.train.lr_schedule)
-    assert noise.learning_rate == adv.learning_rate == profile.train.learning_rate
+    assert noise.learning_rate == profile.train.learning_rate
     with pytest.raises(ValueError, match="Unknown defence model kind 'dropout'.*'label_smoothing', 'noise'"):
         artifacts.get_or_train_defence(splits, profile, "dropout", 0.5)
