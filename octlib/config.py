@@ -593,10 +593,11 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # Quick: CI on 2 CPU cores, the whole series (21 notebooks, every model trained) aimed at 10 minutes (measured
-    # 739 s from nothing, 1,169 s at 64 px: benchmarks/results/series-quick.json): 32-px inputs (every convolution
+    # 658 s from nothing, 739 s before thieves shared one trace, 1,169 s at 64 px: benchmarks/results/
+    # series-quick.json): 32-px inputs (every convolution
     # 4x cheaper than at 64 px; side by side, the quick official-policy victim trained in 29 s instead of 78 s and
-    # scored 0.78 instead of 0.69 on test), each model trains for at most 12 epochs (retrained defences 6), thieves
-    # take 48 steps for at most 40 queries. Its numbers check code paths, not findings.
+    # scored 0.78 instead of 0.69 on test), each model trains for at most 12 epochs (retrained defences 6, fine-tuned
+    # ones 3), thieves take 48 steps for at most 40 queries. Its numbers check code paths, not findings.
     "quick": Profile(name="quick", image_size=32, max_per_split=3000,
                      train=TrainConfig(epochs=12, early_stopping_patience=4, reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
