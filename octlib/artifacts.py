@@ -291,16 +291,15 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     if kind in d.finetune:
         initial = get_or_train(splits, train, name=victim_name(policy), seed=seed,
                                retrain="never" if retrain == "never" else "auto", verbose=verbose)
-        d = replace(d, retrain_epochs=d.finetune_epochs, adv_epochs=d.finetune_epochs)
         train = replace(train, learning_rate=d.finetune_learning_rate or train.learning_rate / 10)
+    epochs = d.epochs_of(kind, train.epochs)
     if kind == "label_smoothing":
-        cfg, tag = replace(train, label_smoothing=value, epochs=d.retrain_epochs or train.epochs), f"ls{value:g}"
+        cfg, tag = replace(train, label_smoothing=value, epochs=epochs), f"ls{value:g}"
     elif kind == "noise":
-        cfg = replace(train, noise_sigma=value, validate_under_threat=True, epochs=d.retrain_epochs or train.epochs)
+        cfg = replace(train, noise_sigma=value, validate_under_threat=True, epochs=epochs)
         tag = f"noise{value:g}"
     elif kind == "adversarial":
-        cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, validate_under_threat=True,
-                      epochs=d.adv_epochs or train.epochs)
+        cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, validate_under_threat=True, epochs=epochs)
         tag = f"pgdat{value:g}"
     else:
         raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")

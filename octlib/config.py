@@ -498,6 +498,26 @@ class DefenceConfig:
         if bad:
             raise ValueError(f"Invalid DefenceConfig setting(s): {', '.join(bad)}.")
 
+    def with_finetune(self, kind: str, finetune: bool | None, epochs: int | None = None) -> DefenceConfig:
+        """These settings with the ``kind`` defence model fine-tuned from the victim (``True``), trained from scratch
+        (``False``) or as they are (``None``); ``epochs`` (if given) sets that model's epochs, the fine-tuning's or
+        the from-scratch training's (``adv_epochs`` for ``adversarial``, else ``retrain_epochs``): a notebook's
+        ``FINETUNE`` and epochs parameters."""
+        kinds = set(self.finetune)
+        if finetune is not None:
+            kinds = kinds | {kind} if finetune else kinds - {kind}
+        changes = {"finetune": tuple(sorted(kinds))}
+        if epochs is not None:
+            name = "finetune_epochs" if kind in kinds else "adv_epochs" if kind == "adversarial" else "retrain_epochs"
+            changes[name] = epochs
+        return replace(self, **changes)
+
+    def epochs_of(self, kind: str, train_epochs: int) -> int:
+        """The most epochs the ``kind`` defence model trains (``train_epochs``: the victim's)."""
+        if kind in self.finetune:
+            return self.finetune_epochs
+        return (self.adv_epochs if kind == "adversarial" else self.retrain_epochs) or train_epochs
+
 
 @dataclass(frozen=True)
 class ThreatsConfig:
@@ -651,8 +671,8 @@ PROFILES: dict[str, Profile] = {
                     # learn its noise in 10 epochs (σ = 0.25: 0.63 validation accuracy under its noise, 0.25 clean),
                     # so it starts from scratch. PGD-5 adversarial training is fine-tuned for 10 epochs too: 0.40
                     # robust validation accuracy (training-time PGD-5 at 4/255), 0.81 clean, in 1,221 s of training
-                    # beside two other jobs; 20 epochs from scratch took 1,740 s and kept 0.53 clean accuracy on
-                    # another victim's evaluation scans.
+                    # beside two other jobs; 20 epochs from scratch took 1,740 s of training on the earlier victim
+                    # (its accuracies come from other scans and are not compared).
                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), extraction_budgets=(200,),
                                           noise_curve_budgets=(50, 100), adaptive_budget=200, hsj_subset=30,
                                           hsj_max_iter=10, hsj_max_eval=500, hsj_init_eval=50,

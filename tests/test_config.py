@@ -73,3 +73,17 @@ def test_defence_and_suite_cost_settings_are_checked():
     assert full.suite.randomized_square_queries < full.suite.square_queries
     assert set(full.defence.noise_curve_budgets) < set(full.extraction.budgets)
     assert max(full.defence.noise_curve_budgets) < max(full.defence.extraction_budgets)
+
+
+def test_defence_fine_tuning_is_switched_per_kind_with_its_epochs():
+    """Notebooks 42 and 45 switch fine-tuning and set epochs through DefenceConfig, not by hand."""
+    from octlib.config import DefenceConfig
+
+    d = DefenceConfig(finetune=("label_smoothing",), finetune_epochs=10, adv_epochs=20, retrain_epochs=30)
+    assert d.with_finetune("adversarial", None) == d
+    on = d.with_finetune("adversarial", True, epochs=7)
+    assert on.finetune == ("adversarial", "label_smoothing") and on.finetune_epochs == 7 and on.adv_epochs == 20
+    assert on.epochs_of("adversarial", 50) == 7 and on.epochs_of("noise", 50) == 30
+    off = d.with_finetune("label_smoothing", False, epochs=12)
+    assert off.finetune == () and off.retrain_epochs == 12 and off.finetune_epochs == 10
+    assert off.epochs_of("label_smoothing", 50) == 12 and DefenceConfig().epochs_of("adversarial", 50) == 50
