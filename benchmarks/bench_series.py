@@ -200,7 +200,7 @@ def main() -> None:
         print(f"{report['split_from']} ({report['split_from_seconds']} s) -> {report['split_into']} -> {out}")
         return
     if args.reference:
-        from octlib.config import reference_dir
+        from octlib.config import artifacts_dir, reference_dir
         from octlib.runner import find_notebooks
 
         root = Path(args.reference_root).resolve() if args.reference_root else reference_dir()
@@ -210,8 +210,6 @@ def main() -> None:
         report = from_manifests(paths, "full")
         report["runs"] = [{**r, "manifest": str(Path(r["manifest"]).relative_to(root.parent))} for r in report["runs"]]
         report["missing"] = [b.name for b in find_notebooks() if b.name not in report["notebooks"]]
-        from octlib.config import artifacts_dir
-
         cached, unknown = cached_training(root, artifacts_dir(), [b.name for b in find_notebooks()])
         report["cached_training_seconds"] = cached
         if unknown:  # the store the reference ran with is not here: the from-nothing total is a lower bound

@@ -502,7 +502,8 @@ class DefenceConfig:
         """These settings with the ``kind`` defence model fine-tuned from the victim (``True``), trained from scratch
         (``False``) or as they are (``None``); ``epochs`` (if given) sets that model's epochs, the fine-tuning's or
         the from-scratch training's (``adv_epochs`` for ``adversarial``, else ``retrain_epochs``): a notebook's
-        ``FINETUNE`` and epochs parameters."""
+        ``FINETUNE`` and epochs parameters. ``finetune_epochs`` and ``retrain_epochs`` are shared by the kinds that
+        use them, so the epochs apply to every other kind fine-tuned (or retrained) under these settings too."""
         kinds = set(self.finetune)
         if finetune is not None:
             kinds = kinds | {kind} if finetune else kinds - {kind}
