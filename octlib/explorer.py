@@ -137,28 +137,30 @@ class Explorer:
         """The explorer's figure of one :class:`View`: scan, adversarial scan, perturbation, answers, saliency."""
         import matplotlib.pyplot as plt
 
-        fig = fig or plt.figure(figsize=(14, 2.9))
+        fig = fig or plt.figure(figsize=(TWO_COLUMNS, 1.75), layout="constrained")
         fig.clear()
         axes = fig.subplots(1, 6, gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1, 1]})
         x, xa = view.x[..., 0], view.x_adv[..., 0]
         delta = xa - x
-        eps_text = "minimal L2" if view.eps_255 is None else f"ε = {view.eps_255:g}/255 ({view.eps_255 / 255:.4f})"
+        eps_text = "minimal L2" if view.eps_255 is None else f"{view.eps_255:g}/255 ({view.eps_255 / 255:.4f})"
         axes[0].imshow(x, cmap="gray", vmin=0, vmax=1)
-        axes[0].set_title(f"scan (true {CLASSES[view.label]})", fontsize=7)
+        axes[0].set_title(f"scan\n(true {CLASSES[view.label]})", fontsize=7)
         axes[1].imshow(xa, cmap="gray", vmin=0, vmax=1)
-        axes[1].set_title(f"{view.attack}, {eps_text}", fontsize=7)
+        axes[1].set_title(f"{view.attack}\n{eps_text}", fontsize=7)
         peak = max(np.abs(delta).max(), 1e-12)
         axes[2].imshow(np.clip(0.5 + 0.5 * delta / peak, 0, 1), cmap="gray", vmin=0, vmax=1)
-        axes[2].set_title(f"perturbation ×{0.5 / peak:.0f}", fontsize=7)
+        axes[2].set_title(f"perturbation\n×{0.5 / peak:.0f}", fontsize=7)
         pos = np.arange(len(CLASSES))
         axes[3].barh(pos - 0.2, view.probs_clean, height=0.4, label="clean", color="#0072b2")
         axes[3].barh(pos + 0.2, view.probs_adv, height=0.4, label="adversarial", color="#d55e00")
-        axes[3].set(yticks=pos, yticklabels=CLASSES, xlim=(0, 1), xlabel=f"answer ({view.answers})")
+        axes[3].set(yticks=pos, yticklabels=CLASSES, xlim=(0, 1))
+        axes[3].set_xlabel(f"{view.model}: {view.answers}", fontsize=7)
+        axes[3].tick_params(labelsize=7)
         axes[3].invert_yaxis()
-        axes[3].legend(fontsize=7, loc="lower right")
-        axes[3].set_title(f"{view.model}", fontsize=7)
-        for ax, cam, img, title in ((axes[4], view.cam_clean, x, "Grad-CAM, clean"),
-                                    (axes[5], view.cam_adv, xa, "Grad-CAM, adversarial")):
+        axes[3].legend(fontsize=7, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False,
+                       handlelength=1, columnspacing=0.8)  # above the bars, never over them
+        for ax, cam, img, title in ((axes[4], view.cam_clean, x, "Grad-CAM\nclean"),
+                                    (axes[5], view.cam_adv, xa, "Grad-CAM\nadversarial")):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.imshow(cam, cmap="magma", vmin=0, vmax=1, alpha=0.55)
             ax.set_title(title, fontsize=7)
@@ -191,7 +193,7 @@ class Explorer:
             v = self.view(scan.value, att.value, eps.value, model.value, answers.value)
             with out:
                 out.clear_output(wait=True)
-                fig = self.figure(v)
+                fig = self.figure(v, fig=plt.figure(figsize=(TWO_COLUMNS, 1.75), dpi=150, layout="constrained"))
                 display(fig)
                 plt.close(fig)
             status.value = (f"{'cached' if v.cached else 'computed'} in {v.seconds:.2f} s · clean answer "
@@ -219,7 +221,7 @@ class Explorer:
             return self.widget()
         selections = selections or [{"index": 0, "attack": a} for a in ATTACKS]
         views = [self.view(**s) for s in selections]
-        fig = plt.figure(figsize=(TWO_COLUMNS, min(1.75 * len(views), PAGE_HEIGHT)))  # fits an A4 page
+        fig = plt.figure(figsize=(TWO_COLUMNS, min(1.75 * len(views), PAGE_HEIGHT)), layout="constrained")  # A4
         for v, sub in zip(views, fig.subfigures(len(views), 1, squeeze=False)[:, 0]):
             self.figure(v, fig=sub)
         return fig, views

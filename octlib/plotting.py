@@ -304,10 +304,12 @@ def plot_extraction_baselines(ax, baselines: dict, metric: str = "fidelity"):
     return ax
 
 
-def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, amplify: float | None = None):
+def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, amplify: float | None = None,
+                      answers: dict | None = None):
     """One row per scan: the scan with its retina mask's outline, then for each entry of ``cams`` (e.g. clean,
     PGD, DeepFool; ``(N, S, S)`` maps in [0, 1]) the map over the scan, then each perturbation of ``deltas``
-    (``(N, S, S)``), amplified to the grey range (``amplify``: the factor; ``None``: each to its own max)."""
+    (``(N, S, S)``), amplified to the grey range (``amplify``: the factor; ``None``: each to its own max).
+    ``answers``: per entry of ``cams``, the model's answer on each row's scan, written under its map."""
     import matplotlib.pyplot as plt
 
     x = np.asarray(x).reshape(np.shape(masks))
@@ -322,13 +324,15 @@ def saliency_examples(x, masks, cams: dict, deltas: dict, row_titles=None, *, am
             axes[i, j].imshow(cam[i], cmap="magma", vmin=0, vmax=1, alpha=0.55)
             if i == 0:
                 axes[i, j].set_title(f"Grad-CAM\n{name}", fontsize=7)
+            if answers is not None and name in answers:
+                axes[i, j].set_xlabel(f"→ {answers[name][i]}", fontsize=6, labelpad=1)
         for j, (name, delta) in enumerate(deltas.items(), start=1 + len(cams)):
             d = np.asarray(delta[i], dtype=np.float64)
             scale = amplify if amplify else 0.5 / max(np.abs(d).max(), 1e-12)
             axes[i, j].imshow(np.clip(0.5 + scale * d, 0, 1), cmap="gray", vmin=0, vmax=1)
             axes[i, j].contour(masks[i], levels=[0.5], colors="#56b4e9", linewidths=0.6)
             if i == 0:
-                axes[i, j].set_title(f"{name}\nperturbation (amplified)", fontsize=7)
+                axes[i, j].set_title(f"{name}\nperturbation", fontsize=7)
         axes[i, 0].set_ylabel(row_titles[i] if row_titles is not None else "", fontsize=7)
         if i == 0:
             axes[i, 0].set_title("scan\nretina mask", fontsize=7)

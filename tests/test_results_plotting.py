@@ -195,3 +195,20 @@ def test_cpu_description_reads_the_model_and_the_kernel_picking_features():
     assert cpu_description("") == {"model": None, "features": []}
     here = cpu_description()
     assert set(here) == {"model", "features"}
+
+
+def test_saliency_examples_write_each_answer_under_its_map_and_fit_the_page(tmp_path):
+    from octlib.plotting import saliency_examples
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16, 16))
+    masks = x > 0.5
+    cams = {"clean": rng.random((2, 16, 16)), "PGD 2/255": rng.random((2, 16, 16))}
+    fig = saliency_examples(x, masks, cams, {"PGD 2/255": rng.normal(0, 0.01, (2, 16, 16))},
+                            row_titles=["true CNV", "true DME"],
+                            answers={"clean": ["CNV", "DME"], "PGD 2/255": ["NORMAL", "CNV"]})
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert [ax.get_xlabel() for ax in axes[:, 2]] == ["→ NORMAL", "→ CNV"]
+    assert axes[1, 1].get_xlabel() == "→ DME" and axes[1, 0].get_ylabel() == "true DME"
+    assert axes[0, 3].get_xlabel() == ""  # perturbations carry no answer
+    assert save_fig(fig, "60_test_saliency", folder=tmp_path)[0].is_file()  # fits two A4 columns
