@@ -75,12 +75,13 @@ def output_folders(out: Path, *, reference: bool = False, reference_root: Path |
 
     A reference run writes figures and tables to the committed ``figures/`` and results to ``figures/results``;
     any other run writes figures to ``OCTLIB_FIGURES`` when the user set it, else to ``<out>/figures``, and keeps
-    the results store the user chose (``OCTLIB_RESULTS``, else ``results/``)."""
+    the results store the user chose (``OCTLIB_RESULTS``, else ``results/``). Every path is absolute: the kernels
+    run in ``notebooks/``, where a relative one would name another folder."""
     if reference:
-        root = Path(reference_root) if reference_root else reference_dir()
+        root = Path(reference_root).expanduser().resolve() if reference_root else reference_dir()
         return {FIGURES_ENV: root, RESULTS_ENV: root / "results"}
     chosen = os.environ.get(FIGURES_ENV)
-    return {FIGURES_ENV: Path(chosen).expanduser().resolve() if chosen else Path(out) / "figures"}
+    return {FIGURES_ENV: Path(chosen).expanduser().resolve() if chosen else Path(out).resolve() / "figures"}
 
 
 #: TensorFlow's C++ INFO lines (CPU features) hidden in quiet runs; its warnings and errors still show.
@@ -149,7 +150,7 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
     books = find_notebooks(only, notebooks_dir)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     default_out = "reference" if reference else f"{stamp}-{prof.name}"
-    out = Path(out_dir) if out_dir else project_root() / "runs" / default_out
+    out = Path(out_dir).expanduser().resolve() if out_dir else project_root() / "runs" / default_out
     out.mkdir(parents=True, exist_ok=True)
     folders = output_folders(out, reference=reference, reference_root=reference_root)
     for env, folder in folders.items():

@@ -75,6 +75,19 @@ def test_the_reference_run_writes_figures_results_and_one_manifest_per_notebook(
     assert set(one["code"]) == {"commit", "dirty"}  # which code made the figures
 
 
+def test_relative_folders_name_the_same_place_for_the_runner_and_its_kernels(small_layout, tmp_path, run_env,
+                                                                           monkeypatch):
+    # the kernels run in the notebooks' folder: a relative reference root or run folder must not land there
+    books = _tiny_series(tmp_path / "nbs")
+    monkeypatch.chdir(tmp_path)
+    run_series("full", str(small_layout), out_dir="run", notebooks_dir=books, progress=False, reference=True,
+               reference_root="runs/next")
+    assert (tmp_path / "runs" / "next" / "00_tiny.png").is_file()
+    assert (tmp_path / "runs" / "next" / "results" / "00_tiny.json").is_file()
+    assert (tmp_path / "runs" / "next" / "manifests" / "00_tiny.json").is_file()
+    assert not (books / "runs").exists()
+
+
 def test_code_version_names_the_commit_and_uncommitted_code(tmp_path):
     import shutil
     import subprocess
