@@ -17,8 +17,10 @@ the current directory (e.g. on Colab after a non-editable install).
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -613,19 +615,22 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Quick: CI on 2 CPU cores, the whole series (21 notebooks, every model trained) aimed at 10 minutes (measured
-    # 658 s from nothing, 739 s before thieves shared one trace, 1,169 s at 64 px: benchmarks/results/
-    # series-quick.json): 32-px inputs (every convolution
-    # 4x cheaper than at 64 px; side by side, the quick official-policy victim trained in 29 s instead of 78 s and
-    # scored 0.78 instead of 0.69 on test), each model trains for at most 12 epochs (retrained defences 6, fine-tuned
-    # ones 3), thieves take 48 steps for at most 40 queries. Its numbers check code paths, not findings.
+    # Quick: CI on 2 CPU cores, the whole series (21 notebooks, every model trained) within 10 minutes (measured from
+    # nothing: benchmarks/results/series-quick.json; 658 s before the changes of its note, 739 s before thieves shared
+    # one trace, 1,169 s at 64 px): 32-px inputs (side by side, the quick official-policy victim trained in 29 s
+    # instead of 78 s at 64 px and scored 0.78 instead of 0.69 on test), the victim's family at half its default
+    # width (16-64 filters: 14 s instead of 21 s for 12 epochs, test 0.76 instead of 0.78; at this size a step's
+    # cost is mostly fixed per-op overhead, so narrower buys less than the FLOPs suggest), each model trains for at
+    # most 10 epochs (retrained defences 6, fine-tuned ones 3), thieves take 48 steps for at most 40 queries, one
+    # output-noise σ, an ε grid from 1/255. Its numbers check code paths, not findings.
     "quick": Profile(name="quick", image_size=32, max_per_split=3000,
-                     train=TrainConfig(epochs=12, early_stopping_patience=4, reduce_lr_patience=2),
+                     train=TrainConfig(filters=(16, 32, 64, 64), epochs=10, early_stopping_patience=4,
+                                       reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
                      extraction=ExtractionConfig(proxy_size=400, budgets=(20, 40), adaptive_budgets=(20, 40),
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
                                                  thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
-                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,),
+                     defence=DefenceConfig(noise_sigmas=(0.3,), label_smoothing=(0.1,),
                                            extraction_budgets=(40,), adaptive_budget=40, hsj_subset=12,
                                            hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
@@ -635,7 +640,7 @@ PROFILES: dict[str, Profile] = {
                      # quick: PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own
                      # classifier on every call: most of the suite's time on 48 scans)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
-                                       eps_255=(0.5, 1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
+                                       eps_255=(1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
                                        randomized_n_scans=24, batch_size=128, spread_seeds=(0,)),
                      threats=ThreatsConfig(targeted_eps_255=(1, 2, 8), storage_eps_255=(0.5, 2, 8),
@@ -726,16 +731,80 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 
 
 def set_seed(seed: int) -> int:
-    """Seed Python, NumPy and (when importable) Keras/TensorFlow once, from the notebook's parameters cell."""
+    """Seed Python, NumPy and Keras/TensorFlow once, from the notebook's parameters cell.
+
+    Keras and TensorFlow are seeded now when already imported, else the moment they are first imported (by the
+    notebook or by an ``octlib`` function): importing TensorFlow takes ~4 s, which a notebook that never trains or
+    attacks (data exploration, the comparison) need not pay. Either way they start from the same seeded state.
+    """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import keras
-    except ImportError:  # keras is a dependency, but the data layer must work without TensorFlow installed
-        return seed
-    keras.utils.set_random_seed(seed)
+    _SEED_ON_IMPORT.seed = seed
+    if "tensorflow" in sys.modules:
+        _seed_tensorflow(sys.modules["tensorflow"], seed)
+    if "keras" in sys.modules:
+        _seed_keras(sys.modules["keras"], seed)
+    if not {"tensorflow", "keras"} <= set(sys.modules) and _SEED_ON_IMPORT not in sys.meta_path:
+        sys.meta_path.insert(0, _SEED_ON_IMPORT)
     return seed
+
+
+def _seed_tensorflow(tf, seed: int) -> None:
+    tf.random.set_seed(seed)
+
+
+def _seed_keras(keras, seed: int) -> None:
+    """``keras.utils.set_random_seed`` (Keras' global seed generator and TensorFlow's seed) without resetting
+    Python's and NumPy's generators, which :func:`set_seed` seeded already and a notebook may have drawn from."""
+    saved = random.getstate(), np.random.get_state()
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
+class _SeedOnImport(importlib.abc.MetaPathFinder):
+    """Seeds ``tensorflow`` and ``keras`` with :func:`set_seed`'s seed when each is first imported."""
+
+    seed: int | None = None
+    _hooks = {"tensorflow": _seed_tensorflow, "keras": _seed_keras}
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self._hooks or self.seed is None:
+            return None
+        for finder in sys.meta_path:  # the spec the import would find without this finder
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, hook, seed = spec.loader, self._hooks[fullname], self.seed
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+
+        class SeedingLoader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                module.__loader__ = module.__spec__.loader = loader  # resources and source read as usual
+                saved = random.getstate(), np.random.get_state()  # what importing it draws is not the notebook's
+                try:
+                    loader.exec_module(module)
+                    hook(module, seed)
+                finally:
+                    random.setstate(saved[0])
+                    np.random.set_state(saved[1])
+
+        spec.loader = SeedingLoader()
+        return spec
+
+
+_SEED_ON_IMPORT = _SeedOnImport()

@@ -87,3 +87,23 @@ def test_defence_fine_tuning_is_switched_per_kind_with_its_epochs():
     off = d.with_finetune("label_smoothing", False, epochs=12)
     assert off.finetune == () and off.retrain_epochs == 12 and off.finetune_epochs == 10
     assert off.epochs_of("label_smoothing", 50) == 12 and DefenceConfig().epochs_of("adversarial", 50) == 50
+
+
+def test_set_seed_seeds_keras_imported_later_as_if_imported_before():
+    """A notebook that never needs TensorFlow does not import it to seed it; one that imports it after
+    ``set_seed`` draws what it would have drawn had Keras been imported first (NumPy's stream untouched)."""
+    import subprocess
+    import sys
+
+    draw = ("a = np.random.rand(); import keras, tensorflow as tf; b = np.random.rand(); "
+            "print(a, b, float(keras.random.uniform(())), float(tf.random.uniform(())), "
+            "type(keras.__loader__).__name__)")
+    later = f"import sys, numpy as np, octlib; octlib.set_seed(3); assert 'keras' not in sys.modules; {draw}"
+    before = f"import numpy as np, keras, octlib; octlib.set_seed(3); {draw}"
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+           for code in (later, before)]
+    assert out[0] == out[1]
+    assert out[0][-1] == "SourceFileLoader"  # the module keeps its own loader
+    other = subprocess.run([sys.executable, "-c", before.replace("set_seed(3)", "set_seed(4)")],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert other[2] != out[0][2]  # the seed matters
