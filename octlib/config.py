@@ -734,7 +734,7 @@ def set_seed(seed: int) -> int:
     """Seed Python, NumPy and Keras/TensorFlow once, from the notebook's parameters cell.
 
     Keras and TensorFlow are seeded now when already imported, else the moment they are first imported (by the
-    notebook or by an ``octlib`` function): importing TensorFlow takes ~4 s, which a notebook that never trains or
+    notebook or by an ``octlib`` function): importing TensorFlow takes 4-6 s here, which a notebook that never trains or
     attacks (data exploration, the comparison) need not pay. Either way they start from the same seeded state.
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -768,14 +768,17 @@ def _seed_keras(keras, seed: int) -> None:
         np.random.set_state(saved[1])
 
 
+#: what :class:`_SeedOnImport` does once each module is imported
+_IMPORT_HOOKS = {"tensorflow": _seed_tensorflow, "keras": _seed_keras}
+
+
 class _SeedOnImport(importlib.abc.MetaPathFinder):
     """Seeds ``tensorflow`` and ``keras`` with :func:`set_seed`'s seed when each is first imported."""
 
     seed: int | None = None
-    _hooks = {"tensorflow": _seed_tensorflow, "keras": _seed_keras}
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in self._hooks or self.seed is None:
+        if fullname not in _IMPORT_HOOKS or self.seed is None:
             return None
         for finder in sys.meta_path:  # the spec the import would find without this finder
             if finder is self or not hasattr(finder, "find_spec"):
@@ -785,7 +788,7 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        loader, hook, seed = spec.loader, self._hooks[fullname], self.seed
+        loader, hook, seed = spec.loader, _IMPORT_HOOKS[fullname], self.seed
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
 

@@ -22,6 +22,9 @@ import numpy as np
 from .config import CLASSES
 from .plotting import PAGE_HEIGHT, TWO_COLUMNS
 
+#: the height (inches) of one view's row of six panels, two A4 columns wide
+VIEW_HEIGHT = 1.75
+
 ATTACKS = ("FGSM", "PGD", "DeepFool")
 #: Set (e.g. by ``python -m octlib run`` and the tests) when notebooks run without anyone watching.
 HEADLESS_ENV = "OCTLIB_HEADLESS"
@@ -137,7 +140,7 @@ class Explorer:
         """The explorer's figure of one :class:`View`: scan, adversarial scan, perturbation, answers, saliency."""
         import matplotlib.pyplot as plt
 
-        fig = fig or plt.figure(figsize=(TWO_COLUMNS, 1.75), layout="constrained")
+        fig = fig or plt.figure(figsize=(TWO_COLUMNS, VIEW_HEIGHT), layout="constrained")
         fig.clear()
         axes = fig.subplots(1, 6, gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1, 1]})
         x, xa = view.x[..., 0], view.x_adv[..., 0]
@@ -193,7 +196,7 @@ class Explorer:
             v = self.view(scan.value, att.value, eps.value, model.value, answers.value)
             with out:
                 out.clear_output(wait=True)
-                fig = self.figure(v, fig=plt.figure(figsize=(TWO_COLUMNS, 1.75), dpi=150, layout="constrained"))
+                fig = self.figure(v, fig=plt.figure(figsize=(TWO_COLUMNS, VIEW_HEIGHT), dpi=150, layout="constrained"))
                 display(fig)
                 plt.close(fig)
             status.value = (f"{'cached' if v.cached else 'computed'} in {v.seconds:.2f} s · clean answer "
@@ -221,7 +224,7 @@ class Explorer:
             return self.widget()
         selections = selections or [{"index": 0, "attack": a} for a in ATTACKS]
         views = [self.view(**s) for s in selections]
-        fig = plt.figure(figsize=(TWO_COLUMNS, min(1.75 * len(views), PAGE_HEIGHT)), layout="constrained")  # A4
+        fig = plt.figure(figsize=(TWO_COLUMNS, min(VIEW_HEIGHT * len(views), PAGE_HEIGHT)), layout="constrained")  # A4
         for v, sub in zip(views, fig.subfigures(len(views), 1, squeeze=False)[:, 0]):
             self.figure(v, fig=sub)
         return fig, views
