@@ -31,6 +31,7 @@ PRODUCERS = {
     "44_defence_randomized_noise": "44_defence_randomized_noise.ipynb",
     "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
     "46_defence_randomized_smoothing": "46_defence_randomized_smoothing.ipynb",
+    "47_defence_adversarial_training_evasion": "47_defence_adversarial_training_evasion.ipynb",
     "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
     "51_attack_storage": "51_attack_storage.ipynb",
     "52_attack_universal": "52_attack_universal.ipynb",
