@@ -14,11 +14,11 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # ART announces on import that PyTorch-only certification tools are unavailable; this study does not use them.
 _warnings.filterwarnings("ignore", message="PyTorch not found. Not importing DeepZ", category=UserWarning)
 
-from .config import CLASSES, URGENT_CLASSES, Profile, get_profile, set_seed
+from .config import CLASSES, URGENT_CLASSES, Profile, adversarial_training, get_profile, set_seed
 
 try:
     __version__ = _metadata.version("octlib")
 except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["CLASSES", "URGENT_CLASSES", "Profile", "get_profile", "set_seed", "__version__"]
+__all__ = ["CLASSES", "URGENT_CLASSES", "Profile", "adversarial_training", "get_profile", "set_seed", "__version__"]

@@ -32,6 +32,7 @@ PRODUCERS = {
     "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
     "46_defence_randomized_smoothing": "46_defence_randomized_smoothing.ipynb",
     "47_defence_adversarial_training_evasion": "47_defence_adversarial_training_evasion.ipynb",
+    "48_defence_gaussian_noise_evasion": "48_defence_gaussian_noise_evasion.ipynb",
     "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
     "51_attack_storage": "51_attack_storage.ipynb",
     "52_attack_universal": "52_attack_universal.ipynb",

@@ -523,6 +523,45 @@ class DefenceConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialTraining:
+    """The adversarially trained victim's settings as notebooks 45 and 47 resolve them (:func:`adversarial_training`):
+    both must ask the model store for the same model.
+
+    Attributes:
+        profile: the profile with these settings in its ``defence`` (pass it to
+            :func:`octlib.artifacts.get_or_train_defence`).
+        name: the model's name in tables and figures, e.g. ``PGD-5 adversarial training ε=4/255``.
+        finetuned: fine-tuned from the victim's weights (else trained from scratch).
+        epochs: the most epochs it trains.
+    """
+
+    profile: Profile
+    name: str
+    finetuned: bool
+    epochs: int
+
+    def describe(self) -> str:
+        eps_255 = self.profile.defence.adv_eps_255
+        return (f"{self.name}, {'fine-tuned from the victim' if self.finetuned else 'from scratch'}, at most "
+                f"{self.epochs} epochs (ε = {eps_255 / 255:.4f})")
+
+
+def adversarial_training(profile: Profile, eps_255: float | None = None, steps: int | None = None,
+                         epochs: int | None = None, finetune: bool | None = None) -> AdversarialTraining:
+    """Resolve the adversarial-training parameters of notebooks 45 and 47 (``None``: the profile's): training ε in
+    /255, PGD steps per batch (1 is FGSM-RS, Wong et al. 2020), the most epochs, fine-tuned from the victim or
+    trained from scratch. Bad values raise :class:`ValueError` naming the setting (:class:`DefenceConfig`)."""
+    overrides = {"adv_eps_255": eps_255, "adv_steps": steps}
+    dcfg = replace(profile.defence, **{k: v for k, v in overrides.items() if v is not None})
+    dcfg = dcfg.with_finetune("adversarial", finetune, epochs=epochs)
+    kind = "FGSM-RS" if dcfg.adv_steps == 1 else f"PGD-{dcfg.adv_steps}"
+    return AdversarialTraining(profile=replace(profile, defence=dcfg),
+                               name=f"{kind} adversarial training ε={dcfg.adv_eps_255:g}/255",
+                               finetuned="adversarial" in dcfg.finetune,
+                               epochs=dcfg.epochs_of("adversarial", profile.train.epochs))
+
+
+@dataclass(frozen=True)
 class ThreatsConfig:
     """Clinically grounded threats (notebooks 50-53): targeted referral attacks, storage, universal perturbations
     and natural corruptions, against the victim and every retrained defence model.

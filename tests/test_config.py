@@ -107,3 +107,22 @@ def test_set_seed_seeds_keras_imported_later_as_if_imported_before():
     other = subprocess.run([sys.executable, "-c", before.replace("set_seed(3)", "set_seed(4)")],
                            capture_output=True, text=True, check=True).stdout.split()
     assert other[2] != out[0][2]  # the seed matters
+
+
+def test_adversarial_training_settings_are_resolved_once_for_notebooks_45_and_47():
+    """Both notebooks resolve their parameters with this helper, so they ask the store for the same model."""
+    from dataclasses import replace
+
+    from octlib.config import adversarial_training
+
+    full = get_profile("full")
+    at = adversarial_training(full)
+    assert sorted(at.profile.defence.finetune) == sorted(full.defence.finetune)  # the same kinds, sorted
+    assert replace(at.profile, defence=full.defence) == full and at.finetuned and at.epochs == full.defence.finetune_epochs
+    assert at.name == "PGD-5 adversarial training ε=4/255" and "ε = 0.0157" in at.describe()
+    one = adversarial_training(full, eps_255=2, steps=1, epochs=20, finetune=False)
+    assert one.name == "FGSM-RS adversarial training ε=2/255" and not one.finetuned and one.epochs == 20
+    assert one.profile.defence.adv_epochs == 20 and "from scratch" in one.describe()
+    assert one.profile.train == full.train and "label_smoothing" in one.profile.defence.finetune
+    with pytest.raises(ValueError, match="adv_steps"):
+        adversarial_training(full, steps=0)
