@@ -153,6 +153,20 @@ def cached_training(reference: Path, artifacts: Path, order: list[str]) -> tuple
     return out, unknown
 
 
+def carry_cached(previous: dict, runs: list[dict], cached: dict, unknown: dict) -> tuple[dict, dict, list[str]]:
+    """For a store that is not the one every reference notebook ran with (a later session's fresh machine): the
+    cached training of each notebook whose manifest is the one ``previous`` (an earlier ``series-full.json``)
+    recorded (same ``started``) is taken from that record, where it was read off the sidecars of its own store;
+    the notebooks rerun since keep what this store's sidecars say. Returns ``(cached, unknown, carried)``."""
+    before = {Path(r["manifest"]).stem: r["started"] for r in previous.get("runs", [])}
+    same = {Path(r["manifest"]).stem + ".ipynb" for r in runs if before.get(Path(r["manifest"]).stem) == r["started"]}
+    carried = sorted(same)
+    cached = {nb: models for nb, models in cached.items() if nb not in same}
+    cached.update({nb: models for nb, models in previous.get("cached_training_seconds", {}).items() if nb in same})
+    unknown = {name: nb for name, nb in unknown.items() if nb not in same}
+    return cached, unknown, carried
+
+
 def split_run(executed: str, parts: list[str], manifest: str | None = None) -> dict:
     """The run manifest beside ``executed`` (or ``manifest``) with ``split_into``: per ``name=cells`` part (cell
     indices and ranges, e.g. ``9-16,19``) the seconds papermill recorded for those cells, for a notebook measured
@@ -183,6 +197,8 @@ def main() -> None:
     parser.add_argument("--reference-root", help="with --reference: a reference assembled elsewhere (python -m octlib "
                                                  "run --reference --reference-root DIR) instead of figures/")
     parser.add_argument("--note", help="with --manifest: how the runs were made (e.g. what else shared the cores)")
+    parser.add_argument("--previous", help="with --reference: an earlier series-full.json whose cached training is "
+                        "kept for the notebooks not rerun since (their models' sidecars are in another store)")
     parser.add_argument("--alone", nargs="+", help="with --reference: manifests of reference notebooks re-measured "
                                                    "alone (fresh stores, nothing else on the cores)")
     parser.add_argument("--split-from", help="an executed notebook measured alone before a split (its run's "
@@ -211,6 +227,10 @@ def main() -> None:
         report["runs"] = [{**r, "manifest": str(Path(r["manifest"]).relative_to(root.parent))} for r in report["runs"]]
         report["missing"] = [b.name for b in find_notebooks() if b.name not in report["notebooks"]]
         cached, unknown = cached_training(root, artifacts_dir(), [b.name for b in find_notebooks()])
+        if args.previous:
+            cached, unknown, carried = carry_cached(json.loads(Path(args.previous).read_text()), report["runs"],
+                                                    cached, unknown)
+            report["cached_training_from"] = {"record": args.previous, "notebooks": carried}
         report["cached_training_seconds"] = cached
         if unknown:  # the store the reference ran with is not here: the from-nothing total is a lower bound
             report["training_unknown"] = unknown
