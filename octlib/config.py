@@ -733,7 +733,14 @@ PROFILES: dict[str, Profile] = {
                     # 267 of 300 scans survived FGSM at 0.25/255 and 266 PGD, each then attacked with 20 steps)
                     suite=SuiteConfig(eps_255=(0.5, 1, 2, 4, 8, 16, 32, 64), pgd_restarts=1, randomized_n_scans=50,
                                       randomized_square_queries=200,
-                                      eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20)))),
+                                      eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20))),
+                    # the release-shift study (notebook 11) trains one variant beside notebook 10's official-policy
+                    # victim: blur/noise augmentation, the usual answer to an acquisition shift (the other release's
+                    # 1024-px scans are resampled more and carry other speckle). Each variant is a 50-epoch training
+                    # (837-1,052 s on 2 cores; the three of an earlier run took 2,784 s, more than the 6-hour series
+                    # affords: git show 360a912:figures/results/11_release_shift.json); the other two ("no per-image
+                    # norm", "no augmentation") are notebook 11's VARIANTS parameter
+                    shift_variants=("+ blur/noise augmentation",)),
 }
 
 

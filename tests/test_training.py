@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from octlib.config import TrainConfig
+from octlib.config import PROFILES, TrainConfig
 from octlib.data import load_folder, make_splits
 
 keras = pytest.importorskip("keras")
@@ -166,6 +166,12 @@ def test_release_shift_study_scores_each_variant_on_the_same_scans_as_the_defaul
     assert again["no augmentation"]["test_correct"] == rows["no augmentation"]["test_correct"]
     with pytest.raises(ValueError, match="SHIFT_VARIANTS.*VARIANTS"):
         artifacts.release_shift_study(splits, TINY, ["no blur"], root=tmp_path)
+
+
+def test_every_profile_names_known_release_shift_variants():
+    for name, profile in PROFILES.items():  # notebook 11 trains these; a typo would only fail there
+        assert profile.shift_variants, name
+        assert set(profile.shift_variants) <= set(artifacts.SHIFT_VARIANTS) - {"default"}, name
 
 
 def test_changed_setting_seed_or_split_retrains(splits, tmp_path):
