@@ -59,11 +59,26 @@ def iterative_beats_single_step_paired(iterative_rows, single_step_rows, *, tole
     return failed, notes
 
 
-def eot_beats_plain(eot, plain, *, tolerance: float = 0.0) -> list[str]:
-    """Against a randomized defence, the EOT attack must do at least as well as the plain (one-draw) attack."""
-    e, p = np.asarray(eot, dtype=float), np.asarray(plain, dtype=float)
-    return [f"EOT weaker than the plain attack at grid point {i}: {a:.3f} > {b:.3f}"
-            for i, (a, b) in enumerate(zip(e, p)) if a > b + tolerance]
+def eot_beats_plain(convergence: dict, *, alpha: float = 0.05) -> list[str]:
+    """Against a randomized defence, the EOT attack at the converged setting must do at least as well as the plain
+    (first, one-draw) attack of :func:`octlib.evaluation.eot_convergence`, scan by scan. Both are scored by the
+    defence's answer in expectation (a function of the scan), so only the attacks' own randomness is compared:
+    a failure when the scans only the plain attack fooled significantly outnumber those only EOT fooled
+    (one-sided exact binomial test on the discordant scans, p < ``alpha``), as for PGD against FGSM. (The
+    study's cumulative robust accuracy is at least as low as the plain attack's by construction.)"""
+    from scipy.stats import binomtest
+
+    points = convergence["points"]
+    plain, eot = (np.asarray(points[k]["fooled"], dtype=bool) for k in (0, convergence["converged_index"]))
+    if plain.shape != eot.shape:
+        raise ValueError("The plain and EOT settings of the convergence study were run on different scans.")
+    only_plain, only_eot = int(np.sum(plain & ~eot)), int(np.sum(eot & ~plain))
+    if only_plain <= only_eot:
+        return []
+    p = binomtest(only_plain, only_plain + only_eot, 0.5, alternative="greater").pvalue
+    return [] if p >= alpha else [
+        f"EOT weaker than the plain attack: {only_plain} scans fooled by the plain attack only, {only_eot} by EOT "
+        f"only (one-sided exact p = {p:.3g})"]
 
 
 def whitebox_beats_blackbox(whitebox, blackbox, clean, *, tolerance: float = 0.0) -> list[str]:
@@ -87,40 +102,31 @@ def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int =
 
 def unstable_answers(predict, x, calls: int = 3) -> int:
     """How many of the scans ``x`` a randomized answer (``predict``: scans -> scores) does not answer with the same
-    class in all of ``calls`` calls: the measured resolution of any comparison made through those answers (pass it
-    to :func:`tolerance` as ``scans``). 0 for a deterministic answer."""
+    class in all of ``calls`` calls: what one client query of such a defence is worth. (The evaluation scores
+    randomized answers in expectation, :mod:`octlib.evaluation`, so no check depends on it.) 0 for a
+    deterministic answer."""
     if calls < 2:
         raise ValueError(f"`calls` must be >= 2 to compare answers, got {calls}.")
     answers = np.stack([np.asarray(predict(x)).argmax(axis=1) for _ in range(calls)])
     return int((answers != answers[0]).any(axis=0).sum())
 
 
-def tolerance(frame, model: str, scans: float) -> float:
-    """How much PGD's own accuracy may exceed FGSM's for ``model`` in :func:`evaluation_checks`: when its answers
-    are random (a randomized defence, or an API whose post-processor answers at random: the same adversarial scan
-    may be answered differently on the next call), the larger of ``scans`` and the scans its notebook measured as
-    answered differently across calls (:func:`unstable_answers`, kept in the rows' ``settings`` as
-    ``unstable_answers``), over n; else 0."""
-    rows = frame[frame["model"] == model]
-    if not len(rows):
-        raise ValueError(f"No records of model {model!r}.")
-    first = rows.iloc[0]
-    settings = first.get("settings") or {}
-    randomized = first["kind"] in ("randomized", "smoothing") or bool(settings.get("randomized_answer", False))
-    measured = max([int((r or {}).get("unstable_answers", 0)) for r in rows["settings"]] + [0]) \
-        if "settings" in rows else 0
-    return max(scans, measured) / int(first["n"]) if randomized else 0.0
-
-
 def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tolerance: float = 0.0) -> dict:
     """Every check on one model's rows of :func:`octlib.records.read_records` (L∞): ``{"failed": [...],
     "masking": [...], "notes": [...]}``. ``masking`` lists what would show as "suspected gradient masking"
     (reported, not failed: a real defence may leave some scans unflipped on a short grid). ``tolerance`` is how
-    much PGD's own accuracy may exceed FGSM's (a randomized defence answers differently on every call; 0
-    otherwise); beyond it, with per-scan records, PGD weaker than FGSM fails only when the paired scans show it
-    (:func:`iterative_beats_single_step_paired`), else it is listed in ``notes`` and warned about."""
+    much PGD's own accuracy may exceed FGSM's before the scans decide (0: every answer, randomized ones included,
+    is scored as a function of the scan); with per-scan records, PGD weaker than FGSM fails only when the paired
+    scans show it (:func:`iterative_beats_single_step_paired`), else it is listed in ``notes`` and warned about."""
     rows = frame[(frame["model"] == model) & (frame["norm"] == "inf")]
     failed, masking = [], []
+    for _, r in rows.iterrows():
+        settings = r.get("settings") or {}
+        randomized = r["kind"] == "randomized" or bool(settings.get("randomized_answer", False))
+        if randomized and not settings.get("answer_draws"):
+            failed.append(f"{model}: its randomized answers were scored through one random draw (records written "
+                          f"before answers were scored in expectation): rerun the notebook that wrote them")
+            break
     suite = rows[rows["attack"] == "suite"].sort_values("eps")
     if len(suite):
         failed += non_increasing(suite["robust_accuracy"])

@@ -250,6 +250,9 @@ class SuiteConfig:
             ``draws`` times more per gradient.
         randomized_square_queries: Square queries per scan against a randomized defence (``None``:
             ``square_queries``); each query there costs the defence's K noisy forward passes.
+        answer_draws: draws of a randomized answer (inference noise, output noise) whose majority scores each scan
+            (>= 100: the answer in expectation; the draws are fixed, so it is a function of the scan); each costs
+            K forward passes for inference noise.
         batch_size: scans per attack batch.
         spread_seeds: training seeds of the undefended victim's seed spread (the first is the study victim; the
             split keeps the study's seed), each attacked with the suite on the same scans over ``spread_eps_255``.
@@ -272,6 +275,7 @@ class SuiteConfig:
     eot_tolerance: int = 1
     randomized_n_scans: int | None = 100
     randomized_square_queries: int | None = None
+    answer_draws: int = 100
     batch_size: int = 128
     spread_seeds: tuple[int, ...] = (0, 1, 2)
     spread_eps_255: tuple[float, ...] = (1, 2)
@@ -287,7 +291,7 @@ class SuiteConfig:
             bad.append("eps_255 (increasing values in (0, 255], /255 units)")
         elif not any(abs(self.headline_255 - e) < 1e-9 for e in self.eps_255):
             bad.append("headline_255 (a value of eps_255)")
-        for name in ("pgd_steps", "apgd_steps", "apgd_restarts", "square_queries", "batch_size"):
+        for name in ("pgd_steps", "apgd_steps", "apgd_restarts", "square_queries", "batch_size", "answer_draws"):
             if getattr(self, name) < 1:
                 bad.append(f"{name} (>= 1)")
         if self.pgd_restarts < 0 or self.eot_tolerance < 0:

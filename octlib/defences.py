@@ -81,8 +81,19 @@ class OutputNoise(Postprocessor):
 
     def __call__(self, preds: np.ndarray) -> np.ndarray:
         preds = np.asarray(preds, dtype=np.float64)
-        noisy = np.clip(preds + self._rng.normal(0.0, self.sigma, preds.shape), 1e-6, None)
-        return (noisy / noisy.sum(axis=1, keepdims=True)).astype(np.float32)
+        return self.apply(preds, self._rng.normal(0.0, self.sigma, preds.shape))
+
+    @staticmethod
+    def apply(preds: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """The answer to probabilities ``preds`` with the noise ``noise`` (broadcast to ``preds``' shape)."""
+        noisy = np.clip(np.asarray(preds, dtype=np.float64) + noise, 1e-6, None)
+        return (noisy / noisy.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    def noise_bank(self, draws: int, n_classes: int, seed: int = 0) -> np.ndarray:
+        """``draws`` noise rows ``(draws, 1, n_classes)``, drawn once from ``seed`` (not from this defence's own
+        generator): with :meth:`apply`, each one is a draw of the answer that is the same for every scan and every
+        call, so the answer in expectation (:func:`api_expected_votes`) is a function of the scan."""
+        return np.random.default_rng(seed).normal(0.0, self.sigma, (draws, 1, n_classes))
 
     def _check_params(self) -> None:
         if not (isinstance(self.sigma, (int, float)) and self.sigma > 0):
@@ -104,13 +115,14 @@ def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed
     return out
 
 
-#: Traced forward/EOT-gradient functions of :func:`noise_classifier`, per (model, samples, loss). It holds the few
-#: models a notebook attacks for the life of the process.
+#: Traced forward/EOT-gradient functions of :func:`noise_classifier`, per (model, samples, loss), and the softmax of
+#: :class:`ExpectedNoiseAnswer`, per model. It holds the few models a notebook attacks for the life of the process.
 _TRACED: dict = {}
 
 
 def _noise_functions(model, samples: int, loss: str):
-    """The traced mean-softmax over ``samples`` noisy copies and the mean per-copy loss gradient (EOT)."""
+    """The traced mean-softmax over ``samples`` noisy copies and the EOT gradient of the loss of that mean (the
+    defence's own answer: Athalye et al. 2018; Salman et al. 2019)."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
@@ -122,13 +134,14 @@ def _noise_functions(model, samples: int, loss: str):
     def eot_gradient(xt, yt, noise):
         with tf.GradientTape() as tape:
             tape.watch(xt)
-            y_rep = tf.repeat(yt, samples, axis=0)
             logits = model(tf.repeat(xt, samples, axis=0) + noise, training=False)
+            probs = tf.reduce_mean(tf.reshape(tf.nn.softmax(logits), (-1, samples, logits.shape[-1])), axis=1)
+            log_mean = tf.math.log(tf.maximum(probs, 1e-12))  # what the defence answers, as logits
             if loss == "margin":
-                per_copy = tf.reduce_max(logits - 1e9 * y_rep, axis=-1) - tf.reduce_sum(y_rep * logits, axis=-1)
+                per_scan = tf.reduce_max(log_mean - 1e9 * yt, axis=-1) - tf.reduce_sum(yt * log_mean, axis=-1)
             else:
-                per_copy = tf.keras.losses.categorical_crossentropy(y_rep, logits, from_logits=True)
-            total = tf.reduce_sum(per_copy) / tf.cast(tf.shape(per_copy)[0], tf.float32)
+                per_scan = -tf.reduce_sum(yt * log_mean, axis=-1)
+            total = tf.reduce_mean(per_scan)
         return tape.gradient(total, xt)
 
     return mean_softmax, eot_gradient
@@ -141,16 +154,22 @@ def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0, lo
     smoothing: clipping would brighten the dark background of a B-scan (zero-mean noise cut at 0).
 
     ``predict`` returns the log of the mean softmax over the copies (use it as logits: its argmax is the
-    defended answer). ``loss_gradient`` is the mean of the per-copy cross-entropy gradients (each scaled like
-    ART's own batch-mean gradient): with ``samples=1`` that is the *plain* attack's view (the gradient through
-    one noise draw), with ``samples`` = K or more it is **EOT** (Athalye et al. 2018).
+    defended answer). ``loss_gradient`` differentiates the cross-entropy of that log mean softmax over the
+    ``samples`` copies, i.e. the loss of what the defence answers (batch-mean, like ART's): with ``samples=1``
+    that is the *plain* attack's view (the gradient through one noise draw), with ``samples`` = K or more it is
+    **EOT** (Athalye et al. 2018) in the form Salman et al. 2019 use against smoothed classifiers (the log of the
+    averaged softmax, not the average of per-copy cross-entropies, whose minimiser need not change the answer).
 
     Why not ART's ``EoTGaussianNoiseTensorFlow``: in ART 1.20.1 with TensorFlow 2.21 its ``forward`` indexes a
     tensor with ``x[[i]]``, which TensorFlow reads as ``x[i]``, and fails (tests/test_defences.py keeps checking);
     it also draws σ uniformly from [0, σ] unless given a pair, and clips the copies.
 
-    ``loss="margin"`` differentiates the logit margin (best wrong minus true logit) of each copy instead of its
-    cross-entropy: the EOT form of :func:`octlib.attacks.art_classifier`'s margin loss.
+    ``loss="margin"`` differentiates the margin of the log mean softmax (best wrong minus true class) instead of
+    its cross-entropy: the EOT form of :func:`octlib.attacks.art_classifier`'s margin loss.
+
+    Fresh noise on every call is how the defence behaves for a client, and how an attacker's queries and
+    gradients see it. The evaluation scores the defence by its answer in expectation instead
+    (:class:`ExpectedNoiseAnswer`), a deterministic function of the scan.
     """
     import keras
     import tensorflow as tf
@@ -194,6 +213,119 @@ def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0, lo
 
     return NoisyClassifier(model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
                            loss_object=loss_object, clip_values=(0.0, 1.0))
+
+
+def majority_vote(answers, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per scan, the class most of ``answers`` (``(draws, N)`` classes) name and the vote counts ``(N, n_classes)``;
+    a tie goes to the lowest class index, so the result is a function of the votes alone."""
+    answers = np.asarray(answers, dtype=np.int64)
+    if answers.ndim != 2:
+        raise ValueError(f"`answers` must be (draws, N) classes, got shape {answers.shape}.")
+    counts = np.stack([(answers == c).sum(axis=0) for c in range(n_classes)], axis=1)
+    return counts.argmax(axis=1), counts
+
+
+class ExpectedNoiseAnswer:
+    """The answer of the inference-noise defence **in expectation**, as a deterministic function of the scan.
+
+    The defence answers the top class of the mean softmax over K noisy copies, with fresh noise on every call, so
+    one call is one random draw of its answer and two calls can disagree. Scored through one draw, a comparison
+    of two attacks (PGD against FGSM, EOT against the plain attack) moves with the draw, and on another CPU with
+    another floating-point path it moves differently. Here every scan is answered ``draws`` times, each time with
+    K copies, and scored by the **majority** of those answers (the defence's answer in expectation), with the
+    share of draws that answer each class kept beside it (the per-draw accuracy a single client query gets).
+
+    The ``draws`` × K noise images are drawn **once**, from ``seed``, and added to every scan on every call
+    (common random numbers): the answer to a scan does not depend on the call, on the batch it came in or on the
+    other scans, so it cannot change between two calls by chance (``tests/test_defences.py`` checks it). The
+    attacks never see these draws: they craft through :func:`noise_classifier`'s fresh noise.
+
+    ``scores(x)`` is the log of the softmax averaged over all ``draws`` × K copies: the defence's expected
+    probabilities, whose cross-entropy is the loss under attack. One forward pass of the copies serves
+    ``votes``, ``answer`` and ``scores``; the last few inputs are remembered, so asking for the answer and then the
+    loss of the same scans costs one pass.
+    """
+
+    def __init__(self, model, sigma: float, samples: int, draws: int = 100, *, seed: int = 0, batch_size: int = 256,
+                 remember: int = 4):
+        if not sigma > 0 or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"`sigma` must be > 0 and `samples` an integer >= 1, got {sigma!r}, {samples!r}.")
+        if not isinstance(draws, (int, np.integer)) or draws < 1:
+            raise ValueError(f"`draws` (answers per scan scored by majority) must be an integer >= 1, got {draws!r}.")
+        self.model, self.sigma, self.samples, self.draws = model, float(sigma), int(samples), int(draws)
+        self.seed, self.batch_size, self.remember = seed, int(batch_size), int(remember)
+        shape = (self.draws * self.samples, *tuple(model.input_shape[1:]))
+        self.noise = (np.random.default_rng(seed).standard_normal(shape) * self.sigma).astype(np.float32)
+        self._memo: dict = {}
+        key = (id(model), "softmax")
+        if key not in _TRACED:  # one trace per model, shared by every ExpectedNoiseAnswer over it
+            import tensorflow as tf
+
+            _TRACED[key] = tf.function(lambda xt: tf.nn.softmax(model(xt, training=False)), reduce_retracing=True)
+        self._softmax = _TRACED[key]
+
+    @property
+    def settings(self) -> dict:
+        return {"answer": "majority over fixed draws", "answer_draws": self.draws, "answer_seed": self.seed}
+
+    def _pass(self, x) -> tuple[np.ndarray, np.ndarray]:
+        import hashlib
+
+        import tensorflow as tf
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        key = (x.shape, hashlib.sha1(x.tobytes()).hexdigest())
+        if key in self._memo:
+            return self._memo[key]
+        copies = len(self.noise)
+        per_chunk = max(1, self.batch_size // copies)
+        votes, means = [], []
+        noise = tf.constant(self.noise)
+        for i in range(0, len(x), per_chunk):
+            chunk = tf.constant(x[i:i + per_chunk])
+            batch = tf.reshape(chunk[:, None] + noise[None], (-1, *x.shape[1:]))
+            probs = np.concatenate([self._softmax(batch[j:j + self.batch_size]).numpy()
+                                    for j in range(0, int(batch.shape[0]), self.batch_size)])
+            probs = probs.astype(np.float64).reshape(len(chunk), self.draws, self.samples, -1)
+            votes.append(probs.mean(axis=2).argmax(axis=-1).T)  # (draws, scans): each draw's K-copy answer
+            means.append(probs.mean(axis=(1, 2)))
+        n_classes = int(self.model.output_shape[-1])
+        out = (np.concatenate(votes, axis=1) if votes else np.zeros((self.draws, 0), dtype=np.int64),
+               np.concatenate(means) if means else np.zeros((0, n_classes)))
+        if self.remember > 0:
+            if len(self._memo) >= self.remember:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = out
+        return out
+
+    def votes(self, x) -> np.ndarray:
+        """``(draws, N)``: the class each draw of the defence answers for each scan."""
+        return self._pass(x)[0]
+
+    def answer(self, x) -> np.ndarray:
+        """The majority answer per scan (:func:`majority_vote`)."""
+        return majority_vote(self.votes(x), int(self.model.output_shape[-1]))[0]
+
+    def scores(self, x) -> np.ndarray:
+        """Log of the softmax averaged over every copy: use as logits (float32)."""
+        return np.log(np.clip(self._pass(x)[1], 1e-12, None)).astype(np.float32)
+
+
+def api_expected_votes(api, logits, draws: int = 100, *, seed: int = 0) -> np.ndarray:
+    """``(draws, N)``: the class an API (:func:`octlib.extraction.victim_api`) answers for each scan on each of
+    ``draws`` fixed draws of its randomized post-processors (those with ``randomized = True``, e.g.
+    :class:`OutputNoise`), given the model's ``logits``; a deterministic post-processor is applied as it is. The
+    draws come from ``seed`` and are the same for every scan and call (see :class:`ExpectedNoiseAnswer`), so the
+    majority of these votes is the API's answer in expectation, a function of the scan."""
+    preds = np.broadcast_to(np.asarray(logits, dtype=np.float64), (draws, *np.shape(logits)))
+    for k, d in enumerate(getattr(api, "postprocessing_defences", None) or []):
+        if not getattr(d, "apply_predict", True):
+            continue
+        if getattr(d, "randomized", False):
+            preds = d.apply(preds, d.noise_bank(draws, preds.shape[-1], seed=seed + k))
+        else:
+            preds = np.stack([d(p) for p in preds])
+    return np.asarray(preds).argmax(axis=-1)
 
 
 def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.001):

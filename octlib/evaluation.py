@@ -20,9 +20,13 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
   ε, are not attacked again, so for them it is the value found before: a lower bound of the worst-case loss. The
   loss of what an API *answers* (one-hot, noisy, reversed) is a different number, the cost to honest users
   (:func:`octlib.metrics.answers_report`).
-* **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is the mean over
-  ``eot_samples`` noise draws (:func:`octlib.defences.noise_classifier`), and :func:`eot_convergence` grows the
-  draws and steps until robust accuracy stops falling.
+* **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is that of the loss of the
+  softmax averaged over ``eot_samples`` noise draws (:func:`octlib.defences.noise_classifier`), and
+  :func:`eot_convergence` grows the draws and steps until robust accuracy stops falling.
+* **A randomized answer is scored in expectation**: the majority of many draws of it, the draws fixed once so that
+  the scored answer is a function of the scan (:class:`octlib.defences.ExpectedNoiseAnswer`,
+  :func:`octlib.defences.api_expected_votes`); the share of draws answering right (the per-draw accuracy a single
+  query gets) is kept beside it. Every check on such a defence then compares deterministic quantities.
 
 :meth:`Evaluation.records` turns the result into flat rows (:mod:`octlib.records`), one per (model, attack or
 suite, norm, ε), each with the per-scan outcomes, so that any two models can be compared on the same scans.
@@ -61,6 +65,9 @@ class Target:
             over ``model``; a randomized defence: EOT over its noise). ``loss="scores"`` asks for the classifier a
             score-based attack (Square) queries: the model's logits, or a randomized defence's own answers.
         eot_samples: noise draws per EOT gradient (1 for deterministic models).
+        votes: for a randomized answer, scans -> ``(draws, N)`` classes, one row per fixed draw of the answer;
+            ``answer`` is then their majority (:func:`octlib.defences.majority_vote`) and the records keep the
+            per-draw accuracy beside it.
         settings: anything that describes the defence (σ, K, post-processor parameters), kept in the records.
     """
 
@@ -72,6 +79,7 @@ class Target:
     crafting: Callable | None = None
     eot_samples: int = 1
     settings: dict = field(default_factory=dict)
+    votes: Callable | None = None
     crafting_source: object = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -88,6 +96,10 @@ class Target:
         model = self.model
         if self.scores is None:
             self.scores = lambda x: predict_logits(model, x)
+        if self.answer is None and self.votes is not None:
+            from .defences import majority_vote
+
+            self.answer = lambda x: majority_vote(self.votes(x), len(CLASSES))[0]
         if self.answer is None:
             self.answer = lambda x: np.asarray(self.scores(x)).argmax(axis=1)
         if self.crafting is None:
@@ -103,23 +115,35 @@ def model_target(name: str, model, *, kind: str = "training", **settings) -> Tar
     return Target(name, kind, model, settings=settings)
 
 
-def api_target(name: str, model, api, **settings) -> Target:
+def api_target(name: str, model, api, *, answer_draws: int = 100, seed: int = 0, **settings) -> Target:
     """An output defence: attacks are crafted on ``model``'s logits, the answer is the top class of what ``api``
     (an ART classifier with post-processors, e.g. :func:`octlib.extraction.victim_api`) returns. When a
-    post-processor answers at random (output noise), the records say so (``settings["randomized_answer"]``), and
-    the checks allow the randomized tolerance (:func:`octlib.checks.tolerance`)."""
+    post-processor answers at random (output noise), the records say so (``settings["randomized_answer"]``) and
+    the answer is scored in expectation: the majority of ``answer_draws`` fixed draws of it
+    (:func:`octlib.defences.api_expected_votes`), a function of the scan."""
+    from .defences import api_expected_votes
+    from .metrics import predict_logits
+
     randomized = any(getattr(d, "randomized", False) for d in getattr(api, "postprocessing_defences", None) or [])
-    return Target(name, "output", model, answer=lambda x: np.asarray(api.predict(x)).argmax(axis=1),
-                  settings={**settings, "randomized_answer": randomized})
+    if not randomized:
+        return Target(name, "output", model, answer=lambda x: np.asarray(api.predict(x)).argmax(axis=1),
+                      settings={**settings, "randomized_answer": False})
+    return Target(name, "output", model,
+                  votes=lambda x: api_expected_votes(api, predict_logits(model, x), answer_draws, seed=seed),
+                  settings={**settings, "randomized_answer": True, "answer": "majority over fixed draws",
+                            "answer_draws": answer_draws, "answer_seed": seed})
 
 
 def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int, *, seed: int = 0,
-                 **settings) -> Target:
-    """Inference-time Gaussian noise: the answer averages ``samples`` noisy copies (fresh draws on every call);
-    gradient attacks use EOT over ``eot_samples`` draws (:func:`octlib.defences.noise_classifier`)."""
-    from .defences import noise_classifier
+                 answer_draws: int = 100, **settings) -> Target:
+    """Inference-time Gaussian noise: the defence answers the top class of the softmax averaged over ``samples``
+    noisy copies (fresh draws on every call). It is scored in expectation, by the majority of ``answer_draws``
+    fixed draws of that answer (:class:`octlib.defences.ExpectedNoiseAnswer`); its loss is the cross-entropy of the
+    softmax averaged over all of them. Gradient attacks use EOT over ``eot_samples`` fresh draws
+    (:func:`octlib.defences.noise_classifier`); a score-based attacker (Square) queries the defence itself."""
+    from .defences import ExpectedNoiseAnswer, noise_classifier
 
-    answering = noise_classifier(model, sigma, samples, seed=seed)
+    expected = ExpectedNoiseAnswer(model, sigma, samples, answer_draws, seed=seed)
     draws = iter(range(seed + 1, seed + 1_000_000))
 
     def crafting(loss):
@@ -127,9 +151,9 @@ def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int,
             return noise_classifier(model, sigma, samples, seed=next(draws))
         return noise_classifier(model, sigma, eot_samples, seed=next(draws), loss=loss)
 
-    return Target(name, "randomized", model, answer=lambda x: answering.predict(x).argmax(axis=1),
-                  scores=answering.predict, crafting=crafting,
-                  eot_samples=eot_samples, settings={"sigma": sigma, "samples": samples, **settings})
+    return Target(name, "randomized", model, answer=expected.answer, votes=expected.votes, scores=expected.scores,
+                  crafting=crafting, eot_samples=eot_samples,
+                  settings={"sigma": sigma, "samples": samples, **expected.settings, **settings})
 
 
 @dataclass
@@ -140,6 +164,8 @@ class Evaluation:
     cross-entropy found), ``pred`` (the defence's answer on the scan's worst adversarial example so far);
     ``own`` holds, per attack of :data:`OWN_CURVE`, its own ``robust`` and ``loss`` arrays; ``fooled_by`` names
     the first attack that fooled each scan at each ε (``""``: robust or wrong when clean, ``"clean"``).
+    For a randomized answer scored by majority (:attr:`Target.votes`), ``per_draw`` ``[ε, scan]`` is the share of
+    draws answering right on the scan's worst adversarial example (``clean_per_draw`` on the clean scan).
     """
 
     target: str
@@ -159,6 +185,8 @@ class Evaluation:
     cost: dict
     runtime_s: float
     settings: dict = field(default_factory=dict)
+    per_draw: np.ndarray | None = None
+    clean_per_draw: np.ndarray | None = None
 
     @property
     def clean_correct(self) -> np.ndarray:
@@ -204,6 +232,10 @@ class Evaluation:
                                   settings=settings, attacks=list(self.settings.get("attacks", self.suite.attacks)))
         for i, row in enumerate(suite_rows):
             row.update(pred=self.pred[i].tolist(), fooled_by=self.fooled_by[i].tolist(), cost=self.cost)
+            if self.per_draw is not None:
+                row.update(per_draw=np.round(self.per_draw[i], 4).tolist(),
+                           per_draw_accuracy=float(self.per_draw[i].mean()),
+                           clean_per_draw_accuracy=float(self.clean_per_draw.mean()))
         return rows + suite_rows
 
 
@@ -430,7 +462,14 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
     def score(xa, idx):
         return _ce(target.scores(xa), y[idx])
 
+    def share(xa, ys, pa):  # per-draw accuracy: the share of the answer's draws that are right
+        if target.votes is None:
+            return (np.asarray(pa) == ys).astype(float)
+        return (np.asarray(target.votes(xa)) == ys).mean(axis=0)
+
     cur_robust, cur_loss, cur_pred = correct.copy(), clean_loss.copy(), clean_pred.copy()
+    clean_share = share(x, y, clean_pred)
+    cur_share, per_draw = clean_share.copy(), np.zeros((E, n))
     cur_fooled_by = np.where(correct, "", "clean").astype(object)
     for a in own:
         own[a]["cur"] = (correct.copy(), clean_loss.copy())
@@ -474,6 +513,10 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             pa = np.asarray(target.answer(xa)) if pa is None else pa
             seconds[attack] += time.perf_counter() - t_attack
             fooled = pa != ys
+            sh = share(xa, ys, pa)
+            alive_before = cur_robust[idx]
+            cur_share[idx[alive_before]] = np.where(fooled[alive_before], sh[alive_before],
+                                                    np.minimum(cur_share[idx[alive_before]], sh[alive_before]))
             if attack in own:
                 r, l = own[attack]["cur"]
                 r[idx] &= ~fooled
@@ -485,7 +528,8 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             cur_pred[idx[keep_pred]] = pa[keep_pred]
             cur_robust[idx] &= ~fooled
             cur_loss[idx] = np.maximum(cur_loss[idx], la)
-        robust[i], loss[i], pred[i], fooled_by[i] = cur_robust, cur_loss, cur_pred, cur_fooled_by
+        robust[i], loss[i], pred[i], fooled_by[i], per_draw[i] = (cur_robust, cur_loss, cur_pred, cur_fooled_by,
+                                                                  cur_share)
         for a in own:
             own[a]["robust"][i], own[a]["loss"][i] = own[a]["cur"][0], own[a]["cur"][1]
     bar.close()
@@ -502,43 +546,68 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
     return Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,
                       patients=patients, clean_pred=clean_pred, clean_loss=clean_loss, robust=robust.copy(),
                       loss=loss, pred=pred, fooled_by=fooled_by, own=own, cost=cost,
-                      runtime_s=time.perf_counter() - t0, settings=settings)
+                      runtime_s=time.perf_counter() - t0, settings=settings,
+                      per_draw=per_draw if target.votes is not None else None,
+                      clean_per_draw=clean_share if target.votes is not None else None)
 
 
 def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedule, *, norm: str = "inf",
-                    seed: int = 0, tolerance: int = 1, batch_size: int = 128) -> dict:
-    """Grow EOT until robust accuracy stops falling: PGD on the cross-entropy, averaged over ``s`` noise draws for
-    ``t`` steps, for each ``(s, t)`` of ``schedule`` (increasing), against inference noise σ averaging
-    ``samples`` copies, on the scans it answers correctly. Converged at the first setting after which the next one
-    fools at most ``tolerance`` more scans;
-    the stronger of those two settings is the one to use.
+                    seed: int = 0, tolerance: int = 1, batch_size: int = 128, answer_draws: int = 100) -> dict:
+    """Grow EOT until robust accuracy stops falling: PGD on the loss of the averaged softmax over ``s`` fresh noise
+    draws for ``t`` steps (:func:`octlib.defences.noise_classifier`), for each ``(s, t)`` of ``schedule``
+    (increasing; the first is the *plain* attack when ``s = 1``), against inference noise σ averaging ``samples``
+    copies, on the scans it answers right. Every answer is the defence's answer in expectation (the majority of
+    ``answer_draws`` fixed draws, :class:`octlib.defences.ExpectedNoiseAnswer`): a function of the scan.
 
-    Returns ``{"points": [{"eot_samples", "steps", "robust_accuracy", "n", "gradients"}], "converged": (s, t),
-    "converged_index", "tolerance"}``; when no setting converges, the last one is used and ``converged_index`` is
-    the last index with ``"reached": False``.
+    Each setting attacks every scan answered right clean; a scan counts as robust at a setting only if no setting
+    up to it fooled it (the worst case per scan, as in the suite), so robust accuracy cannot rise along the
+    schedule: at every setting EOT is at least as strong as the plain attack by construction, and what is left to
+    check is each setting's *own* result, paired scan by scan against the plain attack's
+    (:func:`octlib.checks.eot_beats_plain`). Converged at the first setting ``c`` after which **two
+    consecutive growths** each fool at most ``tolerance`` more scans; the suite uses setting ``c + 1`` (the first
+    growth that bought nothing: a stronger attack than ``c`` at half the cost of ``c + 2``). When no setting
+    converges, the last one is used and ``reached`` is ``False``.
+
+    Returns ``{"points": [{"eot_samples", "steps", "robust" (cumulative scans), "robust_accuracy" (cumulative),
+    "own_robust", "own_robust_accuracy", "per_draw_accuracy" (cumulative), "fooled" (own, per scan), "n",
+    "gradients"}], "converged": (s, t), "converged_index", "plateau_index", "reached", "tolerance",
+    "answer_draws"}``.
     """
     from .attacks import pgd
-    from .defences import noise_classifier
+    from .defences import ExpectedNoiseAnswer, noise_classifier
 
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
-    answering = noise_classifier(model, sigma, samples, seed=seed)
-    correct = answering.predict(x).argmax(axis=1) == y
-    points = []
+    if len(schedule) < 1 or any(len(p) != 2 for p in schedule):
+        raise ValueError(f"`schedule` must be (draws, steps) pairs, got {schedule!r}.")
+    expected = ExpectedNoiseAnswer(model, sigma, samples, answer_draws, seed=seed)
+    correct = expected.answer(x) == y
+    share = (expected.votes(x) == y).mean(axis=0) * correct
+    alive, points = correct.copy(), []
     for k, (s, t) in enumerate(schedule):
         attacker = noise_classifier(model, sigma, int(s), seed=seed + 101 + k)
-        xa = pgd(attacker, x, y, eps, norm=norm, steps=int(t), restarts=0, seed=seed, batch_size=batch_size,
-                 progress=False).x_adv
-        robust = correct & (answering.predict(xa).argmax(axis=1) == y)
-        points.append({"eot_samples": int(s), "steps": int(t), "robust_accuracy": float(robust.mean()),
-                       "robust": int(robust.sum()), "n": int(len(y)), "gradients": int(s) * int(t) * len(y)})
-    converged = len(points) - 1
-    reached = False
-    for k in range(len(points) - 1):
-        if points[k]["robust"] - points[k + 1]["robust"] <= tolerance:
-            converged, reached = k + 1, True  # the stronger of the two settings that agree
+        idx = np.flatnonzero(correct)
+        fooled = np.zeros(len(y), dtype=bool)
+        if len(idx):
+            xa = pgd(attacker, x[idx], y[idx], eps, norm=norm, steps=int(t), restarts=0, seed=seed,
+                     batch_size=batch_size, progress=False).x_adv
+            votes = expected.votes(xa)
+            own_share = (votes == y[idx]).mean(axis=0)
+            fooled[idx] = expected.answer(xa) != y[idx]
+            share[idx] = np.where(alive[idx], np.minimum(share[idx], own_share), share[idx])
+        alive &= ~fooled
+        points.append({"eot_samples": int(s), "steps": int(t), "robust": int(alive.sum()),
+                       "robust_accuracy": float(alive.mean()), "own_robust": int((correct & ~fooled).sum()),
+                       "own_robust_accuracy": float((correct & ~fooled).mean()),
+                       "per_draw_accuracy": float(share.mean()), "fooled": fooled.astype(int).tolist(),
+                       "n": int(len(y)), "gradients": int(s) * int(t) * len(y)})
+    converged, plateau, reached = len(points) - 1, None, False
+    for c in range(len(points) - 2):
+        if all(points[j]["robust"] - points[j + 1]["robust"] <= tolerance for j in (c, c + 1)):
+            converged, plateau, reached = c + 1, c, True
             break
     return {"points": points, "converged": (points[converged]["eot_samples"], points[converged]["steps"]),
-            "converged_index": converged, "reached": reached, "tolerance": tolerance}
+            "converged_index": converged, "plateau_index": plateau, "reached": reached, "tolerance": tolerance,
+            "answer_draws": answer_draws}
 
 
 def converged_eot(sigmas, *, victim: str, name: str = "44_defence_randomized_noise", results_dir=None) -> dict:

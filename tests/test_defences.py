@@ -112,18 +112,92 @@ def test_label_smoothing_model_has_its_own_key(small_layout):
     assert base != smooth and spec["train_config"]["label_smoothing"] == 0.1
 
 
-def test_eot_gradient_is_the_mean_of_single_draw_gradients(setup):
+def test_eot_gradient_differentiates_the_log_of_the_averaged_softmax(setup):
     from octlib.defences import noise_classifier
 
     model, x, y = setup
     x1, onehot = x[:1], np.eye(4, dtype=np.float32)[y[:1]]
     eot = noise_classifier(model, 0.2, 6, seed=7).loss_gradient(x1, onehot)
-    single = noise_classifier(model, 0.2, 1, seed=7)  # the same noise stream, one draw per call
-    draws = [single.loss_gradient(x1, onehot) for _ in range(6)]
-    np.testing.assert_allclose(eot, np.mean(draws, axis=0), rtol=1e-4, atol=1e-8)
-    assert not np.allclose(draws[0], draws[1])  # the draws differ: the average is not trivial
-    plain = attacks.art_classifier(model).loss_gradient(x1, onehot)
-    assert not np.allclose(plain, eot)
+    noise = np.random.default_rng(7).standard_normal((6, 16, 16, 1)).astype(np.float32) * np.float32(0.2)
+    xt = tf.convert_to_tensor(x1)
+    with tf.GradientTape(persistent=True) as tape:  # by hand: -log mean_k softmax(f(x + n_k))[y]
+        tape.watch(xt)
+        probs = tf.nn.softmax(model(tf.repeat(xt, 6, axis=0) + noise, training=False))
+        answered = -tf.math.log(tf.reduce_mean(probs, axis=0)[int(y[0])])
+        per_copy = tf.reduce_mean(keras.losses.categorical_crossentropy(np.repeat(onehot, 6, axis=0), probs))
+    np.testing.assert_allclose(eot, tape.gradient(answered, xt).numpy(), rtol=1e-4, atol=1e-7)
+    # not the mean of the per-copy cross-entropies (the earlier form, whose minimiser need not move the answer)
+    assert not np.allclose(eot, tape.gradient(per_copy, xt).numpy(), rtol=1e-3, atol=1e-7)
+    single = noise_classifier(model, 0.2, 1, seed=7)  # one draw: the plain gradient through that noisy copy
+    plain = attacks.art_classifier(model).loss_gradient(x1 + noise[:1], onehot)
+    np.testing.assert_allclose(single.loss_gradient(x1, onehot), plain, rtol=1e-4, atol=1e-7)
+
+
+def _borderline_model():
+    """logits (mean(x), 0.5, -9, -9) on 16-px scans: class 0 iff the mean is above 0.5, so noise flips scans near it."""
+    inputs = keras.Input((16, 16, 1))
+    dense = keras.layers.Dense(4)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    w = np.zeros((256, 4), dtype=np.float32)
+    w[:, 0] = 1.0 / 256
+    dense.set_weights([w, np.array([0.0, 0.5, -9.0, -9.0], dtype=np.float32)])
+    return model
+
+
+def test_expected_answer_is_a_function_of_the_scan(setup):
+    """The scored answer of a randomized defence cannot change between calls, batches or processes by
+    construction: its draws are fixed once from the seed and the same for every scan."""
+    from octlib.defences import ExpectedNoiseAnswer, majority_vote, noise_classifier
+
+    _, x, _ = setup
+    model = _borderline_model()
+    one_call = noise_classifier(model, 0.5, 2, seed=1)
+    calls = np.stack([one_call.predict(x).argmax(axis=1) for _ in range(8)])
+    assert (calls != calls[0]).any()  # σ = 0.5: single calls disagree, so what follows is not trivial
+    expected = ExpectedNoiseAnswer(model, 0.5, 2, 100, seed=3, remember=0)
+    answer, votes = expected.answer(x), expected.votes(x)
+    assert votes.shape == (100, len(x)) and (votes != votes[0]).any()
+    np.testing.assert_array_equal(answer, majority_vote(votes, 4)[0])
+    np.testing.assert_array_equal(expected.answer(x), answer)  # again
+    np.testing.assert_array_equal(expected.answer(x[::-1]), answer[::-1])  # another order
+    np.testing.assert_array_equal(expected.answer(x[5:8]), answer[5:8])  # other company in the batch
+    np.testing.assert_array_equal(ExpectedNoiseAnswer(model, 0.5, 2, 100, seed=3, batch_size=7).answer(x), answer)
+    assert not np.array_equal(ExpectedNoiseAnswer(model, 0.5, 2, 100, seed=4).votes(x), votes)  # the seed draws
+    # scores: the log of the softmax averaged over all draws x K copies, by hand for one scan
+    by_hand = metrics.softmax(model.predict(x[2:3] + expected.noise, verbose=0)).mean(axis=0)
+    np.testing.assert_allclose(np.exp(expected.scores(x[2:3]))[0], by_hand, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="`draws`"):
+        ExpectedNoiseAnswer(model, 0.5, 2, 0)
+
+
+def test_majority_vote_counts_and_breaks_ties_by_the_lowest_class():
+    from octlib.defences import majority_vote
+
+    votes = np.array([[0, 1, 3], [2, 1, 3], [2, 0, 2], [0, 3, 2]])  # scan 0: 0 vs 2 tie; 1: class 1; 2: 3 vs 2 tie
+    answer, counts = majority_vote(votes, 4)
+    assert answer.tolist() == [0, 1, 2] and counts.sum(axis=1).tolist() == [4, 4, 4]
+    with pytest.raises(ValueError, match="draws, N"):
+        majority_vote(np.zeros(3), 4)
+
+
+def test_api_expected_votes_fix_the_output_noise_draws(setup):
+    from octlib.defences import api_expected_votes, majority_vote
+    from octlib.extraction import victim_api
+
+    model, x, _ = setup
+    logits = model.predict(x, verbose=0)
+    plain = victim_api(model, "labels")
+    np.testing.assert_array_equal(api_expected_votes(plain, logits, 5), np.tile(logits.argmax(axis=1), (5, 1)))
+    noisy = victim_api(model, "probabilities", defences=[OutputNoise(0.3, seed=0)])
+    votes = api_expected_votes(noisy, logits, 100, seed=2)
+    assert votes.shape == (100, len(x)) and (votes != logits.argmax(axis=1)).any()  # σ = 0.3 moves answers
+    np.testing.assert_array_equal(api_expected_votes(noisy, logits[4:9], 100, seed=2), votes[:, 4:9])
+    np.testing.assert_array_equal(api_expected_votes(noisy, logits, 100, seed=2), votes)
+    # one draw of it is an answer the defence can give: the noise of that draw applied to the probabilities
+    bank = noisy.postprocessing_defences[1].noise_bank(100, 4, seed=2 + 1)
+    one = OutputNoise.apply(metrics.softmax(logits.astype(np.float64)), bank[7]).argmax(axis=1)
+    np.testing.assert_array_equal(votes[7], one)
+    assert majority_vote(votes, 4)[0].shape == (len(x),)
 
 
 def test_art_eot_gaussian_noise_is_still_broken_with_tensorflow(setup):
