@@ -1,6 +1,7 @@
 """Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib report`` builds one HTML
 report from a run's results and figures; ``python -m octlib adopt-victim`` stamps the cached victim's weights digest
-into older results it reproduces; ``python -m octlib data`` summarises data.
+into older results it reproduces; ``python -m octlib data`` summarises data; ``python -m octlib models export`` and
+``import`` move trained models between machines with their SHA-256.
 
 A bad setting or bad data (a missing folder, an unknown profile, a results file from another study ...) is printed
 as its message, without a Python traceback, and the command exits with code 2; ``--debug`` shows the traceback.
@@ -58,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     adopt.add_argument("--data", help="default: OCTLIB_DATA, else the OCTMNIST download")
     adopt.add_argument("--split-policy", choices=["official", "pooled"])
     adopt.add_argument("--results", help="results store (default: the committed reference's, figures/results)")
+    models = sub.add_parser("models", help="export the trained models to one .tar.gz with their SHA-256, or import "
+                                           "such a bundle (a path or URL) so that notebooks attack those models")
+    msub = models.add_subparsers(dest="action", required=True)
+    exp = msub.add_parser("export", help="pack trained models into OUT (.tar.gz) and write OUT.sha256")
+    exp.add_argument("out", help="the bundle to write, e.g. octlib-models.tar.gz")
+    exp.add_argument("--name", action="append", help="an artifact folder name (repeatable; default: every model)")
+    imp = msub.add_parser("import", help="check a bundle and install its models into the model store")
+    imp.add_argument("source", help="the bundle: a path or an http(s):// URL")
+    imp.add_argument("--sha256", help="the bundle's published SHA-256 (required for a URL)")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -109,6 +119,16 @@ def _dispatch(args) -> int:
         updated = adopt_victim_weights(victim, scans.x, scans.ids, results_dir=results)
         print(f"{victim.path.name} (weights {victim.sidecar['weights_sha256'][:12]}) reproduces the recorded answers "
               f"and losses; stamped {len(updated)} results in {results}: {', '.join(updated) or 'none needed'}")
+        return 0
+    if args.command == "models":
+        from .artifacts import artifacts_dir, export_models, import_models
+
+        if args.action == "export":
+            out, digest = export_models(args.out, args.name)
+            print(f"wrote {out} (SHA-256 {digest}; also in {out.name}.sha256)")
+        else:
+            names = import_models(args.source, args.sha256, progress=True)
+            print(f"installed {len(names)} models into {artifacts_dir()}: {', '.join(names) or 'none new'}")
         return 0
     from .data import load_splits
 

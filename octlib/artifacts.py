@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,3 +353,115 @@ def load_victim(data=None, profile=None, *, policy: str | None = None, seed: int
     trained = get_or_train(splits, profile.train, name=victim_name(policy), seed=seed, retrain=retrain,
                            verbose=verbose)
     return splits, trained
+
+
+#: The manifest inside an exported model bundle (:func:`export_models`).
+BUNDLE_MANIFEST = "octlib-models.json"
+
+
+def export_models(out: Path | str, names=None, *, root: Path | None = None) -> tuple[Path, str]:
+    """Pack trained models (``names``: artifact folder names such as ``cnn-pooled-826fd8fb03bd``; ``None``: every
+    model in the store) into one ``.tar.gz`` that a release can carry, with a manifest of every file's SHA-256 and
+    each model's key and weights digest. Returns ``(path, SHA-256 of the tarball)`` and writes
+    ``<out>.sha256`` beside it: publish that digest with the file, :func:`import_models` checks it.
+
+    A model trained here and imported on another machine is the same model: a victim trained from the same key on
+    another CPU is not (TensorFlow's floating-point path differs between CPUs), so the committed reference is
+    reproduced elsewhere only with its models imported."""
+    store = Path(root or artifacts_dir())
+    available = sorted(p.name for p in store.glob("*-*") if (p / "model.json").is_file()) if store.is_dir() else []
+    names = available if names is None else list(names)
+    missing = [n for n in names if n not in available]
+    if missing or not names:
+        raise ArtifactError(f"No trained model {missing or ''} in {store} (it holds {available or 'none'}): train "
+                            "them first (python -m octlib run) or name models that are there.")
+    entries = []
+    for name in names:
+        trained = load_artifact(store / name)  # checks the sidecar and the file's hash before packing
+        entries.append({"name": name, "key": trained.sidecar["key"],
+                        "weights_sha256": trained.sidecar["weights_sha256"],
+                        "files": {f: _sha256(store / name / f) for f in ("model.keras", "model.json")}})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": 1, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "hardware": hardware(), "models": entries}
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            data = (json.dumps(to_jsonable(manifest), indent=2) + "\n").encode()
+            info = tarfile.TarInfo(BUNDLE_MANIFEST)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+            for e in entries:
+                for f in e["files"]:
+                    tar.add(store / e["name"] / f, arcname=f"{e['name']}/{f}")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    digest = _sha256(out)
+    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n")
+    return out, digest
+
+
+def import_models(source: str | Path, sha256: str | None = None, *, root: Path | None = None,
+                  progress: bool = False) -> list[str]:
+    """Install the models of a bundle written by :func:`export_models` into the model store, so that notebooks
+    find them under their keys instead of training them. ``source``: a path or an ``http(s)://`` URL; ``sha256``:
+    the bundle's published digest (required for a URL, checked for a path when given). Every file is checked
+    against the bundle's manifest and every model loaded through its sidecar check before it is installed; a
+    model already in the store is kept when identical and refused when different. Returns the installed names."""
+    from .data.octmnist import download
+
+    store = Path(root or artifacts_dir())
+    store.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=store, prefix=".import."))
+    try:
+        text = str(source)
+        if text.startswith(("http://", "https://")):
+            if not sha256:
+                raise ArtifactError(f"Importing models from {text} needs the bundle's published SHA-256 (--sha256): "
+                                    "a download is installed only when its digest checks out.")
+            bundle = download(text, work / "bundle.tar.gz", sha256.lower(), algorithm="sha256", progress=progress,
+                              fix="Check the URL, or download the bundle by hand and import the file.")
+        else:
+            bundle = Path(source)
+            if not bundle.is_file():
+                raise ArtifactError(f"No model bundle at {bundle}: give the .tar.gz written by "
+                                    "`python -m octlib models export` or its URL.")
+            if sha256 and _sha256(bundle) != sha256.lower():
+                raise ArtifactError(f"{bundle} has SHA-256 {_sha256(bundle)}, not the expected {sha256}: a different "
+                                    "or corrupted file; download it again.")
+        try:
+            with tarfile.open(bundle, "r:gz") as tar:
+                tar.extractall(work / "x", filter="data")  # refuses absolute paths, links out, devices
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ArtifactError(f"{bundle} is not a model bundle (.tar.gz): {exc}.") from exc
+        try:
+            manifest = json.loads((work / "x" / BUNDLE_MANIFEST).read_text())
+            entries = manifest["models"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{bundle} has no readable {BUNDLE_MANIFEST}: not written by "
+                                "`python -m octlib models export`.") from exc
+        installed = []
+        for e in entries:
+            folder = work / "x" / e["name"]
+            for f, digest in e["files"].items():
+                if not (folder / f).is_file() or _sha256(folder / f) != digest:
+                    raise ArtifactError(f"{bundle}: {e['name']}/{f} is missing or does not match the bundle's "
+                                        "manifest; nothing was installed.")
+            trained = load_artifact(folder, expected_key=e["key"])
+            if trained.sidecar.get("weights_sha256") != e["weights_sha256"]:
+                raise ArtifactError(f"{bundle}: {e['name']} has other weights than its manifest names; nothing "
+                                    "was installed.")
+            final = store / e["name"]
+            if final.exists():
+                if stored_weights_digest(e["name"], store) != e["weights_sha256"]:
+                    raise ArtifactError(f"{final} holds another model under the same name (trained here, perhaps on "
+                                        "another CPU): move it away to import this one; nothing was installed.")
+                continue
+            installed.append(e["name"])
+        for name in installed:
+            os.replace(work / "x" / name, store / name)
+        return installed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

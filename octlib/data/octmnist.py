@@ -40,47 +40,56 @@ NO_NETWORK_FIX = (
 )
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file (``md5``, ``sha256`` ...), read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _verified_marker(path: Path) -> Path:
-    return path.with_name(path.name + ".md5")
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    return file_digest(path, "md5", chunk)
 
 
-def _is_verified(path: Path, md5: str) -> bool:
-    """True when ``path`` has the expected MD5 (re-hashed only when the file changed since the last check)."""
+def _verified_marker(path: Path, algorithm: str = "md5") -> Path:
+    return path.with_name(f"{path.name}.{algorithm}")
+
+
+def _is_verified(path: Path, digest: str, algorithm: str = "md5") -> bool:
+    """True when ``path`` has the expected digest (re-hashed only when the file changed since the last check)."""
     st = path.stat()
-    stamp = f"{md5} {st.st_size} {st.st_mtime_ns}"
-    marker = _verified_marker(path)
+    stamp = f"{digest} {st.st_size} {st.st_mtime_ns}"
+    marker = _verified_marker(path, algorithm)
     if marker.is_file() and marker.read_text().strip() == stamp:
         return True
-    if md5sum(path) != md5:
+    if file_digest(path, algorithm) != digest:
         return False
     marker.write_text(stamp + "\n")
     return True
 
 
-def download(url: str, dest: Path | str, md5: str, *, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` once and verify its MD5.
+def download(url: str, dest: Path | str, md5: str, *, progress: bool = True, timeout: float = 60.0,
+             algorithm: str = "md5", fix: str = NO_NETWORK_FIX) -> Path:
+    """Download ``url`` to ``dest`` once and verify its digest (``md5``: the hex MD5, or the ``algorithm``'s, e.g.
+    a SHA-256 for :func:`octlib.artifacts.import_models`).
 
-    An existing ``dest`` with the right MD5 is reused; one with a wrong MD5 raises (delete it to fetch again).
-    The transfer goes to a temporary file beside ``dest``; a short transfer or a wrong MD5 removes it and raises.
+    An existing ``dest`` with the right digest is reused; one with a wrong digest raises (delete it to fetch
+    again). The transfer goes to a temporary file beside ``dest``; a short transfer or a wrong digest removes it
+    and raises. ``fix`` ends the message of a network failure.
 
     Raises:
-        OCTDataError: network failure, truncated transfer, MD5 mismatch; the message names the URL and file.
+        OCTDataError: network failure, truncated transfer, digest mismatch; the message names the URL and file.
     """
     from tqdm.auto import tqdm
 
+    name = algorithm.upper().replace("SHA", "SHA-")
     dest = Path(dest)
     if dest.exists():
-        if _is_verified(dest, md5):
+        if _is_verified(dest, md5, algorithm):
             return dest
-        raise OCTDataError(f"{dest} exists but its MD5 is not {md5} (a corrupted or different file). "
+        raise OCTDataError(f"{dest} exists but its {name} is not {md5} (a corrupted or different file). "
                            f"Delete it and load again to re-download.", [dest])
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
@@ -90,8 +99,8 @@ def download(url: str, dest: Path | str, md5: str, *, progress: bool = True, tim
         try:
             response = urllib.request.urlopen(url, timeout=timeout)
         except (urllib.error.URLError, OSError) as exc:
-            raise OCTDataError(f"Cannot download {url} to {dest}: {exc}. {NO_NETWORK_FIX}", [dest]) from exc
-        h, received = hashlib.md5(), 0
+            raise OCTDataError(f"Cannot download {url} to {dest}: {exc}. {fix}", [dest]) from exc
+        h, received = hashlib.new(algorithm), 0
         with response, out:
             total = response.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
@@ -111,10 +120,10 @@ def download(url: str, dest: Path | str, md5: str, *, progress: bool = True, tim
                                f"written to {dest}. Load again to retry.", [dest])
         got = h.hexdigest()
         if got != md5:
-            raise OCTDataError(f"Download of {url} has MD5 {got}, expected {md5}; nothing was written to {dest}. "
+            raise OCTDataError(f"Download of {url} has {name} {got}, expected {md5}; nothing was written to {dest}. "
                                "The server sent a different file: load again to retry, or check the URL.", [dest])
         os.replace(tmp, dest)
-        _verified_marker(dest).write_text(f"{md5} {dest.stat().st_size} {dest.stat().st_mtime_ns}\n")
+        _verified_marker(dest, algorithm).write_text(f"{md5} {dest.stat().st_size} {dest.stat().st_mtime_ns}\n")
         return dest
     finally:
         out.close()
