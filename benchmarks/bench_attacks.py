@@ -23,7 +23,7 @@ def main() -> None:
     from art.estimators.classification import TensorFlowV2Classifier
 
     import octlib
-    from octlib import attacks
+    from octlib import attacks, estimators
     from octlib.artifacts import load_victim
 
     profile = octlib.get_profile(args.profile)
@@ -31,7 +31,7 @@ def main() -> None:
     splits, victim = load_victim(args.data, profile, verbose=0)
     idx = attacks.stratified_subset(splits.test.labels, args.n, seed=0)
     x, y = splits.test.x[idx], splits.test.labels[idx]
-    clf = attacks.art_classifier(victim.model)
+    clf = estimators.art_classifier(victim.model)
     eps = 2 / 255
     rows = {}
 

@@ -51,7 +51,7 @@ def main() -> None:
     from art.estimators.classification import TensorFlowV2Classifier
 
     import octlib
-    from octlib import extraction, metrics
+    from octlib import estimators, extraction, metrics
     from octlib.artifacts import load_victim
     from octlib.models import build_model
 
@@ -81,7 +81,7 @@ def main() -> None:
 
     # ART's default: optimizer only; ART wraps a new tf.function train_step inside every fit() call
     keras.utils.set_random_seed(0)
-    api = extraction.victim_api(victim.model, "probabilities")
+    api = estimators.victim_api(victim.model, "probabilities")
     model = build_model(ecfg.thief_arch, profile.image_size, profile.train)
     thief = TensorFlowV2Classifier(model=model, nb_classes=4, input_shape=model.input_shape[1:],
                                    loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig, artifacts_dir
+from .digests import file_digest, stored_weights_digest, weights_digest
 from .provenance import hardware, library_versions
 from .results import to_jsonable
 
@@ -72,38 +73,7 @@ def artifact_key(splits, cfg: TrainConfig, *, seed: int, extra: dict | None = No
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of a model's weights (each array's dtype, shape and bytes, in layer order): the model's identity.
-    The artifact key names the recipe and data; two trainings with one key can still give different weights
-    (measured: the study victim retrained on another machine), and the file hash of ``model.keras`` changes with
-    its save time, so results name the victim by this digest too."""
-    import numpy as np
-
-    h = hashlib.sha256()
-    for w in model.weights:
-        a = np.ascontiguousarray(np.asarray(w))
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def stored_weights_digest(name: str | None, root: Path | None = None) -> str | None:
-    """The weights digest in the sidecar of artifact ``name`` (a folder name such as ``cnn-pooled-826fd8fb03bd``)
-    in the artifact store; ``None`` when there is no such artifact or its sidecar predates the digest."""
-    if not name:
-        return None
-    try:
-        sidecar = json.loads((Path(root or artifacts_dir()) / name / "model.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return sidecar.get("weights_sha256")
+    return file_digest(path, "sha256")
 
 
 def artifact_dir(name: str, key: str, root: Path | None = None) -> Path:

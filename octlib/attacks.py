@@ -19,157 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES
-from .threat import eps_label  # noqa: F401  (re-exported: ε is labelled in one place)
+from .estimators import check_xy, loss_name
+from .threat import check_eps, eps_label, to_255  # noqa: F401  (eps_label re-exported: ε is labelled in one place)
 
-
-
-def check_eps(eps, name: str = "eps") -> float:
-    """ε as a float in (0, 1]; a clear error for values on the 0-255 scale or out of range."""
-    if not isinstance(eps, (int, float, np.floating, np.integer)) or not np.isfinite(eps):
-        raise ValueError(f"`{name}` must be a number in (0, 1] (pixel units), got {eps!r}.")
-    eps = float(eps)
-    if eps > 1:
-        raise ValueError(f"`{name}`={eps:g} looks like a 0-255 value; give it in [0, 1] pixel units, e.g. "
-                         f"{eps:g}/255 = {eps / 255:.4f}.")
-    if eps <= 0:
-        raise ValueError(f"`{name}` must be > 0, got {eps:g}.")
-    return eps
-
-
-def _check_xy(x, y):
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 4 or x.shape[-1] != 1:
-        raise ValueError(f"`x` must be (N, S, S, 1) float32 scans, got shape {x.shape}.")
-    if x.size and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"`x` must lie in [0, 1], got [{x.min():.3f}, {x.max():.3f}].")
-    y = np.asarray(y).astype(np.int64).reshape(-1)
-    if len(y) != len(x):
-        raise ValueError(f"`y` has {len(y)} labels for {len(x)} images.")
-    return x, y
-
-
-def _identity_preprocessing(classifier) -> bool:
-    """True when the classifier's preprocessing does nothing (ART adds a mean-0/std-1 standardisation by default)."""
-    for op in classifier.preprocessing_operations:
-        mean, std = getattr(op, "mean", None), getattr(op, "std", None)
-        if type(op).__name__.startswith("StandardisationMeanStd") and np.all(mean == 0) and np.all(std == 1):
-            continue
-        return False
-    return True
-
-
-def _fast_classifier_class():
-    """ART's ``TensorFlowV2Classifier`` with a traced all-class gradient (see :func:`art_classifier`)."""
-    import tensorflow as tf
-    from art.estimators.classification import TensorFlowV2Classifier
-
-    class FastGradTensorFlowV2Classifier(TensorFlowV2Classifier):
-        """``class_gradient(x)`` for all classes in one traced forward pass with one gradient per class, and a
-        traced ``loss_gradient``.
-
-        ART's own versions run eagerly: ``class_gradient`` runs the model once per class inside a persistent tape
-        (most of DeepFool's cost), and ``loss_gradient`` pays Python overhead on every PGD step. The results are the
-        same (tested); single-label and per-sample-label requests, training mode and classifiers with
-        preprocessing (e.g. EOT defences) use ART's implementation unchanged.
-        """
-
-        def loss_gradient(self, x, y, training_mode=False, **kwargs):
-            if training_mode or not _identity_preprocessing(self) or self._reduce_labels:
-                return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
-            if not hasattr(self, "_octlib_loss_gradient"):
-                model, loss_object = self.model, self._loss_object
-                # one trace for every batch size (a signature with no fixed batch; no autograph: no control flow)
-                spec = (tf.TensorSpec((None, *np.shape(x)[1:]), tf.float32),
-                        tf.TensorSpec((None, *np.shape(y)[1:]), tf.float32))
-
-                @tf.function(input_signature=spec, autograph=False)
-                def loss_gradient(xt, yt):
-                    with tf.GradientTape() as tape:
-                        tape.watch(xt)
-                        loss = loss_object(yt, model(xt, training=False))
-                    return tape.gradient(loss, xt)
-
-                self._octlib_loss_gradient = loss_gradient
-            grad = self._octlib_loss_gradient(tf.convert_to_tensor(x, dtype=tf.float32),
-                                              tf.convert_to_tensor(y, dtype=tf.float32))
-            return grad.numpy() if isinstance(x, np.ndarray) else grad  # ART's TF attacks pass tensors
-
-        def class_gradient(self, x, label=None, training_mode=False, **kwargs):
-            if label is not None or training_mode or not _identity_preprocessing(self):
-                return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
-            if not hasattr(self, "_octlib_jacobian"):
-                model, n = self.model, self.nb_classes
-
-                @tf.function(input_signature=(tf.TensorSpec((None, *np.shape(x)[1:]), tf.float32),), autograph=False)
-                def jacobian(xt):
-                    with tf.GradientTape(persistent=True) as tape:
-                        tape.watch(xt)
-                        logits = model(xt, training=False)
-                        outs = [tf.reduce_sum(logits[:, k]) for k in range(n)]
-                    return tf.stack([tape.gradient(o, xt) for o in outs], axis=1)
-
-                self._octlib_jacobian = jacobian
-            return self._octlib_jacobian(tf.convert_to_tensor(x, dtype=tf.float32)).numpy()
-
-    return FastGradTensorFlowV2Classifier
-
-
-LOSSES = ("cross_entropy", "margin")
-
-
-def _logit_margin_loss():
-    import keras
-    from keras import ops
-
-    class LogitMargin(keras.losses.Loss):
-        """Best wrong logit minus the true logit, averaged (Carlini & Wagner's margin, without the κ cap).
-
-        Ascending it pushes some wrong class above the true one whatever the logits' scale, so it still works
-        where a softened or saturated cross-entropy gives tiny gradients (the usual sign of gradient masking).
-        """
-
-        def __init__(self, name: str = "logit_margin", **kwargs):
-            super().__init__(name=name, **kwargs)
-
-        def call(self, y_true, y_pred):
-            y_true = ops.cast(y_true, y_pred.dtype)
-            true_logit = ops.sum(y_true * y_pred, axis=-1)
-            best_other = ops.max(y_pred - 1e9 * y_true, axis=-1)
-            return best_other - true_logit
-
-    return LogitMargin()
-
-
-def art_classifier(model, *, loss: str = "cross_entropy", clip_values=(0.0, 1.0), postprocessors=(),
-                   preprocessors=()):
-    """Wrap a Keras **logits** model as ART's ``TensorFlowV2Classifier`` on [0, 1] inputs.
-
-    Args:
-        loss: what ``loss_gradient`` differentiates, and so what FGSM / PGD ascend: ``cross_entropy`` (from
-            logits) or ``margin`` (best wrong logit minus true logit, :func:`_logit_margin_loss`).
-        postprocessors: ART post-processors applied to ``predict`` only (see :mod:`octlib.defences`); gradients
-            never see them.
-        preprocessors: ART pre-processors applied before the model in every call; non-differentiable ones pass
-            gradients through unchanged (BPDA), e.g. :func:`octlib.corruptions.storage_preprocessor` for an
-            attacker who knows how scans are stored.
-
-    The returned classifier computes all-class gradients in one traced pass (DeepFool's main cost); everything
-    else is ART's ``TensorFlowV2Classifier``.
-    """
-    import keras
-
-    if loss not in LOSSES:
-        raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}.")
-    loss_object = (keras.losses.CategoricalCrossentropy(from_logits=True) if loss == "cross_entropy"
-                   else _logit_margin_loss())
-    return _fast_classifier_class()(
-        model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
-        clip_values=clip_values, postprocessing_defences=list(postprocessors) or None,
-        preprocessing_defences=list(preprocessors) or None)
-
-
-def _loss_name(classifier) -> str:
-    return "margin" if type(classifier.loss_object).__name__ == "LogitMargin" else "cross_entropy"
 
 
 @dataclass
@@ -214,7 +66,7 @@ def _run(attack, name: str, params: dict, classifier, x, y, batch_size: int, pro
     else the true labels ``y``."""
     from .metrics import predict_logits
 
-    x, y = _check_xy(x, y)
+    x, y = check_xy(x, y)
     labels = y if attack_labels is None else attack_labels
     model = classifier.model
     if logits_clean is None:
@@ -236,7 +88,7 @@ def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool 
     """FGSM, L-infinity, untargeted, with the true labels (no label leaking): ``x + ε·sign(∇x loss)``, clipped.
 
     Args:
-        classifier: from :func:`art_classifier`.
+        classifier: from :func:`octlib.estimators.art_classifier`.
         x: float32 ``(N, S, S, 1)`` in [0, 1]; y: integer labels.
         eps: perturbation budget in [0, 1] pixel units (e.g. ``2 / 255``).
         batch_size: images per batch.
@@ -290,7 +142,7 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
     attack = ProjectedGradientDescent(classifier, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=step_size,
                                       max_iter=steps, num_random_init=restarts, batch_size=batch_size, verbose=False,
                                       targeted=targets is not None)
-    loss = _loss_name(classifier)
+    loss = loss_name(classifier)
     label = eps_label(eps) if norm == "inf" else f"L2 {eps:g}"
     params = {"eps": eps, "eps_255": eps * 255 if norm == "inf" else None, "eps_label": label, "norm": norm,
               "steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "loss": loss,
@@ -472,7 +324,7 @@ class Universal:
     def norms(self) -> dict:
         """The perturbation's L∞ (also in /255) and L2 norms."""
         flat = self.noise.reshape(-1).astype(np.float64)
-        return {"linf": float(np.abs(flat).max(initial=0.0)), "linf_255": float(np.abs(flat).max(initial=0.0) * 255),
+        return {"linf": float(np.abs(flat).max(initial=0.0)), "linf_255": to_255(np.abs(flat).max(initial=0.0)),
                 "l2": float(np.linalg.norm(flat))}
 
 
@@ -521,7 +373,7 @@ def universal(classifier, x_fit, eps: float, *, norm: str = "inf", target=None, 
     if method not in ("art", "sgd"):
         raise ValueError(f"`method` must be 'art' or 'sgd', got {method!r}.")
     x_fit = np.asarray(x_fit, dtype=np.float32)
-    x_fit, _ = _check_xy(x_fit, np.zeros(len(x_fit), dtype=int))
+    x_fit, _ = check_xy(x_fit, np.zeros(len(x_fit), dtype=int))
     if step is None:  # ART: a full-budget FGSM step; SGD: PGD's 2.5 ε / steps over all its steps
         step = float(eps) if method == "art" else 2.5 * float(eps) / (max_iter * -(-len(x_fit) // batch_size))
     step = float(step)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES, SuiteConfig
-from .threat import ThreatModel, to_255
+from .threat import ThreatModel, check_eps, to_255, to_unit
 
 #: The axis of a corruption's records: ``eps`` holds the severity, ``norm`` says so.
 CORRUPTION_NORM = "corruption"
@@ -129,11 +129,11 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
     rows also carry ``any_error`` (the answer was wrong at all, reached or not) per ε."""
     from tqdm.auto import tqdm
 
-    from .attacks import check_eps, pgd
+    from .attacks import pgd
     from .metrics import REFERRAL_SCENARIOS, rate, reached, scenario_scans
 
     x, y, ids, patients = _scans(scans)
-    grid = tuple(check_eps(to_unit_255(e)) for e in eps_255)
+    grid = tuple(check_eps(to_unit(e)) for e in eps_255)
     clean_pred = np.asarray(target.answer(x))
     clean_loss = _ce(target.scores(x), y)
     clf = target.crafting("cross_entropy")
@@ -182,13 +182,6 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
     return out
 
 
-def to_unit_255(eps_255: float) -> float:
-    """ε in /255 as [0, 1] pixel units, refusing values that are not positive."""
-    if not isinstance(eps_255, (int, float, np.integer, np.floating)) or not 0 < eps_255 <= 255:
-        raise ValueError(f"ε must be given in /255 in (0, 255], got {eps_255!r}.")
-    return float(eps_255) / 255.0
-
-
 # --- storage --------------------------------------------------------------------------------------------------
 
 def storage_channels(qualities) -> dict:
@@ -216,11 +209,12 @@ def storage_attacks(target, scans, eps_255, suite: SuiteConfig, qualities=(95, 7
     at ε count as fooled at every larger ε, per row."""
     from tqdm.auto import tqdm
 
-    from .attacks import art_classifier, check_eps, fgsm, pgd
+    from .attacks import fgsm, pgd
+    from .estimators import art_classifier
     from .corruptions import storage_preprocessor
 
     x, y, ids, patients = _scans(scans)
-    grid = tuple(check_eps(to_unit_255(e)) for e in eps_255)
+    grid = tuple(check_eps(to_unit(e)) for e in eps_255)
     channels = storage_channels(qualities)
     rows = {name: {"channel": name} for name in channels}
     if aware:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .threat import eps_label, to_unit
+
 PRODUCERS = {
     "10_train_cnn": "10_train_cnn.ipynb",
     "11_release_shift": "11_release_shift.ipynb",
@@ -132,7 +134,7 @@ def seed_spread_tables(spread: dict):
     if summary.get("test_accuracy"):
         rows["test-split accuracy"] = summary["test_accuracy"]
     for eps, value in summary["robust_accuracy"].items():
-        rows[f"robust accuracy at {eps}/255 ({float(eps) / 255:.4f}), {n} scans"] = value
+        rows[f"robust accuracy at {eps_label(to_unit(float(eps)))}, {n} scans"] = value
     table = pd.DataFrame(rows).T.rename(columns={"n": "seeds"})
     table = table[["mean", "sd", "min", "max", "seeds"]].astype({"seeds": int}).rename_axis("undefended victim")
     return per_seed, table

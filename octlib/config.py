@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .threat import ThreatModel, to_unit
+
 #: Class names in label order (the same order as OCTMNIST's labels 0..3).
 CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 #: Kermany's urgent-referral view: CNV and DME need urgent referral.
@@ -227,7 +229,7 @@ class AttackConfig:
     @property
     def eps(self) -> tuple[float, ...]:
         """The grid in [0, 1] pixel units."""
-        return tuple(e / 255 for e in self.eps_255)
+        return tuple(to_unit(e) for e in self.eps_255)
 
 
 @dataclass(frozen=True)
@@ -314,15 +316,11 @@ class SuiteConfig:
 
     def threat(self):
         """The L∞ :class:`octlib.threat.ThreatModel` of this suite."""
-        from .threat import ThreatModel
-
         return ThreatModel("inf", eps_255=tuple(self.eps_255), headline_255=self.headline_255)
 
     def spread_threat(self):
         """The L∞ threat of the seed spread: ``spread_eps_255``; its headline is the suite's when included, else
         the largest spread ε."""
-        from .threat import ThreatModel
-
         grid = tuple(self.spread_eps_255)
         headline = self.headline_255 if any(abs(e - self.headline_255) < 1e-9 for e in grid) else grid[-1]
         return ThreatModel("inf", eps_255=grid, headline_255=headline)

@@ -231,7 +231,7 @@ def corrupt(x, name: str, severity: int, *, seed: int = 0, reference_size: int =
 def storage_preprocessor(fmt: str = "png", *, quality: int = 95):
     """An ART preprocessor that stores scans as :func:`store` does, for a storage-aware attacker: ART applies it
     in the forward pass and, being non-differentiable, passes gradients through it unchanged (BPDA, Athalye et al.
-    2018), so PGD on a classifier with it (:func:`octlib.attacks.art_classifier` ``preprocessors``) attacks what
+    2018), so PGD on a classifier with it (:func:`octlib.estimators.art_classifier` ``preprocessors``) attacks what
     the model sees after storage."""
     from art.defences.preprocessor import Preprocessor
 

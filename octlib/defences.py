@@ -1,4 +1,6 @@
-"""Defences that are not a training setting: output post-processors, input noise, randomized smoothing.
+"""Defences that are not a training setting: output post-processors, input noise, randomized smoothing. (The ART
+estimators they wrap, the victim API's answer formats :class:`~octlib.estimators.Softmax` and
+:class:`~octlib.estimators.LabelOnly` among them, live in :mod:`octlib.estimators`.)
 
 (Training-side defences, label smoothing, Gaussian-noise training and PGD adversarial training (notebooks 42, 43
 and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim, built by
@@ -8,10 +10,10 @@ and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim,
 ``predict`` only, never in ``loss_gradient`` or ``class_gradient``, so it cannot stop a white-box attack
 (notebook 41 shows it, scan by scan).
 
-* :class:`Softmax`: the victim outputs logits (:mod:`octlib.models`); an API answers probabilities.
-* :class:`LabelOnly`: answer the top class only, as a one-hot row ("reinforcing class labels"). ART 1.20.1's
-  ``ClassLabels`` marks every row's winning class in every row of a batch (upstream PR #2824), so a victim wrapped
-  with it looks like chance; this one is correct row by row (tested against a row-by-row loop and against the bug).
+* :class:`~octlib.estimators.LabelOnly` answers the top class only, as a one-hot row ("reinforcing class labels"):
+  ART 1.20.1's ``ClassLabels`` marks every row's winning class in every row of a batch (upstream PR #2824), so a
+  victim wrapped with it looks like chance; this one is correct row by row (tested against a row-by-row loop and
+  against the bug).
 * :class:`OutputNoise`: Gaussian noise of standard deviation σ on the probabilities, then clipped and renormalised.
   Unlike ART's ``GaussianNoise`` it draws from its own seeded generator and never returns NaN (ART's divides by
   the row sum after setting negative entries to 0, which is 0 when all of them fall below 0).
@@ -21,8 +23,9 @@ and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim,
 :func:`output_defences` builds the named set the notebooks compare; :func:`octlib.evaluation.api_target` scores
 the attack suite through one of them.
 
-**Input noise** (notebooks 43 and 44): :func:`noise_classifier` classifies K noisy copies of each scan and gives plain
-(one draw) or EOT gradients; :func:`smoothed_classifier`, :func:`smoothed_predictions`,
+**Input noise** (notebooks 43 and 44): :func:`~octlib.estimators.noise_classifier` classifies K noisy copies of each
+scan and gives plain (one draw) or EOT gradients; :class:`ExpectedNoiseAnswer` scores its answer in expectation;
+:func:`~octlib.estimators.smoothed_classifier`, :func:`smoothed_predictions`,
 :func:`certified_accuracy` and :func:`max_certifiable_radius` cover randomized smoothing (Cohen et al. 2019), and
 :func:`certify` puts them together: the certified curve next to an empirical L2 PGD + EOT at the same radii.
 """
@@ -32,33 +35,7 @@ from __future__ import annotations
 import numpy as np
 from art.defences.postprocessor import Postprocessor
 
-
-class Softmax(Postprocessor):
-    """Turn logits into probabilities (numerically stable softmax over the last axis)."""
-
-    def __init__(self, apply_fit: bool = False, apply_predict: bool = True) -> None:
-        super().__init__(is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
-
-    def __call__(self, preds: np.ndarray) -> np.ndarray:
-        from .metrics import softmax
-
-        # float64: ReverseSigmoid clips at 1 - 1e-9, which float32 rounds to 1 (then log(0))
-        return softmax(np.asarray(preds, dtype=np.float64))
-
-
-class LabelOnly(Postprocessor):
-    """Answer with the predicted class only: a one-hot row per input (ties go to the lowest class index)."""
-
-    def __init__(self, apply_fit: bool = False, apply_predict: bool = True) -> None:
-        super().__init__(is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
-
-    def __call__(self, preds: np.ndarray) -> np.ndarray:
-        preds = np.asarray(preds)
-        if preds.ndim != 2 or preds.shape[1] < 2:
-            raise ValueError(f"LabelOnly expects (N, n_classes) scores with n_classes >= 2, got {preds.shape}.")
-        labels = np.zeros(preds.shape, dtype=np.float32)
-        labels[np.arange(len(preds)), np.argmax(preds, axis=1)] = 1.0
-        return labels
+from .estimators import noise_classifier, smoothed_classifier, traced_softmax
 
 
 class OutputNoise(Postprocessor):
@@ -103,7 +80,7 @@ class OutputNoise(Postprocessor):
 def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed: int = 0) -> dict:
     """The output-side defences compared in notebooks 40 and 41, by name: ``none`` (probabilities), ``label-only``,
     ``output noise σ=...`` for each σ, ``reverse-sigmoid β=...,γ=...``. Each value is ``(answers, post-processors)`` for
-    :func:`octlib.extraction.victim_api`; call again for fresh noise generators."""
+    :func:`octlib.estimators.victim_api`; call again for fresh noise generators."""
     from art.defences.postprocessor import ReverseSigmoid
 
     out = {"none": ("probabilities", []), "label-only": ("labels", [])}
@@ -113,106 +90,6 @@ def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed
         beta, gamma = reverse_sigmoid
         out[f"reverse-sigmoid β={beta:g},γ={gamma:g}"] = ("probabilities", [ReverseSigmoid(beta=beta, gamma=gamma)])
     return out
-
-
-#: Traced forward/EOT-gradient functions of :func:`noise_classifier`, per (model, samples, loss), and the softmax of
-#: :class:`ExpectedNoiseAnswer`, per model. It holds the few models a notebook attacks for the life of the process.
-_TRACED: dict = {}
-
-
-def _noise_functions(model, samples: int, loss: str):
-    """The traced mean-softmax over ``samples`` noisy copies and the EOT gradient of the loss of that mean (the
-    defence's own answer: Athalye et al. 2018; Salman et al. 2019)."""
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def mean_softmax(xt, noise):
-        logits = model(tf.repeat(xt, samples, axis=0) + noise, training=False)
-        return tf.reduce_mean(tf.reshape(tf.nn.softmax(logits), (-1, samples, logits.shape[-1])), axis=1)
-
-    @tf.function(reduce_retracing=True)
-    def eot_gradient(xt, yt, noise):
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            logits = model(tf.repeat(xt, samples, axis=0) + noise, training=False)
-            probs = tf.reduce_mean(tf.reshape(tf.nn.softmax(logits), (-1, samples, logits.shape[-1])), axis=1)
-            log_mean = tf.math.log(tf.maximum(probs, 1e-12))  # what the defence answers, as logits
-            if loss == "margin":
-                per_scan = tf.reduce_max(log_mean - 1e9 * yt, axis=-1) - tf.reduce_sum(yt * log_mean, axis=-1)
-            else:
-                per_scan = -tf.reduce_sum(yt * log_mean, axis=-1)
-            total = tf.reduce_mean(per_scan)
-        return tape.gradient(total, xt)
-
-    return mean_softmax, eot_gradient
-
-
-def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0, loss: str = "cross_entropy"):
-    """The model behind **Gaussian input noise**, as an ART classifier: each scan is classified as ``samples``
-    noisy copies ``x + N(0, σ²)``, with fresh noise on every call (seeded once, here). The copies are not clipped
-    to [0, 1], like the training noise (:class:`octlib.config.TrainConfig` ``noise_sigma``) and randomized
-    smoothing: clipping would brighten the dark background of a B-scan (zero-mean noise cut at 0).
-
-    ``predict`` returns the log of the mean softmax over the copies (use it as logits: its argmax is the
-    defended answer). ``loss_gradient`` differentiates the cross-entropy of that log mean softmax over the
-    ``samples`` copies, i.e. the loss of what the defence answers (batch-mean, like ART's): with ``samples=1``
-    that is the *plain* attack's view (the gradient through one noise draw), with ``samples`` = K or more it is
-    **EOT** (Athalye et al. 2018) in the form Salman et al. 2019 use against smoothed classifiers (the log of the
-    averaged softmax, not the average of per-copy cross-entropies, whose minimiser need not change the answer).
-
-    Why not ART's ``EoTGaussianNoiseTensorFlow``: in ART 1.20.1 with TensorFlow 2.21 its ``forward`` indexes a
-    tensor with ``x[[i]]``, which TensorFlow reads as ``x[i]``, and fails (tests/test_defences.py keeps checking);
-    it also draws σ uniformly from [0, σ] unless given a pair, and clips the copies.
-
-    ``loss="margin"`` differentiates the margin of the log mean softmax (best wrong minus true class) instead of
-    its cross-entropy: the EOT form of :func:`octlib.attacks.art_classifier`'s margin loss.
-
-    Fresh noise on every call is how the defence behaves for a client, and how an attacker's queries and
-    gradients see it. The evaluation scores the defence by its answer in expectation instead
-    (:class:`ExpectedNoiseAnswer`), a deterministic function of the scan.
-    """
-    import keras
-    import tensorflow as tf
-
-    from .attacks import _fast_classifier_class
-
-    if not sigma > 0 or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"`sigma` must be > 0 and `samples` an integer >= 1, got {sigma!r}, {samples!r}.")
-    if loss not in ("cross_entropy", "margin"):
-        raise ValueError(f"`loss` must be 'cross_entropy' or 'margin', got {loss!r}.")
-    rng = np.random.default_rng(seed)
-    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
-
-    def copies(x):
-        rep = np.repeat(np.asarray(x, dtype=np.float32), samples, axis=0)
-        return rep, rng.standard_normal(rep.shape).astype(np.float32) * np.float32(sigma)
-
-    key = (id(model), samples, loss)
-    if key not in _TRACED:  # traced once per model and setting; later classifiers reuse it (no retracing)
-        _TRACED[key] = _noise_functions(model, samples, loss)
-    mean_softmax, eot_gradient = _TRACED[key]
-
-    class NoisyClassifier(_fast_classifier_class()):
-        """Classifies ``samples`` noisy copies of each scan; see :func:`noise_classifier`."""
-
-        def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
-            out = []
-            for i in range(0, len(x), batch_size):
-                _, noise = copies(x[i:i + batch_size])
-                out.append(mean_softmax(tf.convert_to_tensor(np.asarray(x[i:i + batch_size], dtype=np.float32)),
-                                        noise).numpy().astype(np.float64))
-            probs = np.concatenate(out) if out else np.zeros((0, self.nb_classes))
-            return self._apply_postprocessing(np.log(np.clip(probs, 1e-12, None)).astype(np.float32), fit=False)
-
-        def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
-            y = np.asarray(y, dtype=np.float32)
-            y = np.eye(self.nb_classes, dtype=np.float32)[y.astype(int).reshape(-1)] if y.ndim == 1 else y
-            _, noise = copies(x)
-            return eot_gradient(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)), tf.convert_to_tensor(y),
-                                noise).numpy()
-
-    return NoisyClassifier(model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
-                           loss_object=loss_object, clip_values=(0.0, 1.0))
 
 
 def majority_vote(answers, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +115,7 @@ class ExpectedNoiseAnswer:
     The ``draws`` × K noise images are drawn **once**, from ``seed``, and added to every scan on every call
     (common random numbers): the answer to a scan does not depend on the call, on the batch it came in or on the
     other scans, so it cannot change between two calls by chance (``tests/test_defences.py`` checks it). The
-    attacks never see these draws: they craft through :func:`noise_classifier`'s fresh noise.
+    attacks never see these draws: they craft through :func:`~octlib.estimators.noise_classifier`'s fresh noise.
 
     ``scores(x)`` is the log of the softmax averaged over all ``draws`` × K copies: the defence's expected
     probabilities, whose cross-entropy is the loss under attack. One forward pass of the copies serves
@@ -257,12 +134,7 @@ class ExpectedNoiseAnswer:
         shape = (self.draws * self.samples, *tuple(model.input_shape[1:]))
         self.noise = (np.random.default_rng(seed).standard_normal(shape) * self.sigma).astype(np.float32)
         self._memo: dict = {}
-        key = (id(model), "softmax")
-        if key not in _TRACED:  # one trace per model, shared by every ExpectedNoiseAnswer over it
-            import tensorflow as tf
-
-            _TRACED[key] = tf.function(lambda xt: tf.nn.softmax(model(xt, training=False)), reduce_retracing=True)
-        self._softmax = _TRACED[key]
+        self._softmax = traced_softmax(model)
 
     @property
     def settings(self) -> dict:
@@ -312,7 +184,7 @@ class ExpectedNoiseAnswer:
 
 
 def api_expected_votes(api, logits, draws: int = 100, *, seed: int = 0) -> np.ndarray:
-    """``(draws, N)``: the class an API (:func:`octlib.extraction.victim_api`) answers for each scan on each of
+    """``(draws, N)``: the class an API (:func:`octlib.estimators.victim_api`) answers for each scan on each of
     ``draws`` fixed draws of its randomized post-processors (those with ``randomized = True``, e.g.
     :class:`OutputNoise`), given the model's ``logits``; a deterministic post-processor is applied as it is. The
     draws come from ``seed`` and are the same for every scan and call (see :class:`ExpectedNoiseAnswer`), so the
@@ -326,19 +198,6 @@ def api_expected_votes(api, logits, draws: int = 100, *, seed: int = 0) -> np.nd
         else:
             preds = np.stack([d(p) for p in preds])
     return np.asarray(preds).argmax(axis=-1)
-
-
-def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.001):
-    """Randomized smoothing (Cohen et al. 2019) of a logits model: ART's ``TensorFlowV2RandomizedSmoothing``
-    with noise σ (not clipped), ``n0`` samples to pick the class and failure probability ``alpha``.
-    Read its answers with :func:`smoothed_predictions` (ART returns an abstention as an all-zero row)."""
-    import keras
-    from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
-
-    return TensorFlowV2RandomizedSmoothing(
-        model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
-        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), sample_size=n0, scale=float(sigma),
-        alpha=alpha, clip_values=(0.0, 1.0))
 
 
 def smoothed_predictions(scores) -> np.ndarray:

@@ -21,7 +21,7 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
   loss of what an API *answers* (one-hot, noisy, reversed) is a different number, the cost to honest users
   (:func:`octlib.metrics.answers_report`).
 * **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is that of the loss of the
-  softmax averaged over ``eot_samples`` noise draws (:func:`octlib.defences.noise_classifier`), and
+  softmax averaged over ``eot_samples`` noise draws (:func:`octlib.estimators.noise_classifier`), and
   :func:`eot_convergence` grows the draws and steps until robust accuracy stops falling.
 * **A randomized answer is scored in expectation**: the majority of many draws of it, the draws fixed once so that
   the scored answer is a function of the scan (:class:`octlib.defences.ExpectedNoiseAnswer`,
@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 
 from .config import CLASSES, SuiteConfig
-from .threat import ThreatModel, eps_label, to_255
+from .threat import ThreatModel, check_eps, eps_label, to_255
 
 #: Attacks whose own per-ε curve is kept: each skips only the scans it has fooled itself.
 OWN_CURVE = ("FGSM", "PGD")
@@ -61,7 +61,7 @@ class Target:
         answer: scans -> the class the defence answers (default: argmax of the model's logits).
         scores: scans -> logits or log-probabilities whose cross-entropy is the loss under attack (default: the
             model's logits; a randomized defence: the log of its averaged probabilities).
-        crafting: ``loss`` -> the ART classifier the attacks run on (default :func:`octlib.attacks.art_classifier`
+        crafting: ``loss`` -> the ART classifier the attacks run on (default :func:`octlib.estimators.art_classifier`
             over ``model``; a randomized defence: EOT over its noise). ``loss="scores"`` asks for the classifier a
             score-based attack (Square) queries: the model's logits, or a randomized defence's own answers.
         eot_samples: noise draws per EOT gradient (1 for deterministic models).
@@ -83,7 +83,7 @@ class Target:
     crafting_source: object = field(default=None, repr=False)
 
     def __post_init__(self):
-        from .attacks import art_classifier
+        from .estimators import art_classifier
         from .metrics import predict_logits
         from .models import float32_model
 
@@ -117,7 +117,7 @@ def model_target(name: str, model, *, kind: str = "training", **settings) -> Tar
 
 def api_target(name: str, model, api, *, answer_draws: int = 100, seed: int = 0, **settings) -> Target:
     """An output defence: attacks are crafted on ``model``'s logits, the answer is the top class of what ``api``
-    (an ART classifier with post-processors, e.g. :func:`octlib.extraction.victim_api`) returns. When a
+    (an ART classifier with post-processors, e.g. :func:`octlib.estimators.victim_api`) returns. When a
     post-processor answers at random (output noise), the records say so (``settings["randomized_answer"]``) and
     the answer is scored in expectation: the majority of ``answer_draws`` fixed draws of it
     (:func:`octlib.defences.api_expected_votes`), a function of the scan."""
@@ -140,8 +140,9 @@ def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int,
     noisy copies (fresh draws on every call). It is scored in expectation, by the majority of ``answer_draws``
     fixed draws of that answer (:class:`octlib.defences.ExpectedNoiseAnswer`); its loss is the cross-entropy of the
     softmax averaged over all of them. Gradient attacks use EOT over ``eot_samples`` fresh draws
-    (:func:`octlib.defences.noise_classifier`); a score-based attacker (Square) queries the defence itself."""
-    from .defences import ExpectedNoiseAnswer, noise_classifier
+    (:func:`octlib.estimators.noise_classifier`); a score-based attacker (Square) queries the defence itself."""
+    from .defences import ExpectedNoiseAnswer
+    from .estimators import noise_classifier
 
     expected = ExpectedNoiseAnswer(model, sigma, samples, answer_draws, seed=seed)
     draws = iter(range(seed + 1, seed + 1_000_000))
@@ -417,9 +418,9 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
     """
     from tqdm.auto import tqdm
 
-    from .attacks import _check_xy, check_eps
+    from .estimators import check_xy
 
-    x, y = _check_xy(x, y)
+    x, y = check_xy(x, y)
     if cache is not None:
         cache.bind(target, x)
     n, grid = len(y), threat.eps
@@ -554,7 +555,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
 def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedule, *, norm: str = "inf",
                     seed: int = 0, tolerance: int = 1, batch_size: int = 128, answer_draws: int = 100) -> dict:
     """Grow EOT until robust accuracy stops falling: PGD on the loss of the averaged softmax over ``s`` fresh noise
-    draws for ``t`` steps (:func:`octlib.defences.noise_classifier`), for each ``(s, t)`` of ``schedule``
+    draws for ``t`` steps (:func:`octlib.estimators.noise_classifier`), for each ``(s, t)`` of ``schedule``
     (increasing; the first is the *plain* attack when ``s = 1``), against inference noise σ averaging ``samples``
     copies, on the scans it answers right. Every answer is the defence's answer in expectation (the majority of
     ``answer_draws`` fixed draws, :class:`octlib.defences.ExpectedNoiseAnswer`): a function of the scan.
@@ -574,7 +575,8 @@ def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedul
     "answer_draws"}``.
     """
     from .attacks import pgd
-    from .defences import ExpectedNoiseAnswer, noise_classifier
+    from .defences import ExpectedNoiseAnswer
+    from .estimators import noise_classifier
 
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
     if len(schedule) < 1 or any(len(p) != 2 for p in schedule):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import CLASSES
 from .plotting import PAGE_HEIGHT, TWO_COLUMNS
+from .threat import to_unit
 
 #: the height (inches) of one view's row of six panels, two A4 columns wide
 VIEW_HEIGHT = 1.75
@@ -69,7 +70,7 @@ class Explorer:
 
     def __init__(self, scans, models: dict, *, answers: dict | None = None, pgd_steps: int = 10,
                  deepfool_max_iter: int = 50, seed: int = 0):
-        from .defences import LabelOnly
+        from .estimators import LabelOnly
 
         if not models:
             raise ValueError("`models` must hold at least one model (name -> Keras logits model).")
@@ -86,7 +87,7 @@ class Explorer:
                 for i in np.flatnonzero(self.scans.y == k)]
 
     def _classifier(self, model: str):
-        from .attacks import art_classifier
+        from .estimators import art_classifier
 
         if model not in self._classifiers:
             self._classifiers[model] = art_classifier(self.models[model])
@@ -116,9 +117,9 @@ class Explorer:
             clf = self._classifier(model)
             x, y = self.scans.x[index:index + 1], self.scans.y[index:index + 1]
             if attack == "FGSM":
-                run = attacks.fgsm(clf, x, y, eps / 255, progress=False)
+                run = attacks.fgsm(clf, x, y, to_unit(eps), progress=False)
             elif attack == "PGD":
-                run = attacks.pgd(clf, x, y, eps / 255, steps=self.pgd_steps, restarts=1, seed=self.seed,
+                run = attacks.pgd(clf, x, y, to_unit(eps), steps=self.pgd_steps, restarts=1, seed=self.seed,
                                   progress=False)
             else:
                 run = attacks.deepfool(clf, x, y, max_iter=self.deepfool_max_iter, progress=False)

@@ -1,6 +1,6 @@
 """Model extraction through ART: Copycat CNN and KnockoffNets against the victim behind a query-only API.
 
-Threat model. The victim is served behind an API (:func:`victim_api`): the attacker sends scans and reads the
+Threat model. The victim is served behind an API (:func:`octlib.estimators.victim_api`): the attacker sends scans and reads the
 answers, which are the class probabilities or only the class label (a setting); it never sees weights, logits or
 gradients, and every query is counted. The attacker owns a pool of query images, either real OCT scans of other
 patients (:func:`octlib.data.carve_query_pool`) or unrelated natural images (:func:`octlib.data.proxy_pool`), and
@@ -24,7 +24,6 @@ failed run with the reason instead of crashing.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES, ExtractionConfig, TrainConfig
+from .estimators import ANSWERS, quiet_retracing, thief_classifier_class, victim_api
 
-ANSWERS = ("probabilities", "labels")
 # ART's model-extraction demo on MNIST (victim accuracy 0.959), stolen accuracy at these query budgets with
 # label-only answers (../shared/REFERENCE.md): published numbers to compare against, not results of this study.
 ART_MNIST_DEMO = {"victim_accuracy": 0.959, "budgets": (250, 500, 1000, 2000, 4000, 5000),
@@ -149,90 +148,6 @@ class Thief:
         return name
 
 
-def _query_counting_class():
-    from .attacks import _fast_classifier_class
-
-    class QueryCountingClassifier(_fast_classifier_class()):
-        """ART's ``TensorFlowV2Classifier`` that counts the images it is asked to predict (``queries``) and the
-        top class of its answers (``answer_counts``, per class). With ``repeats`` k > 1 it is the attacker's
-        client: every scan is sent k times (k queries) and the k answers are averaged."""
-
-        queries = 0
-        repeats = 1
-        answer_counts = np.zeros(len(CLASSES), dtype=np.int64)
-
-        def predict(self, x, batch_size: int = 128, training_mode: bool = False, **kwargs):
-            outs = []
-            for _ in range(self.repeats):
-                with _quiet_retracing():  # one trace per API instance, by design
-                    outs.append(super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs))
-                self.queries += len(x)
-                self.answer_counts = self.answer_counts + np.bincount(np.argmax(outs[-1], axis=1),
-                                                                      minlength=len(CLASSES))
-            return outs[0] if self.repeats == 1 else np.mean(outs, axis=0).astype(np.float32)
-
-    return QueryCountingClassifier
-
-
-def victim_api(model, answers: str = "probabilities", *, defences=(), repeats: int = 1):
-    """The victim as a client sees it: an ART classifier whose ``predict`` answers ``probabilities`` (softmax of
-    the logits) or ``labels`` (one-hot rows, :class:`octlib.defences.LabelOnly`), and counts queries.
-
-    ``defences`` are further ART post-processors applied to the probabilities before a label-only answer is made
-    (output noise, ReverseSigmoid...). Post-processors act in ``predict`` only: ``loss_gradient`` and
-    ``class_gradient`` are the raw model's (cross-entropy on the logits), which is what a white-box attacker uses.
-    ``repeats``: the client sends every scan this many times and averages the answers (each one a query).
-    """
-    import keras
-
-    from .defences import LabelOnly, Softmax
-
-    if answers not in ANSWERS:
-        raise ValueError(f"`answers` must be one of {ANSWERS}, got {answers!r}.")
-    if not isinstance(repeats, (int, np.integer)) or repeats < 1:
-        raise ValueError(f"`repeats` must be an integer >= 1, got {repeats!r}.")
-    chain = [Softmax(), *defences] + ([LabelOnly()] if answers == "labels" else [])
-    api = _query_counting_class()(
-        model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]),
-        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), clip_values=(0.0, 1.0),
-        postprocessing_defences=chain)
-    api.repeats = int(repeats)
-    return api
-
-
-def _thief_classifier_class():
-    """The thief's ART classifier: :func:`octlib.attacks._fast_classifier_class` whose ``fit`` batches NumPy arrays.
-
-    ART's ``TensorFlowV2Classifier.fit`` builds a ``tf.data`` pipeline on every call and a new iterator on every
-    epoch: on a quick-profile thief (48 steps of 32 scans at 32 px, 24 epochs of two batches) that was ~0.9 s of its
-    4.7 s (cProfile), and adaptive KnockoffNets calls ``fit`` once per query. This ``fit`` takes the same steps on
-    the same data (labels checked and preprocessed as ART does, every sample once per epoch in a fresh order, batches
-    of ``batch_size``, the ``scheduler`` keyword called after each epoch), shuffled by a NumPy generator seeded per
-    thief instead of TensorFlow's, and stops once the thief's step budget is spent.
-    """
-    from art.utils import check_and_transform_label_format
-
-    from .attacks import _fast_classifier_class
-
-    class ThiefClassifier(_fast_classifier_class()):
-        def fit(self, x, y, batch_size: int = 128, nb_epochs: int = 10, verbose: bool = False, **kwargs):
-            y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
-            x, y = self._apply_preprocessing(x, y, fit=True)
-            if self._reduce_labels:
-                y = np.argmax(y, axis=1)
-            x, y, scheduler = np.asarray(x, np.float32), np.asarray(y, np.float32), kwargs.get("scheduler")
-            for epoch in range(int(nb_epochs)):
-                order = self._octlib_rng.permutation(len(x))
-                for start in range(0, len(x), int(batch_size)):
-                    batch = order[start:start + int(batch_size)]
-                    if self._train_step(self.model, x[batch], y[batch]) is None:
-                        return  # the step budget is spent: later batches and epochs would be skipped anyway
-                if scheduler is not None:
-                    scheduler(epoch)
-
-    return ThiefClassifier
-
-
 _TEMPLATES: dict = {}
 
 
@@ -311,7 +226,7 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
     ``max_steps``: the optimizer takes at most this many steps; later training batches are skipped, so every thief
     of a comparison gets exactly the same number of steps whatever ART asks for. ``steps_taken(thief)`` reads
     the count back from the optimizer. ``seed`` seeds the order of its training batches
-    (:func:`_thief_classifier_class`).
+    (:func:`octlib.estimators.thief_classifier_class`).
     """
     import tensorflow as tf
 
@@ -331,7 +246,7 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
             return None
         return traced_step(tf.cast(images, tf.float32), tf.cast(labels, tf.float32))
 
-    thief = _thief_classifier_class()(
+    thief = thief_classifier_class()(
         model=model, nb_classes=len(CLASSES), input_shape=tuple(model.input_shape[1:]), loss_object=loss_object,
         optimizer=optimizer, train_step=train_step, clip_values=(0.0, 1.0))
     thief._octlib_rng, thief._octlib_own = np.random.default_rng(seed), own
@@ -341,21 +256,6 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
 def steps_taken(thief) -> int:
     """Optimizer steps a thief from :func:`thief_classifier` has taken."""
     return int(thief.optimizer.iterations.numpy())
-
-
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Every run builds a new victim API and thief, so ART's per-classifier ``tf.function`` is traced once per
-    run by design; TensorFlow's "triggered tf.function retracing" warning says nothing useful here."""
-    import tensorflow as tf
-
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass
@@ -443,7 +343,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
             takes exactly ``ecfg.thief_steps`` optimizer steps, adaptive KnockoffNets' one step per query included.
         reward: adaptive KnockoffNets reward (``cert``, ``div``, ``loss``, ``all``).
         reads, repeats: see :class:`Thief`.
-        defences: output post-processors of the victim API (see :func:`victim_api`).
+        defences: output post-processors of the victim API (see :func:`octlib.estimators.victim_api`).
     """
     import keras
     from art.attacks.extraction import CopycatCNN, KnockoffNets
@@ -489,7 +389,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
     status, error, stolen = "ok", None, None
     if attack == "no-query":
         pick = np.random.default_rng(seed).choice(len(pool_x), used, replace=False)
-        with _quiet_retracing():
+        with quiet_retracing():
             model.fit(pool_x[pick], _one_hot(np.asarray(pool_labels)[pick]), batch_size=ecfg.thief_batch_size,
                       nb_epochs=epochs)
         stolen, answers = model, "none"
@@ -503,7 +403,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
                                       reward=thief.reward or "all", verbose=progress, **common)
         actions = np.unique(np.asarray(pool_labels), return_inverse=True)[1].reshape(-1) if adaptive else None
         try:
-            with _quiet_retracing(), np.errstate(invalid="ignore"):  # the NaN is reported below, with its reason
+            with quiet_retracing(), np.errstate(invalid="ignore"):  # the NaN is reported below, with its reason
                 stolen = art_attack.extract(pool_x, y=actions, thieved_classifier=model)
         except ValueError as exc:
             if "probabilities contain NaN" not in str(exc):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .digests import stored_weights_digest
 from .results import ResultsError, list_results, load_results, save_results
 
 #: Keys every row has (besides the per-scan lists).
@@ -45,7 +46,6 @@ def write_records(name: str, rows, *, notebook: str, profile: str, data: dict, v
     if not fingerprint:
         raise ResultsError(f"write_records({name!r}): `data` needs the data fingerprint, e.g. "
                            "{'fingerprint': splits.info['fingerprint']}.")
-    from .artifacts import stored_weights_digest
 
     weights = stored_weights_digest(victim)
     stamped = []
@@ -213,7 +213,6 @@ def stamp_extraction(rows, *, profile: str, data: dict, victim: str, notebook: s
     if not fingerprint:
         raise ResultsError("stamp_extraction: `data` needs the data fingerprint, e.g. "
                            "{'fingerprint': splits.info['fingerprint']}.")
-    from .artifacts import stored_weights_digest
 
     weights = stored_weights_digest(victim)
     out = []

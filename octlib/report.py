@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from .config import project_root, reference_dir
+from .threat import to_unit
 
 _NUMBER = re.compile(r"^(\d\d)_")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -142,7 +143,7 @@ def collect(figures: Path | None = None, *, results: Path | None = None, noteboo
     return {
         "title": "OCT adversarial-robustness study: report",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "figures_dir": str(figures), "eps_255": eps_255, "eps": eps_255 / 255,
+        "figures_dir": str(figures), "eps_255": eps_255, "eps": to_unit(eps_255),
         "profiles": compare.profiles(study) if study else "none", "victims": victims, "data": data,
         "hardware": hardware, "runs": runs, "total_seconds": total,
         "missing": missing, "headline": headline, "tests": tests, "reading_html": _md(reading),

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .config import results_dir as _default_results_dir
+from .digests import stored_weights_digest
 from .provenance import hardware, library_versions
 
 SCHEMA_VERSION = 1
@@ -119,9 +120,7 @@ def save_results(name: str, metrics, *, settings=None, seed: int | None = None, 
         "metrics": to_jsonable(metrics, "metrics"),
     }
     victim = victim_of(record["metrics"])
-    if victim:  # which weights: two trainings under one artifact name can differ (octlib.artifacts.weights_digest)
-        from .artifacts import stored_weights_digest
-
+    if victim:  # which weights: two trainings under one artifact name can differ (octlib.digests.weights_digest)
         record["victim_weights"] = stored_weights_digest(victim)
     return write_record(path, record)
 

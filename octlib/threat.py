@@ -22,8 +22,23 @@ def eps_label(eps: float, norm: str = "inf") -> str:
 
 
 def to_unit(eps_255: float) -> float:
-    """ε in [0, 1] pixel units from a /255 value."""
+    """ε in [0, 1] pixel units from a /255 value in (0, 255]; a clear error otherwise."""
+    if not isinstance(eps_255, (int, float, np.integer, np.floating)) or not 0 < eps_255 <= 255:
+        raise ValueError(f"ε must be given in /255 in (0, 255], got {eps_255!r}.")
     return float(eps_255) / 255.0
+
+
+def check_eps(eps, name: str = "eps") -> float:
+    """ε as a float in (0, 1]; a clear error for values on the 0-255 scale or out of range."""
+    if not isinstance(eps, (int, float, np.floating, np.integer)) or not np.isfinite(eps):
+        raise ValueError(f"`{name}` must be a number in (0, 1] (pixel units), got {eps!r}.")
+    eps = float(eps)
+    if eps > 1:
+        raise ValueError(f"`{name}`={eps:g} looks like a 0-255 value; give it in [0, 1] pixel units, e.g. "
+                         f"{eps:g}/255 = {eps / 255:.4f}.")
+    if eps <= 0:
+        raise ValueError(f"`{name}` must be > 0, got {eps:g}.")
+    return eps
 
 
 def to_255(eps: float) -> float:

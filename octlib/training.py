@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .config import CLASSES, TrainConfig
+from .threat import to_unit
 
 
 def describe_devices() -> dict:
@@ -275,7 +276,7 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
                     raise ValueError(f"`initial` must have this recipe's architecture to fine-tune from: {exc}") from None
             fitted = model
             if cfg.adv_eps_255:
-                fitted = adversarial_trainer(model, cfg.adv_eps_255 / 255, cfg.adv_steps,
+                fitted = adversarial_trainer(model, to_unit(cfg.adv_eps_255), cfg.adv_steps,
                                              validate_adversarial=cfg.validate_under_threat)
             elif cfg.noise_sigma and cfg.validate_under_threat:
                 fitted = noisy_validator(model, cfg.noise_sigma, seed=seed)

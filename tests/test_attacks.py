@@ -6,7 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from octlib import attacks, metrics  # noqa: E402
+from octlib import attacks, estimators, metrics  # noqa: E402
 from octlib.config import TrainConfig  # noqa: E402
 from octlib.models import build_cnn  # noqa: E402
 
@@ -18,7 +18,7 @@ def setup():
     rng = np.random.default_rng(0)
     x = rng.random((24, 16, 16, 1), dtype=np.float32)
     y = np.arange(24) % 4
-    return model, attacks.art_classifier(model), x, y
+    return model, estimators.art_classifier(model), x, y
 
 
 def test_eps_is_checked_in_pixel_units():
@@ -105,7 +105,7 @@ def test_traced_loss_gradient_equals_arts(setup, loss):
     from art.estimators.classification import TensorFlowV2Classifier
 
     model, _, x, y = setup
-    clf = attacks.art_classifier(model, loss=loss)
+    clf = estimators.art_classifier(model, loss=loss)
     onehot = np.eye(4, dtype=np.float32)[y]
     traced = clf.loss_gradient(x, onehot)
     art = TensorFlowV2Classifier.loss_gradient(clf, x, onehot)
@@ -116,7 +116,7 @@ def test_traced_loss_gradient_equals_arts(setup, loss):
 
 def test_traced_gradients_are_traced_once_for_every_batch_size(setup):
     model, _, x, y = setup
-    clf = attacks.art_classifier(model)
+    clf = estimators.art_classifier(model)
     onehot = np.eye(4, dtype=np.float32)[y]
     for n in (24, 5, 3, 24):  # an attack's last batch is smaller than the others
         clf.loss_gradient(x[:n], onehot[:n])

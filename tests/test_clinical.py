@@ -6,7 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from octlib import attacks, clinical, corruptions, records  # noqa: E402
+from octlib import attacks, clinical, corruptions, estimators, records  # noqa: E402
 from octlib.config import SuiteConfig, TrainConfig  # noqa: E402
 from octlib.evaluation import Scans, model_target  # noqa: E402
 from octlib.models import build_cnn  # noqa: E402
@@ -81,7 +81,7 @@ def test_storage_rows_score_each_channel_and_the_aware_attacker(setup):
 
 def test_universal_outcomes_score_one_perturbation_per_level(setup):
     target, scans = setup
-    clf = attacks.art_classifier(target.model)
+    clf = estimators.art_classifier(target.model)
     uaps = [attacks.universal(clf, scans.x, e / 255, max_iter=2, fit_on="OCT", method="sgd") for e in (8, 32)]
     o = clinical.universal_outcomes(uaps, target, scans)
     assert o.attack == "UAP · fit on OCT" and o.levels == (8 / 255, 32 / 255)
@@ -120,7 +120,7 @@ def test_bpda_storage_preprocessor_matches_store(setup):
     pre = corruptions.storage_preprocessor("jpeg", quality=75)
     out, _ = pre(scans.x[:4])
     np.testing.assert_array_equal(out, corruptions.store(scans.x[:4], "jpeg", quality=75))
-    clf = attacks.art_classifier(target.model, preprocessors=[pre])
+    clf = estimators.art_classifier(target.model, preprocessors=[pre])
     g = clf.loss_gradient(scans.x[:4], np.eye(4, dtype=np.float32)[scans.y[:4]])
     assert g.shape == scans.x[:4].shape and np.abs(g).sum() > 0
     with pytest.raises(ValueError, match="quality"):

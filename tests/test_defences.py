@@ -7,10 +7,11 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from octlib import attacks, metrics  # noqa: E402
+from octlib import attacks, estimators, metrics  # noqa: E402
 from octlib.artifacts import artifact_key  # noqa: E402
 from octlib.config import TrainConfig  # noqa: E402
-from octlib.defences import LabelOnly, OutputNoise, Softmax, output_defences  # noqa: E402
+from octlib.defences import OutputNoise, output_defences  # noqa: E402
+from octlib.estimators import LabelOnly, Softmax  # noqa: E402
 from octlib.models import build_cnn  # noqa: E402
 
 TINY = TrainConfig(filters=(4, 8), dense_units=0)
@@ -44,8 +45,8 @@ def test_named_output_defences():
 
 def test_post_processors_never_touch_gradients(setup):
     model, x, y = setup
-    plain = attacks.art_classifier(model)
-    defended = attacks.art_classifier(model, postprocessors=[Softmax(), OutputNoise(0.3), LabelOnly()])
+    plain = estimators.art_classifier(model)
+    defended = estimators.art_classifier(model, postprocessors=[Softmax(), OutputNoise(0.3), LabelOnly()])
     onehot = np.eye(4, dtype=np.float32)[y]
     np.testing.assert_array_equal(plain.loss_gradient(x, onehot), defended.loss_gradient(x, onehot))
     np.testing.assert_array_equal(plain.class_gradient(x), defended.class_gradient(x))
@@ -58,7 +59,7 @@ def test_post_processors_never_touch_gradients(setup):
 
 def test_logit_margin_loss_and_margin_pgd(setup):
     model, x, y = setup
-    clf = attacks.art_classifier(model, loss="margin")
+    clf = estimators.art_classifier(model, loss="margin")
     z = model.predict(x, verbose=0)
     onehot = np.eye(4, dtype=np.float32)[y]
     expected = np.mean(np.max(np.where(onehot == 1, -np.inf, z), axis=1) - z[np.arange(len(y)), y])
@@ -69,14 +70,14 @@ def test_logit_margin_loss_and_margin_pgd(setup):
     margin = lambda logits: np.mean(np.max(np.where(onehot == 1, -np.inf, logits), 1) - logits[np.arange(20), y])
     assert margin(run.logits_adv) > margin(z)
     with pytest.raises(ValueError, match="`loss`"):
-        attacks.art_classifier(model, loss="hinge")
+        estimators.art_classifier(model, loss="hinge")
 
 
 def test_hopskipjump_sees_only_labels(setup):
     model, x, y = setup
     kw = dict(max_iter=2, max_eval=40, init_eval=10, init_size=20, seed=4, progress=False)
-    probs = attacks.hopskipjump(attacks.art_classifier(model, postprocessors=[Softmax()]), x[:6], y[:6], **kw)
-    labels = attacks.hopskipjump(attacks.art_classifier(model, postprocessors=[Softmax(), LabelOnly()]),
+    probs = attacks.hopskipjump(estimators.art_classifier(model, postprocessors=[Softmax()]), x[:6], y[:6], **kw)
+    labels = attacks.hopskipjump(estimators.art_classifier(model, postprocessors=[Softmax(), LabelOnly()]),
                                  x[:6], y[:6], **kw)
     np.testing.assert_allclose(probs.x_adv, labels.x_adv, atol=1e-6)  # same decisions, same attack
     assert probs.extra["queries"] > 6 and probs.x_adv.min() >= 0 and probs.x_adv.max() <= 1
@@ -113,7 +114,7 @@ def test_label_smoothing_model_has_its_own_key(small_layout):
 
 
 def test_eot_gradient_differentiates_the_log_of_the_averaged_softmax(setup):
-    from octlib.defences import noise_classifier
+    from octlib.estimators import noise_classifier
 
     model, x, y = setup
     x1, onehot = x[:1], np.eye(4, dtype=np.float32)[y[:1]]
@@ -129,7 +130,7 @@ def test_eot_gradient_differentiates_the_log_of_the_averaged_softmax(setup):
     # not the mean of the per-copy cross-entropies (the earlier form, whose minimiser need not move the answer)
     assert not np.allclose(eot, tape.gradient(per_copy, xt).numpy(), rtol=1e-3, atol=1e-7)
     single = noise_classifier(model, 0.2, 1, seed=7)  # one draw: the plain gradient through that noisy copy
-    plain = attacks.art_classifier(model).loss_gradient(x1 + noise[:1], onehot)
+    plain = estimators.art_classifier(model).loss_gradient(x1 + noise[:1], onehot)
     np.testing.assert_allclose(single.loss_gradient(x1, onehot), plain, rtol=1e-4, atol=1e-7)
 
 
@@ -147,7 +148,8 @@ def _borderline_model():
 def test_expected_answer_is_a_function_of_the_scan(setup):
     """The scored answer of a randomized defence cannot change between calls, batches or processes by
     construction: its draws are fixed once from the seed and the same for every scan."""
-    from octlib.defences import ExpectedNoiseAnswer, majority_vote, noise_classifier
+    from octlib.defences import ExpectedNoiseAnswer, majority_vote
+    from octlib.estimators import noise_classifier
 
     _, x, _ = setup
     model = _borderline_model()
@@ -182,7 +184,7 @@ def test_majority_vote_counts_and_breaks_ties_by_the_lowest_class():
 
 def test_api_expected_votes_fix_the_output_noise_draws(setup):
     from octlib.defences import api_expected_votes, majority_vote
-    from octlib.extraction import victim_api
+    from octlib.estimators import victim_api
 
     model, x, _ = setup
     logits = model.predict(x, verbose=0)
@@ -202,7 +204,7 @@ def test_api_expected_votes_fix_the_output_noise_draws(setup):
 
 def test_art_eot_gaussian_noise_is_still_broken_with_tensorflow(setup):
     """ART 1.20.1's EoTGaussianNoiseTensorFlow fails on TF tensors (x[[i]] indexing). When this test fails, ART
-    fixed it, and octlib.defences.noise_classifier could use it."""
+    fixed it, and octlib.estimators.noise_classifier could use it."""
     from art.estimators.classification import TensorFlowV2Classifier
     from art.preprocessing.expectation_over_transformation import EoTGaussianNoiseTensorFlow
 
@@ -215,7 +217,7 @@ def test_art_eot_gaussian_noise_is_still_broken_with_tensorflow(setup):
 
 
 def test_noise_classifier_averages_its_draws(setup):
-    from octlib.defences import noise_classifier
+    from octlib.estimators import noise_classifier
 
     model, x, _ = setup
     out = noise_classifier(model, 1e-6, 3).predict(x)  # tiny noise: the average is the clean softmax
@@ -225,7 +227,8 @@ def test_noise_classifier_averages_its_draws(setup):
 
 
 def test_smoothing_abstains_and_abstentions_are_errors(setup):
-    from octlib.defences import certified_accuracy, smoothed_classifier, smoothed_predictions
+    from octlib.defences import certified_accuracy, smoothed_predictions
+    from octlib.estimators import smoothed_classifier
 
     model, x, y = setup
     scores = np.array([[0.0, 0, 0, 0], [0.1, 0.7, 0.1, 0.1]])

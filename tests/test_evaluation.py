@@ -490,7 +490,7 @@ def test_spread_of_one_seed_has_no_sd_and_bad_values_are_refused():
 
 def test_random_answers_are_scored_by_the_majority_of_fixed_draws(scans):
     from octlib.defences import OutputNoise
-    from octlib.extraction import victim_api
+    from octlib.estimators import victim_api
 
     x, y = scans
     model = linear_model()

@@ -9,10 +9,10 @@ import pytest
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from octlib import extraction, metrics  # noqa: E402
+from octlib import estimators, extraction, metrics  # noqa: E402
 from octlib.config import ExtractionConfig, TrainConfig, get_profile  # noqa: E402
 from octlib.data import carve_query_pool, load_folder, make_splits, proxy_pool  # noqa: E402
-from octlib.defences import LabelOnly, Softmax  # noqa: E402
+from octlib.estimators import LabelOnly, Softmax  # noqa: E402
 from octlib.models import build_cnn, build_model  # noqa: E402
 
 TINY = TrainConfig(filters=(4, 8), dense_units=0)
@@ -71,7 +71,7 @@ def test_proxy_pool_is_deterministic_and_in_range():
 def test_victim_api_answers_what_its_setting_says(victim, pool):
     x = pool[0][:13]
     logits = victim.predict(x, verbose=0)
-    probs_api, labels_api = extraction.victim_api(victim, "probabilities"), extraction.victim_api(victim, "labels")
+    probs_api, labels_api = estimators.victim_api(victim, "probabilities"), estimators.victim_api(victim, "labels")
     probs = probs_api.predict(x, batch_size=5)
     np.testing.assert_allclose(probs, metrics.softmax(logits), atol=1e-5)
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
@@ -81,7 +81,7 @@ def test_victim_api_answers_what_its_setting_says(victim, pool):
     np.testing.assert_array_equal(labels, np.eye(4)[logits.argmax(1)])  # one-hot of each row's own top class
     assert probs_api.queries == 13 and labels_api.queries == 13 + 13
     with pytest.raises(ValueError, match="`answers`"):
-        extraction.victim_api(victim, "logits")
+        estimators.victim_api(victim, "logits")
 
 
 def test_label_only_is_correct_on_batches():
@@ -95,7 +95,7 @@ def test_label_only_is_correct_on_batches():
 
 def test_art_class_labels_bug_is_still_there():
     """ART 1.20.1's ClassLabels marks every row's top class in every row. When this fails, ART fixed it
-    (PR #2824): then octlib.defences.LabelOnly can be replaced by ART's own."""
+    (PR #2824): then octlib.estimators.LabelOnly can be replaced by ART's own."""
     from art.defences.postprocessor import ClassLabels
 
     preds = np.array([[0.9, 0.1, 0.0, 0.0], [0.1, 0.8, 0.1, 0.0], [0.0, 0.1, 0.2, 0.7]])
@@ -303,9 +303,9 @@ def test_repeating_client_counts_every_query_and_averages_noise_away(victim, poo
     from octlib.defences import OutputNoise
 
     x = pool[0][:20]
-    clean = extraction.victim_api(victim).predict(x)
-    one = extraction.victim_api(victim, defences=[OutputNoise(0.3, seed=0)])
-    many = extraction.victim_api(victim, defences=[OutputNoise(0.3, seed=0)], repeats=16)
+    clean = estimators.victim_api(victim).predict(x)
+    one = estimators.victim_api(victim, defences=[OutputNoise(0.3, seed=0)])
+    many = estimators.victim_api(victim, defences=[OutputNoise(0.3, seed=0)], repeats=16)
     err_one, err_many = (np.abs(api.predict(x) - clean).mean() for api in (one, many))
     assert one.queries == 20 and many.queries == 20 * 16
     assert err_many < err_one / 2
@@ -313,7 +313,7 @@ def test_repeating_client_counts_every_query_and_averages_noise_away(victim, poo
                            ecfg=ECFG, defences=[OutputNoise(0.3, seed=0)])
     assert run.params["nb_stolen"] == 4 and run.queries == 16 and run.budget == 18
     with pytest.raises(ValueError, match="repeats"):
-        extraction.victim_api(victim, repeats=0)
+        estimators.victim_api(victim, repeats=0)
 
 
 def test_attacker_validation_scans_are_other_patients(small_layout):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import CLASSES, DATA_ENV, data_dir
+from ..digests import file_digest
 from .dataset import OCTDataset
 from .errors import OCTDataError
 
@@ -38,15 +39,6 @@ NO_NETWORK_FIX = (
     f"folder holding train/ and test/), e.g. the project sample: `export {DATA_ENV}=../shared/data/oct2017-sample`;"
     " or copy the .npz into data/ by hand."
 )
-
-
-def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
-    """The hex digest of a file (``md5``, ``sha256`` ...), read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
