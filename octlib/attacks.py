@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import CLASSES
 from .estimators import check_xy, loss_name
-from .threat import check_eps, eps_label, to_255  # noqa: F401  (eps_label re-exported: ε is labelled in one place)
+from .threat import check_eps, eps_label, to_255
 
 
 
@@ -98,7 +98,7 @@ def fgsm(classifier, x, y, eps: float, *, batch_size: int = 128, progress: bool 
 
     eps = check_eps(eps)
     attack = FastGradientMethod(classifier, norm=np.inf, eps=eps, eps_step=eps, batch_size=batch_size)
-    return _run(attack, "FGSM", {"eps": eps, "eps_255": eps * 255, "eps_label": eps_label(eps), "norm": "inf"},
+    return _run(attack, "FGSM", {"eps": eps, "eps_255": to_255(eps), "eps_label": eps_label(eps), "norm": "inf"},
                 classifier, x, y, batch_size, progress, logits_clean)
 
 
@@ -144,12 +144,34 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
                                       targeted=targets is not None)
     loss = loss_name(classifier)
     label = eps_label(eps) if norm == "inf" else f"L2 {eps:g}"
-    params = {"eps": eps, "eps_255": eps * 255 if norm == "inf" else None, "eps_label": label, "norm": norm,
+    params = {"eps": eps, "eps_255": to_255(eps) if norm == "inf" else None, "eps_label": label, "norm": norm,
               "steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed, "loss": loss,
               "targeted": targets is not None}
     name = "PGD" if loss == "cross_entropy" else "PGD-margin"
     return _run(attack, name if targets is None else f"{name} targeted", params, classifier, x, y, batch_size,
                 progress, logits_clean, attack_labels=targets)
+
+
+def pgd_linf_steps(model, x, y, x_start, eps: float, steps: int, step_size: float):
+    """PGD's L∞ iteration in TensorFlow ops, for use inside a traced training step: from ``x_start``, ``steps``
+    sign-gradient ascents of ``step_size`` on the cross-entropy of ``model``'s logits (cast to float32, so a
+    mixed-precision model is attacked in float32 on every device) against one-hot ``y``, each projected on the
+    ε-ball around ``x`` and on [0, 1]. It is the iteration :func:`pgd` runs through ART's
+    ``ProjectedGradientDescent`` (from the same start they agree: ``tests/test_training.py``), used by the PGD
+    adversarial trainer (:func:`octlib.training.adversarial_trainer`). Returns the adversarial batch (no gradient
+    flows back through it)."""
+    import keras
+    import tensorflow as tf
+
+    x_adv = x_start
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = tf.cast(model(x_adv, training=False), tf.float32)
+            loss = keras.losses.categorical_crossentropy(y, logits, from_logits=True)
+        x_adv = x_adv + step_size * tf.sign(tape.gradient(loss, x_adv))
+        x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
+    return tf.stop_gradient(x_adv)
 
 
 def target_labels(target, n: int) -> np.ndarray:
@@ -405,7 +427,7 @@ def universal(classifier, x_fit, eps: float, *, norm: str = "inf", target=None, 
                "converged": bool(attack.converged)}
     runtime = time.perf_counter() - t0
     params = {"attack": "UAP" if target is None else "UAP targeted", "method": method, "eps": float(eps), "norm": norm,
-              "eps_255": float(eps) * 255 if norm == "inf" else None,
+              "eps_255": to_255(eps) if norm == "inf" else None,
               "eps_label": eps_label(eps) if norm == "inf" else f"L2 {eps:g}", "step": step, "max_iter": max_iter,
               "delta": delta, "seed": seed, "n_fit": len(x_fit), "fit_on": fit_on,
               "target": None if target_idx is None else CLASSES[target_idx]}

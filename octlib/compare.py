@@ -352,7 +352,7 @@ def reading(frame, eps_255: float, *, reference: str = "undefended") -> str:
     ref = rows[rows["model"] == reference]
     if len(ref):
         r = ref.iloc[0]
-        parts.append(f"At ε = {eps_255:g}/255 ({eps_255 / 255:.4f}), the attack suite ({', '.join(r['attacks'])}; "
+        parts.append(f"At ε = {eps_label(to_unit(eps_255))}, the attack suite ({', '.join(r['attacks'])}; "
                      f"worst case per scan) leaves the {reference} victim {r['robust_accuracy']:.3f} robust accuracy "
                      f"(95% CI {r['ci_low']:.3f}–{r['ci_high']:.3f}, n = {r['n']} scans) from a clean accuracy of "
                      f"{r['clean_accuracy']:.3f} on the same scans; its loss rises from {r['clean_loss']:.3f} to "

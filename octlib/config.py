@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .threat import ThreatModel, to_unit
+from .threat import ThreatModel, eps_label, to_unit
 
 #: Class names in label order (the same order as OCTMNIST's labels 0..3).
 CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
@@ -545,7 +545,7 @@ class AdversarialTraining:
     def describe(self) -> str:
         eps_255 = self.profile.defence.adv_eps_255
         return (f"{self.name}, {'fine-tuned from the victim' if self.finetuned else 'from scratch'}, at most "
-                f"{self.epochs} epochs (ε = {eps_255 / 255:.4f})")
+                f"{self.epochs} epochs (ε = {eps_label(to_unit(eps_255))})")
 
 
 def adversarial_training(profile: Profile, eps_255: float | None = None, steps: int | None = None,

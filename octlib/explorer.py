@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import CLASSES
 from .plotting import PAGE_HEIGHT, TWO_COLUMNS
-from .threat import to_unit
+from .threat import eps_label, to_255, to_unit
 
 #: the height (inches) of one view's row of six panels, two A4 columns wide
 VIEW_HEIGHT = 1.75
@@ -131,7 +131,7 @@ class Explorer:
             probs = post(probs)
         notes = []
         if attack == "DeepFool":
-            notes.append(f"DeepFool (L2, minimal): L∞ {np.abs(x_adv - self.scans.x[index]).max() * 255:.2f}/255")
+            notes.append(f"DeepFool (L2, minimal): L∞ {to_255(np.abs(x_adv - self.scans.x[index]).max()):.2f}/255")
         return View(int(index), attack, eps, model, answers, self.scans.x[index], x_adv, np.asarray(probs[0]),
                     np.asarray(probs[1]), cam_clean, cam_adv, time.perf_counter() - t0, cached,
                     int(self.scans.y[index]), notes)
@@ -146,7 +146,7 @@ class Explorer:
         axes = fig.subplots(1, 6, gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1, 1]})
         x, xa = view.x[..., 0], view.x_adv[..., 0]
         delta = xa - x
-        eps_text = "minimal L2" if view.eps_255 is None else f"{view.eps_255:g}/255 ({view.eps_255 / 255:.4f})"
+        eps_text = "minimal L2" if view.eps_255 is None else eps_label(to_unit(view.eps_255))
         axes[0].imshow(x, cmap="gray", vmin=0, vmax=1)
         axes[0].set_title(f"scan\n(true {CLASSES[view.label]})", fontsize=7)
         axes[1].imshow(xa, cmap="gray", vmin=0, vmax=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CLASSES, figures_dir
+from .threat import to_255
 
 DPI = 300
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -251,7 +252,7 @@ def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix
         scale = amplify or (0.5 / max(np.abs(delta).max(), 1e-8))
         panels = [
             (x[i][..., 0], f"clean: {CLASSES[pc[i].argmax()]} ({pc[i].max():.2f})\ntrue {CLASSES[y[i]]}", 0, 1),
-            (0.5 + scale * delta, f"perturbation x{scale:.0f}\nL∞ {np.abs(delta).max() * 255:.2f}/255", 0, 1),
+            (0.5 + scale * delta, f"perturbation x{scale:.0f}\nL∞ {to_255(np.abs(delta).max()):.2f}/255", 0, 1),
             (x_adv[i][..., 0], f"{titles_prefix}: {CLASSES[pa[i].argmax()]} ({pa[i].max():.2f})", 0, 1),
         ]
         for ax, (img, title, vmin, vmax) in zip(axes[i], panels):

@@ -132,21 +132,18 @@ def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: 
     import keras
     import tensorflow as tf
 
+    from .attacks import pgd_linf_steps
+
     if not 0 < eps <= 1 or steps < 1:
         raise ValueError(f"adversarial training needs 0 < eps <= 1 (pixel units) and steps >= 1, got {eps}, {steps}.")
     step_size = 2.5 * eps / steps
 
     class PGDAdversarialTraining(_wrapper_class()):
         def attack(self, x, y):
-            x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
-            for _ in range(steps):
-                with tf.GradientTape() as tape:
-                    tape.watch(x_adv)
-                    loss = keras.losses.categorical_crossentropy(y, self.inner(x_adv, training=False),
-                                                                 from_logits=True)
-                x_adv = x_adv + step_size * tf.sign(tape.gradient(loss, x_adv))
-                x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
-            return tf.stop_gradient(x_adv)
+            """The PGD examples a batch is replaced by: a random start in the ε-ball, then the attacks' PGD steps
+            (:func:`octlib.attacks.pgd_linf_steps`)."""
+            start = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
+            return pgd_linf_steps(self.inner, x, y, start, eps, steps, step_size)
 
         def test_step(self, data):
             if not validate_adversarial:

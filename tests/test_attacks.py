@@ -62,6 +62,8 @@ def test_pgd_is_reproducible_with_a_seed(setup):
     a = attacks.pgd(clf, x, y, 8 / 255, steps=3, restarts=2, seed=1, progress=False)
     b = attacks.pgd(clf, x, y, 8 / 255, steps=3, restarts=2, seed=1, progress=False)
     np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    c = attacks.pgd(clf, x, y, 8 / 255, steps=3, restarts=2, seed=2, progress=False)
+    assert not np.array_equal(a.x_adv, c.x_adv)  # the seed draws the starts: a function ignoring it fails here
 
 
 def test_attack_parameters_are_validated_by_name(setup):
@@ -145,6 +147,7 @@ def test_stratified_subset_is_balanced_and_seeded():
     idx = attacks.stratified_subset(labels, 40, seed=1)
     assert np.bincount(labels[idx]).tolist() == [10, 10, 10, 10]
     assert idx.tolist() == attacks.stratified_subset(labels, 40, seed=1).tolist()
+    assert idx.tolist() != attacks.stratified_subset(labels, 40, seed=2).tolist()
     assert len(attacks.stratified_subset(labels, None)) == 200
 
 

@@ -100,9 +100,11 @@ def test_set_seed_seeds_keras_imported_later_as_if_imported_before():
             "type(keras.__loader__).__name__)")
     later = f"import sys, numpy as np, octlib; octlib.set_seed(3); assert 'keras' not in sys.modules; {draw}"
     before = f"import numpy as np, keras, octlib; octlib.set_seed(3); {draw}"
+    other = later.replace("set_seed(3)", "set_seed(4)")
     out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-           for code in (later, before)]
+           for code in (later, before, other)]
     assert out[0] == out[1]
+    assert all(a != b for a, b in zip(out[0][:4], out[2][:4]))  # another seed, other draws from every generator
     assert out[0][-1] == "SourceFileLoader"  # the module keeps its own loader
     other = subprocess.run([sys.executable, "-c", before.replace("set_seed(3)", "set_seed(4)")],
                            capture_output=True, text=True, check=True).stdout.split()
@@ -119,7 +121,7 @@ def test_adversarial_training_settings_are_resolved_once_for_notebooks_45_and_47
     at = adversarial_training(full)
     assert sorted(at.profile.defence.finetune) == sorted(full.defence.finetune)  # the same kinds, sorted
     assert replace(at.profile, defence=full.defence) == full and at.finetuned and at.epochs == full.defence.finetune_epochs
-    assert at.name == "PGD-5 adversarial training ε=4/255" and "ε = 0.0157" in at.describe()
+    assert at.name == "PGD-5 adversarial training ε=4/255" and "ε = 4/255 (0.0157)" in at.describe()
     one = adversarial_training(full, eps_255=2, steps=1, epochs=20, finetune=False)
     assert one.name == "FGSM-RS adversarial training ε=2/255" and not one.finetuned and one.epochs == 20
     assert one.profile.defence.adv_epochs == 20 and "from scratch" in one.describe()

@@ -10,7 +10,9 @@ from octlib.config import PROFILES, TrainConfig
 from octlib.data import load_folder, make_splits
 
 keras = pytest.importorskip("keras")
-from octlib import artifacts, training  # noqa: E402
+from octlib import artifacts, attacks, training  # noqa: E402
+
+tf = pytest.importorskip("tensorflow")
 from octlib.models import build_cnn  # noqa: E402
 
 TINY = TrainConfig(filters=(4, 8), epochs=2, batch_size=8, early_stopping_patience=1, reduce_lr_patience=1,
@@ -238,6 +240,48 @@ def test_adversarial_training_trains_on_pgd_examples(splits):
     assert wrapper.inner is inner and set(map(id, wrapper.trainable_variables)) == set(map(id, inner.trainable_variables))
     with pytest.raises(ValueError, match="adversarial training"):
         training.adversarial_trainer(inner, 8, 2)  # 0-255 scale
+
+
+def test_adversarial_training_steps_on_the_pgd_examples_of_the_attacks_pgd(splits):
+    """The trainer's examples are PGD's (the same iteration as attacks.pgd through ART, from the same start), and
+    each optimizer step is taken on them, not on the clean batch."""
+    from octlib import estimators
+
+    keras.utils.set_random_seed(0)
+    cfg = replace(TINY, dropout=0.0)  # no random mask: two steps on the same batch from the same weights agree
+    inner = build_cnn(16, cfg)
+    x, y = splits.val.x[:16], splits.val.labels[:16]
+    onehot = keras.utils.to_categorical(y, 4).astype(np.float32)
+    eps, steps = 8 / 255, 3
+    ours = attacks.pgd_linf_steps(inner, tf.constant(x), tf.constant(onehot), tf.constant(x), eps, steps,
+                                  2.5 * eps / steps).numpy()
+    art = attacks.pgd(estimators.art_classifier(inner), x, y, eps, steps=steps, restarts=0, progress=False).x_adv
+    np.testing.assert_allclose(ours, art, atol=1e-6)
+    assert np.abs(ours - x).max() <= eps + 1e-6 and not np.allclose(ours, x)
+    wrapper = training.adversarial_trainer(inner, eps, steps)
+    crafted = wrapper.attack(tf.constant(x), tf.constant(onehot)).numpy()  # a random start, then those steps
+    assert np.abs(crafted - x).max() <= eps + 1e-6 and crafted.min() >= 0 and crafted.max() <= 1
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    assert float(ce(onehot, inner(crafted))) > float(ce(onehot, inner(x)))  # ascended the loss
+    seen = []
+    original = wrapper.attack
+    wrapper.attack = lambda xb, yb: seen.append(original(xb, yb)) or seen[-1]
+    def sgd(model):  # plain SGD: a step is -lr * gradient (Adam's first step would amplify rounding in tiny gradients)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return model
+
+    sgd(wrapper).run_eagerly = True  # every step calls attack in Python, so the examples it trains on can be read
+    before = [w.numpy().copy() for w in inner.trainable_variables]
+    wrapper.fit(x, onehot, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert len(seen) == 1 and np.abs(seen[0].numpy() - x).max() > 0  # one batch, replaced by its PGD examples
+    # the step was taken on those examples: the same step on them from the same weights gives the same weights
+    after = [w.numpy().copy() for w in inner.trainable_variables]
+    for w, v in zip(inner.trainable_variables, before):
+        w.assign(v)
+    sgd(inner).fit(seen[0].numpy(), onehot, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(after, [w.numpy() for w in inner.trainable_variables]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(after, before))  # and the step moved the weights
 
 
 def test_validation_under_the_threat_attacks_or_noises_the_validation_scans(splits):
