@@ -14,7 +14,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # ART announces on import that PyTorch-only certification tools are unavailable; this study does not use them.
 _warnings.filterwarnings("ignore", message="PyTorch not found. Not importing DeepZ", category=UserWarning)
 
-from .config import CLASSES, URGENT_CLASSES, Profile, adversarial_training, get_profile, set_seed
+from .config import Profile, adversarial_training, get_profile, set_seed
+from .labels import CLASSES, URGENT_CLASSES
 
 try:
     __version__ = _metadata.version("octlib")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import CLASSES
+from .labels import CLASSES
 from .estimators import check_xy, loss_name
 from .threat import check_eps, eps_label, to_255
 

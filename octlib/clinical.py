@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import CLASSES, SuiteConfig
+from .config import SuiteConfig
+from .labels import CLASSES
 from .threat import ThreatModel, check_eps, to_255, to_unit
 
 #: The axis of a corruption's records: ``eps`` holds the severity, ``norm`` says so.

@@ -26,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .labels import CLASSES, URGENT_CLASSES
+from .registry import suite_names
 from .threat import ThreatModel, eps_label, to_unit
-
-#: Class names in label order (the same order as OCTMNIST's labels 0..3).
-CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
-#: Kermany's urgent-referral view: CNV and DME need urgent referral.
-URGENT_CLASSES: tuple[str, ...] = ("CNV", "DME")
 
 PROFILE_ENV = "OCTLIB_PROFILE"
 DATA_ENV = "OCTLIB_DATA"
@@ -284,7 +281,7 @@ class SuiteConfig:
 
     def __post_init__(self):
         bad = []
-        known = ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin", "Square")
+        known = suite_names()
         if not self.attacks or any(a not in known for a in self.attacks) or len(set(self.attacks)) != len(
                 self.attacks):
             bad.append(f"attacks (distinct names from {known})")

@@ -23,7 +23,7 @@ import contextlib
 import numpy as np
 from art.defences.postprocessor import Postprocessor
 
-from .config import CLASSES
+from .labels import CLASSES
 
 
 def check_xy(x, y):

@@ -40,13 +40,13 @@ from typing import Callable
 
 import numpy as np
 
-from .config import CLASSES, SuiteConfig
+from . import registry
+from .config import SuiteConfig
+from .labels import CLASSES
 from .threat import ThreatModel, check_eps, eps_label, to_255
 
 #: Attacks whose own per-ε curve is kept: each skips only the scans it has fooled itself.
-OWN_CURVE = ("FGSM", "PGD")
-GRADIENT_ATTACKS = ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin")
-SUITE_ATTACKS = (*GRADIENT_ATTACKS, "Square")
+OWN_CURVE = tuple(name for name, attack in registry.ATTACKS.items() if attack.own_curve)
 
 
 @dataclass
@@ -276,50 +276,6 @@ def _ce(scores, y) -> np.ndarray:
     return cross_entropy(y, scores, per_example=True)
 
 
-def _pgd_best(clf, x, y, eps, *, norm, steps, restarts, seed, batch_size, score, answer=None):
-    """PGD with ``restarts`` random starts run one at a time (never ART's own restart loop, which picks restarts
-    through ``predict``). Per scan it keeps the highest-loss restart (``score(x_adv)`` -> per-scan loss), except
-    that a restart whose answer (``answer(x_adv)`` -> class per scan) is wrong wins over one that is not: a scan
-    counts as fooled if any restart fools it. Returns ``(x_adv, highest loss, fooled, answer on x_adv)``."""
-    from .attacks import pgd
-
-    y = np.asarray(y)
-    best_x = best_loss = best_fooled = best_pred = top_loss = None
-    for r in range(max(1, restarts)):
-        run = pgd(clf, x, y, eps, steps=steps, restarts=1 if restarts else 0, norm=norm, seed=seed + 1000 * r,
-                  batch_size=batch_size, progress=False)
-        loss = score(run.x_adv)
-        pred = np.asarray(answer(run.x_adv)) if answer is not None else np.full(len(y), -1)
-        fooled = (pred != y) if answer is not None else np.zeros(len(y), dtype=bool)
-        if best_x is None:
-            best_x, best_loss, best_fooled, best_pred, top_loss = run.x_adv, loss, fooled, pred, loss.copy()
-            continue
-        better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-        best_x[better], best_loss[better] = run.x_adv[better], loss[better]
-        best_fooled, best_pred[better] = best_fooled | fooled, pred[better]
-        top_loss = np.maximum(top_loss, loss)
-    return best_x, top_loss, best_fooled, best_pred
-
-
-def _apgd(clf, x, y, eps, *, norm, loss_type, steps, restarts, seed, batch_size):
-    from art.attacks.evasion import AutoProjectedGradientDescent
-
-    np.random.seed(seed)
-    attack = AutoProjectedGradientDescent(
-        clf, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=2 * eps, max_iter=steps, targeted=False,
-        nb_random_init=max(1, restarts), batch_size=batch_size, loss_type=loss_type, verbose=False)
-    return attack.generate(x, np.eye(len(CLASSES), dtype=np.float32)[y]).astype(np.float32)
-
-
-def _square(clf, x, y, eps, *, norm, queries, seed, batch_size):
-    from art.attacks.evasion import SquareAttack
-
-    np.random.seed(seed)
-    attack = SquareAttack(clf, norm=np.inf if norm == "inf" else 2, eps=eps, max_iter=queries, nb_restarts=1,
-                          batch_size=batch_size, verbose=False)
-    return attack.generate(x, np.eye(len(CLASSES), dtype=np.float32)[y]).astype(np.float32)
-
-
 class CraftCache:
     """Adversarial scans crafted once and shared by every target attacked through the same logits model.
 
@@ -362,42 +318,6 @@ class CraftCache:
         return store, todo
 
 
-def attack_cost(attack: str, suite: SuiteConfig, eot_samples: int = 1) -> dict:
-    """Gradient evaluations (per scan, counting every EOT draw) and forward queries one attack spends per scan."""
-    grads = {"FGSM": 1, "PGD": suite.pgd_steps * max(1, suite.pgd_restarts),
-             "APGD-CE": suite.apgd_steps * max(1, suite.apgd_restarts),
-             "APGD-DLR": suite.apgd_steps * max(1, suite.apgd_restarts), "PGD-margin": suite.pgd_steps,
-             "Square": 0}[attack]
-    return {"gradients": grads * eot_samples, "queries": suite.square_queries if attack == "Square" else 0}
-
-
-def _craft(attack, clf, xs, ys, eps, norm, suite, seed, answer, score=None):
-    """One suite attack on scans ``xs``: ``(x_adv, loss or None, answer or None)``. PGD with several restarts
-    keeps per scan the highest-loss one (``score``) unless another fools the scan (``answer``); without ``score``
-    (scans shared through a :class:`CraftCache`) it must have at most one restart, nothing to select."""
-    from .attacks import fgsm
-
-    if attack == "FGSM" and norm == "inf":
-        return fgsm(clf("cross_entropy"), xs, ys, eps, batch_size=suite.batch_size, progress=False).x_adv, None, None
-    if attack in ("FGSM", "PGD", "PGD-margin"):  # L2 FGSM: one PGD step from the scan
-        restarts = suite.pgd_restarts if attack == "PGD" else 0
-        if score is None and restarts > 1:
-            raise ValueError("PGD with several restarts picks one per scan by the target's loss and answer.")
-        xa, la, _, pa = _pgd_best(
-            clf("cross_entropy" if attack != "PGD-margin" else "margin"), xs, ys, eps, norm=norm,
-            steps=1 if attack == "FGSM" else suite.pgd_steps, restarts=restarts, seed=seed,
-            batch_size=suite.batch_size, score=score or (lambda xa: np.zeros(len(xa))),
-            answer=answer if score is not None else None)
-        return xa, (la if score is not None else None), (pa if score is not None else None)
-    if attack.startswith("APGD"):
-        return _apgd(clf("cross_entropy"), xs, ys, eps, norm=norm,
-                     loss_type="cross_entropy" if attack == "APGD-CE" else "difference_logits_ratio",
-                     steps=suite.apgd_steps, restarts=suite.apgd_restarts, seed=seed,
-                     batch_size=suite.batch_size), None, None
-    return _square(clf("scores"), xs, ys, eps, norm=norm, queries=suite.square_queries, seed=seed,
-                   batch_size=suite.batch_size), None, None
-
-
 def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, scan_ids=None, patients=None,
              seed: int = 0, skip_fooled: bool = True, progress: bool = True,
              cache: CraftCache | None = None) -> Evaluation:
@@ -425,8 +345,8 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         cache.bind(target, x)
     n, grid = len(y), threat.eps
     for a in suite.attacks:
-        if a not in SUITE_ATTACKS:
-            raise ValueError(f"Unknown attack {a!r} in the suite; use some of {SUITE_ATTACKS}.")
+        if a not in registry.suite_names():
+            raise ValueError(f"Unknown attack {a!r} in the suite; use some of {registry.suite_names()}.")
     if threat.norm == "inf":
         for e in grid:
             check_eps(e)
@@ -436,8 +356,8 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         raise ValueError(f"`scan_ids` ({len(scan_ids)}) and `patients` ({len(patients)}) need one entry per scan "
                          f"({n}).")
     attacks = list(suite.attacks)
-    if target.randomized:  # ART's APGD builds its own classifier and would drop the EOT; margin PGD keeps it
-        attacks = list(dict.fromkeys("PGD-margin" if a.startswith("APGD") else a for a in attacks))
+    if target.randomized:  # e.g. ART's APGD builds its own classifier and would drop the EOT; margin PGD keeps it
+        attacks = list(dict.fromkeys(registry.get(a).randomized or a for a in attacks))
 
     t0 = time.perf_counter()
     clean_pred = np.asarray(target.answer(x))
@@ -485,7 +405,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             else:
                 alive = cur_robust if skip_fooled else correct
             idx = np.flatnonzero(alive)
-            per_scan = attack_cost(attack, suite, target.eot_samples)
+            per_scan = registry.cost(attack, suite, target.eot_samples)
             baseline["gradients"] += per_scan["gradients"] * int(correct.sum())
             baseline["queries"] += per_scan["queries"] * int(correct.sum())
             if not len(idx):
@@ -501,15 +421,16 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
                        suite.apgd_steps, suite.apgd_restarts, suite.square_queries, suite.batch_size)
                 store, todo = cache.lookup(key, idx)
                 if len(todo):
-                    made = _craft(attack, clf, x[todo], y[todo], eps, threat.norm, suite, seed_i, target.answer)[0]
+                    made = registry.get(attack).craft(clf, x[todo], y[todo], eps, norm=threat.norm, suite=suite,
+                                                      seed=seed_i, answer=target.answer)[0]
                     store.update({int(j): made[k] for k, j in enumerate(todo)})
                 xa = np.stack([store[int(j)] for j in idx])
                 la, pa = score(xa, idx), None
             else:
                 if cache is not None:
                     cache.unshared += len(idx)
-                xa, la, pa = _craft(attack, clf, xs, ys, eps, threat.norm, suite, seed_i, target.answer,
-                                    score=lambda xa: score(xa, idx))
+                xa, la, pa = registry.get(attack).craft(clf, xs, ys, eps, norm=threat.norm, suite=suite, seed=seed_i,
+                                                        answer=target.answer, score=lambda xa: score(xa, idx))
                 la = score(xa, idx) if la is None else la
             pa = np.asarray(target.answer(xa)) if pa is None else pa
             seconds[attack] += time.perf_counter() - t_attack

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import CLASSES
+from .labels import CLASSES
 from .plotting import PAGE_HEIGHT, TWO_COLUMNS
 from .threat import eps_label, to_255, to_unit
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import CLASSES, ExtractionConfig, TrainConfig
+from .config import ExtractionConfig, TrainConfig
+from .labels import CLASSES
 from .estimators import ANSWERS, quiet_retracing, thief_classifier_class, victim_api
 
 # ART's model-extraction demo on MNIST (victim accuracy 0.959), stolen accuracy at these query budgets with

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import CLASSES, URGENT_CLASSES
+from .labels import CLASSES, URGENT_CLASSES
 
 URGENT = np.array([CLASSES.index(c) for c in URGENT_CLASSES])
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from .config import CLASSES, TrainConfig
+from .config import TrainConfig
+from .labels import CLASSES
 
 
 @keras.saving.register_keras_serializable(package="octlib")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CLASSES, figures_dir
+from .config import figures_dir
+from .labels import CLASSES
 from .threat import to_255
 
 DPI = 300

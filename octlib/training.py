@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from .config import CLASSES, TrainConfig
+from .config import TrainConfig
+from .labels import CLASSES
 from .threat import to_unit
 
 

@@ -4,7 +4,7 @@ threat model, Carlini checks, records, paired statistics and the comparison buil
 import numpy as np
 import pytest
 
-from octlib import checks, compare, evaluation, records, stats
+from octlib import checks, compare, evaluation, records, registry, stats
 from octlib.config import SuiteConfig
 from octlib.results import ResultsError
 from octlib.threat import ThreatModel, eps_label, to_255, to_unit
@@ -126,7 +126,7 @@ def test_pgd_keeps_the_highest_loss_restart_per_scan_unless_another_one_fools_it
     def score(xa):
         return np.array([table[round(float(v), 1)][i] for i, v in enumerate(xa[:, 0, 0, 0])])
 
-    x_best, loss, fooled, pred = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
+    x_best, loss, fooled, pred = registry.pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
                                                       restarts=3, seed=0, batch_size=8, score=score)
     assert len(set(calls)) == 3  # each restart its own seed
     np.testing.assert_allclose(loss, [3.0, 5.0, 9.0])
@@ -138,7 +138,7 @@ def test_pgd_keeps_the_highest_loss_restart_per_scan_unless_another_one_fools_it
     def answer(xa):
         return np.array([1 if (restart(xa) == 0.1 and i == 2) else 0 for i in range(len(xa))])
 
-    x_best, loss, fooled, pred = evaluation._pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
+    x_best, loss, fooled, pred = registry.pgd_best(None, x, np.zeros(3, int), 0.1, norm="inf", steps=1,
                                                       restarts=3, seed=0, batch_size=8, score=score, answer=answer)
     assert fooled.tolist() == [False, False, True] and pred.tolist() == [0, 0, 1]
     np.testing.assert_allclose(x_best[:, 0, 0, 0], [0.2, 0.1, 0.1])

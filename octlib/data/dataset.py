@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..config import CLASSES
+from ..labels import CLASSES
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..config import CLASSES
+from ..labels import CLASSES
 from . import cache as _cache
 from .dataset import OCTDataset
 from .errors import OCTDataError, list_files

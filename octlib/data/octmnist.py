@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CLASSES, DATA_ENV, data_dir
+from ..config import DATA_ENV, data_dir
+from ..labels import CLASSES
 from ..digests import file_digest
 from .dataset import OCTDataset
 from .errors import OCTDataError

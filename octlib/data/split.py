@@ -19,7 +19,7 @@ from itertools import combinations
 
 import numpy as np
 
-from ..config import CLASSES
+from ..labels import CLASSES
 from .dataset import OCTDataset
 from .errors import OCTDataError, PatientLeakageError
 
