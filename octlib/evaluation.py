@@ -55,8 +55,8 @@ class Target:
 
     Attributes:
         name: the row name in tables (e.g. ``undefended``, ``label-only``, ``inference noise σ=0.12``).
-        kind: ``none``, ``output`` (post-processor), ``training`` (a retrained model), ``randomized``
-            (inference-time noise) or ``smoothing``.
+        kind: ``none``, ``output`` (post-processor), ``input`` (a transform before the model, :func:`input_target`),
+            ``training`` (a retrained model), ``randomized`` (inference-time noise) or ``smoothing``.
         model: the Keras logits model the attacks differentiate (float32; see :func:`octlib.models.float32_model`).
         answer: scans -> the class the defence answers (default: argmax of the model's logits).
         scores: scans -> logits or log-probabilities whose cross-entropy is the loss under attack (default: the
@@ -87,7 +87,7 @@ class Target:
         from .metrics import predict_logits
         from .models import float32_model
 
-        kinds = ("none", "output", "training", "randomized", "smoothing")
+        kinds = ("none", "output", "input", "training", "randomized", "smoothing")
         if self.kind not in kinds:
             raise ValueError(f"Target {self.name!r}: `kind` must be one of {kinds}, got {self.kind!r}.")
         if self.crafting is None and self.crafting_source is None:
@@ -132,6 +132,24 @@ def api_target(name: str, model, api, *, answer_draws: int = 100, seed: int = 0,
                   votes=lambda x: api_expected_votes(api, predict_logits(model, x), answer_draws, seed=seed),
                   settings={**settings, "randomized_answer": True, "answer": "majority over fixed draws",
                             "answer_draws": answer_draws, "answer_seed": seed})
+
+
+def input_target(name: str, model, preprocessor, **settings) -> Target:
+    """An input-transform defence: the model answers ``preprocessor(x)`` (an ART pre-processor such as
+    ``JpegCompression``, ``FeatureSqueezing`` or ``SpatialSmoothing``), and every attack crafts through the
+    transform with BPDA (ART passes the gradient through a non-differentiable pre-processor unchanged: Athalye et
+    al. 2018), so the transform cannot hide the gradient. Its loss is the cross-entropy of the model's logits on
+    the transformed scan."""
+    from .estimators import art_classifier
+    from .metrics import predict_logits
+
+    def transformed(x):
+        return np.asarray(preprocessor(np.asarray(x, dtype=np.float32))[0], dtype=np.float32)
+
+    return Target(name, "input", model, scores=lambda x: predict_logits(model, transformed(x)),
+                  crafting=lambda loss: art_classifier(model, loss="cross_entropy" if loss == "scores" else loss,
+                                                       preprocessors=[preprocessor]),
+                  settings={"transform": type(preprocessor).__name__, **settings})
 
 
 def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int, *, seed: int = 0,

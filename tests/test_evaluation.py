@@ -145,6 +145,23 @@ def test_pgd_keeps_the_highest_loss_restart_per_scan_unless_another_one_fools_it
     np.testing.assert_allclose(loss, [3.0, 5.0, 9.0])  # the loss reported is still the highest found
 
 
+def test_input_transform_is_attacked_through_the_transform_with_bpda(scans, result):
+    from art.defences.preprocessor import FeatureSqueezing
+
+    x, y = scans
+    squeeze = FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=1)  # every pixel to 0 or 1: no gradient at all
+    target = evaluation.input_target("1-bit squeezing", linear_model(), squeeze)
+    assert target.kind == "input" and target.settings["transform"] == "FeatureSqueezing"
+    assert target.crafting("cross_entropy").preprocessing_defences == [squeeze]  # BPDA: crafted through it
+    np.testing.assert_allclose(target.scores(x[:1])[0, 0], 1.0, atol=1e-6)  # mean of the squeezed scan (0.51 -> 1)
+    ev = evaluation.evaluate(target, x, y, SUITE.threat(), SUITE, scan_ids=[f"s{i}" for i in range(5)],
+                             patients=[0, 0, 1, 2, 3], progress=False)
+    # uniform scans and a model that thresholds the mean at 0.5, where 1-bit squeezing thresholds each pixel: the
+    # squeezed model answers what the plain one does, and BPDA finds the same adversarial scans (a transform that
+    # hid the gradient from a non-adaptive attack would leave more scans robust)
+    np.testing.assert_array_equal(ev.robust, result.robust)
+
+
 def test_output_defence_is_crafted_on_logits_and_scored_through_its_answers(scans, result):
     x, y = scans
     model = linear_model()
@@ -629,3 +646,22 @@ def test_records_store_repeated_per_scan_columns_once_and_read_them_back(tmp_pat
     path.write_text(json.dumps(broken))
     with pytest.raises(ResultsError, match="shared column 99.*re-run"):
         records.read_records(tmp_path)
+
+
+def test_the_attack_registry_is_what_the_suite_accepts():
+    assert registry.suite_names() == ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin", "Square")
+    assert evaluation.OWN_CURVE == ("FGSM", "PGD")
+    suite = SuiteConfig(pgd_steps=7, pgd_restarts=3, apgd_steps=4, apgd_restarts=2, square_queries=50)
+    assert registry.cost("PGD", suite, eot_samples=2) == {"gradients": 42, "queries": 0}
+    assert registry.cost("Square", suite) == {"gradients": 0, "queries": 50}
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register(registry.Attack("FGSM", lambda *a, **k: None))
+    minimal = registry.register(registry.Attack("minimal-example", lambda *a, **k: None, bounded=False))
+    try:
+        assert "minimal-example" not in registry.suite_names()  # no ε: it cannot join a suite scored per ε
+        with pytest.raises(ValueError, match="SuiteConfig"):
+            SuiteConfig(attacks=("FGSM", minimal.name))
+    finally:
+        registry.ATTACKS.pop(minimal.name)
+    with pytest.raises(ValueError, match="Unknown attack 'CW'"):
+        registry.get("CW")
