@@ -224,6 +224,48 @@ def plot_records_vs_eps(ax, rows, key: str = "robust_accuracy", *, label: str = 
     return ax
 
 
+def suite_curves(rows, *, by: str = "model", title: str = "Attack suite", styles: dict | None = None,
+                 n_in_label: bool = True, clean: tuple | None = None, vline: tuple | None = None,
+                 legend_size: int = 7):
+    """The two-panel figure of the attack suite against ε: robust accuracy with its 95% Wilson band (left) and the
+    model's highest cross-entropy with its patient-bootstrap band (right, log scale), one curve per model
+    (``by="model"``, the suite's rows of several models) or per attack of one model (``by="attack"``: FGSM's and
+    PGD's own curves beside the suite's). ``rows``: evaluation records (dicts or a DataFrame); ``styles``: curve
+    name -> line style (default solid); ``clean``: ``(accuracy, loss)`` drawn as dashed lines; ``vline``: ``(ε in
+    /255, label)``, e.g. the training ε of adversarial training. Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .labels import CLASSES
+
+    if by not in ("model", "attack"):
+        raise ValueError(f"`by` must be 'model' or 'attack', got {by!r}.")
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    if by == "model":
+        rows = [r for r in rows if r["attack"] == "suite"]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r[by], []).append(r)
+    if not groups:
+        raise ValueError("No evaluation records to draw: pass the rows of at least one model.")
+    fig, axes = plt.subplots(1, 2, figsize=figsize(2, 3))
+    for k, (name, part) in enumerate(groups.items()):
+        style = {"ls": (styles or {}).get(name, "-"), "color": f"C{k}"}
+        label = f"{name} (n = {part[0]['n']})" if n_in_label else str(name)
+        plot_records_vs_eps(axes[0], part, label=label, **style)
+        plot_records_vs_eps(axes[1], part, "attacked_loss", label=str(name), **style)
+    if clean is not None:
+        axes[0].axhline(clean[0], color="k", ls="--", lw=1, label="clean")
+        axes[1].axhline(clean[1], color="k", ls="--", lw=1, label="clean")
+    axes[0].axhline(1 / len(CLASSES), color="grey", ls=":", lw=1, label="chance")
+    if vline is not None:
+        axes[0].axvline(vline[0], color="k", ls="--", lw=1, label=vline[1])
+    axes[0].set(ylabel="robust accuracy (95% CI)", ylim=(0, 1), title=f"{title}: robust accuracy")
+    axes[1].set(ylabel="model's cross-entropy (highest found)", yscale="log", title=f"{title}: loss")
+    for ax in axes:
+        ax.legend(fontsize=legend_size)
+    return fig, axes
+
+
 def plot_rate_curve(ax, x, values, n, *, label: str = "", color=None, marker="o", **plot_kwargs):
     """A proportion over ``n`` scans against ``x`` (e.g. certified accuracy vs L2 radius), with its 95% Wilson band;
     ``n`` one count for every point or one per point (e.g. the scans in each calibration bin)."""

@@ -76,3 +76,26 @@ def test_figures_and_tables_are_named_after_their_notebook(nb):
     code = " ".join(c.source for c in book.cells if c.cell_type == "code")
     names = re.findall(r"(?:save_fig|export_table)\([^\"']*[\"'](\d\d_[A-Za-z0-9_]+)", code)
     assert all(name[:2] == path.name[:2] for name in names), (path.name, names)
+
+
+def loop_statements(source: str) -> int:
+    """``for`` and ``while`` statements in a code cell (magics ignored): logic that belongs in octlib."""
+    code = "\n".join(re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in source.splitlines())
+    return sum(isinstance(node, (ast.For, ast.While)) for node in ast.walk(ast.parse(code)))
+
+
+#: A ratchet on logic in notebooks: the loops the series holds now (96 over 23 notebooks, at most 11 in one), never
+#: more. Lower them as loops move into octlib (a helper with a unit test); raise them only with a reason.
+MAX_LOOPS_PER_NOTEBOOK, MAX_LOOPS = 11, 96
+
+
+def test_loop_statements_are_counted():
+    assert loop_statements("for i in range(2):\n    while False:\n        pass\nx = [i for i in range(3)]") == 2
+    assert loop_statements("%time y = 1\nif True:\n    !ls\n") == 0
+
+
+def test_notebooks_hold_few_loops():
+    counts = {p.name: sum(loop_statements(c.source) for c in nbformat.read(p, as_version=4).cells
+                          if c.cell_type == "code") for p in NOTEBOOKS}
+    assert max(counts.values()) <= MAX_LOOPS_PER_NOTEBOOK, counts
+    assert sum(counts.values()) <= MAX_LOOPS, (sum(counts.values()), counts)

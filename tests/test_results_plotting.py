@@ -168,6 +168,35 @@ def test_loss_curve_gets_the_patient_bootstrap_band_of_its_mean():
     plt.close(fig)
 
 
+def test_suite_curves_draw_one_curve_per_model_or_attack():
+    from octlib.plotting import suite_curves
+
+    rng = np.random.default_rng(0)
+
+    def row(model, attack, e, acc):
+        loss = rng.exponential(1.0, 20)
+        return {"model": model, "attack": attack, "eps": e / 255, "eps_255": e, "n": 20, "robust_accuracy": acc,
+                "ci_low": acc - 0.1, "ci_high": acc + 0.1, "attacked_loss": float(loss.mean()), "loss": list(loss),
+                "patients": list(range(20))}
+
+    rows = [row(m, a, e, acc) for m in ("victim", "defended") for a in ("FGSM", "suite")
+            for e, acc in ((1, 0.6), (4, 0.2))]
+    fig, axes = suite_curves(rows, vline=(4, "training ε"))
+    labels = [line.get_label() for line in axes[0].get_lines()]
+    assert labels[:2] == ["victim (n = 20)", "defended (n = 20)"] and "chance" in labels and "training ε" in labels
+    assert len(axes[1].get_lines()) == 2 and axes[1].get_yscale() == "log"
+    plt.close(fig)
+    fig, axes = suite_curves([r for r in rows if r["model"] == "victim"], by="attack", n_in_label=False,
+                             styles={"FGSM": ":"}, clean=(0.9, 0.3))
+    lines = {line.get_label(): line for line in axes[0].get_lines()}
+    assert lines["FGSM"].get_linestyle() == ":" and lines["suite"].get_linestyle() == "-" and "clean" in lines
+    plt.close(fig)
+    with pytest.raises(ValueError, match="`by`"):
+        suite_curves(rows, by="eps")
+    with pytest.raises(ValueError, match="No evaluation records"):
+        suite_curves([r for r in rows if r["attack"] == "FGSM"])
+
+
 def test_class_colours_stay_apart_for_colour_blind_readers():
     """The class colours stay distinguishable under simulated deuteranopia and protanopia (Machado et al. 2009
     matrices at full severity, applied in linear RGB): every pair differs by more than a small RGB distance."""
