@@ -653,14 +653,9 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # Quick: CI on 2 CPU cores, the whole series (21 notebooks, every model trained) within 10 minutes (measured from
-    # nothing: benchmarks/results/series-quick.json; 658 s before the changes of its note, 739 s before thieves shared
-    # one trace, 1,169 s at 64 px): 32-px inputs (side by side, the quick official-policy victim trained in 29 s
-    # instead of 78 s at 64 px and scored 0.78 instead of 0.69 on test), the victim's family at half its default
-    # width (16-64 filters: 14 s instead of 21 s for 12 epochs, test 0.76 instead of 0.78; at this size a step's
-    # cost is mostly fixed per-op overhead, so narrower buys less than the FLOPs suggest), each model trains for at
-    # most 10 epochs (retrained defences 6, fine-tuned ones 3), thieves take 48 steps for at most 40 queries, one
-    # output-noise σ, an ε grid from 1/255. Its numbers check code paths, not findings.
+    # Quick: CI on 2 CPU cores, the whole series (every model trained) within 10 minutes: 32-px inputs, the victim's
+    # family at half its width, at most 10 epochs per model, small thieves and budgets. Its numbers check code paths,
+    # not findings. What each choice was measured to cost: benchmarks/README.md.
     "quick": Profile(name="quick", image_size=32, max_per_split=3000,
                      train=TrainConfig(filters=(16, 32, 64, 64), epochs=10, early_stopping_patience=4,
                                        reduce_lr_patience=2),
@@ -675,8 +670,8 @@ PROFILES: dict[str, Profile] = {
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
                                            adv_steps=1, adv_epochs=6, retrain_epochs=6,
                                            finetune=("label_smoothing", "adversarial"), finetune_epochs=3),
-                     # quick: PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own
-                     # classifier on every call: most of the suite's time on 48 scans)
+                     # PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own classifier on
+                     # every call, which dominates a small suite)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
                                        eps_255=(1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
@@ -686,68 +681,37 @@ PROFILES: dict[str, Profile] = {
                                            uap_max_iter=3, corruption_severities=(1, 3, 5)),
                      # one variant of the release-shift study (notebook 11): its code path, not its finding
                      shift_variants=("no augmentation",)),
-    # Full: the study (the committed reference), sized for 2 CPU cores on the sample at 128 px (~0.7 GFLOP per
-    # training image); settings worth more compute on a GPU are the notebooks' papermill parameters.
+    # Full: the study (the committed reference), sized so that every notebook fits 60 minutes on 2 CPU cores on the
+    # sample at 128 px; settings worth more compute on a GPU are the notebooks' papermill parameters. The
+    # measurements behind each choice: benchmarks/README.md.
     "full": Profile(name="full", image_size=128,
-                    # cosine decay over 50 epochs from 2e-3 (benchmarks/results/victim-recipe-full.json): pooled
-                    # validation accuracy 0.970 / 0.970 / 0.967 over seeds 0-2, against 0.907 with the plateau schedule
+                    # cosine decay over 50 epochs from 2e-3: chosen on validation accuracy over three seeds
                     train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=50, batch_size=32,
                                       learning_rate=2e-3, lr_schedule="cosine"),
-                    # extraction sized for 2 CPU cores at 128 px (benchmarks/results/series-full-30-31.json): a
-                    # separable thief (0.13 s per step of 32 scans, the victim's family 0.41 s), 250 steps each
-                    # (adaptive KnockoffNets: <= 200 one-scan steps while querying, the rest on its whole set), five
-                    # budgets up to what the sample's attacker pool holds (249 scans), three seeds
+                    # a separable thief, 250 steps each, five budgets up to what the sample's attacker pool holds,
+                    # three seeds
                     extraction=ExtractionConfig(budgets=(25, 50, 100, 150, 200),
                                                 adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
                                                 alt_arch="victim", thief_steps=250, arch_seeds=(0,),
                                                 transfer_subset=100),
-                    # defences sized for 2 CPU cores from measured costs (the victim's suite on 300 scans: 31,408
-                    # input gradients, 1,014 s with two other runs on the cores; a thief: 250 steps of 0.13 s; a
-                    # 50-epoch training 866-905 s alone; each notebook's time is in its reference manifest): two
-                    # output-noise σ, HopSkipJump on 30 scans, one input-noise σ, K = 8 noisy
-                    # copies, certification with n0 = 100 and n = 500 on the randomized scans (600 forward
-                    # passes per scan and radius; n = 1,000 took notebook 44 past 60 minutes), PGD-5 adversarial
-                    # training over 20 epochs. Cohen et al.'s n = 100,000, σ = 0.5, PGD-7/10 over the victim's 50 epochs and
-                    # more EOT draws are the notebooks' parameters for a GPU. The label-smoothing victims are
-                    # fine-tuned from the study victim for 10 epochs: measured on the pooled victim (validation 0.967),
-                    # α = 0.1 reached validation 0.967 in 366 s of training with a full-profile run beside it (a
-                    # 50-epoch training from scratch: 866-905 s alone). Noise training fine-tuned the same way did not
-                    # learn its noise in 10 epochs (σ = 0.25: 0.63 validation accuracy under its noise, 0.25 clean),
-                    # so it starts from scratch. PGD-5 adversarial training is fine-tuned for 10 epochs too: 0.40
-                    # robust validation accuracy (training-time PGD-5 at 4/255), 0.81 clean, in 1,221 s of training
-                    # beside two other jobs; 20 epochs from scratch took 1,740 s of training on the earlier victim
-                    # (its accuracies come from other scans and are not compared).
-                    # One label-smoothing factor (α = 0.1) and one input-noise σ (0.12): with two of each (α = 0.3,
-                    # σ = 0.25; git show 360a912:figures/results/) the series took 34,604 s from nothing, over its
-                    # 6 hours; each extra σ is a 50-epoch training (862 s alone) and a model more for notebooks 44,
-                    # 46, 48, 50, 52 and 53, each extra α a fine-tune (387 s) and a model more for 42, 50, 52 and 53.
-                    # σ = 0.12 was kept on the earlier run's point estimates, 0.12 against 0.25: clean accuracy 0.607
-                    # against 0.353 and 0.843 against 0.743 under one draw of its noise (300 scans, notebook 48),
-                    # robust accuracy at 2/255 under EOT 0.542 against 0.375 (48 scans, notebook 44; the intervals
-                    # overlap). The two were not paired-tested against each other: a choice, not a finding. The
-                    # others are the notebooks' LABEL_SMOOTHING and SIGMAS parameters.
+                    # two output-noise σ, HopSkipJump on 30 scans, one input-noise σ (0.12) with K = 8 copies,
+                    # certification with n0 = 100 and n = 500, label smoothing and PGD-5 adversarial training
+                    # fine-tuned from the victim for 10 epochs, noise training from scratch; one α and one σ (the
+                    # notebooks' LABEL_SMOOTHING and SIGMAS parameters take more)
                     defence=DefenceConfig(noise_sigmas=(0.1, 0.3), label_smoothing=(0.1,), extraction_budgets=(200,),
                                           noise_curve_budgets=(50, 100), adaptive_budget=200, hsj_subset=30,
                                           hsj_max_iter=10, hsj_max_eval=500, hsj_init_eval=50,
                                           input_noise_sigmas=(0.12,), noise_samples=8, rs_n=500,
                                           adv_eps_255=4.0, adv_steps=5, adv_epochs=20,
                                           finetune=("label_smoothing", "adversarial"), finetune_epochs=10),
-                    # one PGD start (the suite's worst case over FGSM, PGD, APGD-DLR and Square stands in for
-                    # restarts; the default SuiteConfig has 3, the same for every model when changed here);
-                    # randomized defences: 50 scans, EOT up to 16 draws x 20 steps, Square with 200 queries of K
-                    # noisy copies each; the grid starts at 0.5/255: 0.25/255, under half a grey level, does not
-                    # survive saving the scan as 8 bits (notebook 51), and the smallest ε, where most scans survive
-                    # every attack, costs the suite most (on the previous reference victim ~10,900 of its 31,408 input gradients:
-                    # 267 of 300 scans survived FGSM at 0.25/255 and 266 PGD, each then attacked with 20 steps)
+                    # one PGD start (the suite's worst case over its attacks stands in for restarts); randomized
+                    # defences: 50 scans, EOT up to 16 draws x 20 steps, Square with 200 queries of K copies; the grid
+                    # starts at 0.5/255 (0.25/255, under half a grey level, does not survive saving a scan in 8 bits)
                     suite=SuiteConfig(eps_255=(0.5, 1, 2, 4, 8, 16, 32, 64), pgd_restarts=1, randomized_n_scans=50,
                                       randomized_square_queries=200,
                                       eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20))),
-                    # the release-shift study (notebook 11) trains one variant beside notebook 10's official-policy
-                    # victim: blur/noise augmentation, the usual answer to an acquisition shift (the other release's
-                    # 1024-px scans are resampled more and carry other speckle). Each variant is a 50-epoch training
-                    # (837-1,052 s on 2 cores; the three of an earlier run took 2,784 s, more than the 6-hour series
-                    # affords: git show 360a912:figures/results/11_release_shift.json); the other two ("no per-image
-                    # norm", "no augmentation") are notebook 11's VARIANTS parameter
+                    # one release-shift variant, blur/noise augmentation (the usual answer to an acquisition shift);
+                    # the others are notebook 11's VARIANTS parameter
                     shift_variants=("+ blur/noise augmentation",)),
 }
 
