@@ -1,7 +1,8 @@
 """Command line: ``python -m octlib run`` executes the notebook series; ``python -m octlib report`` builds one HTML
 report from a run's results and figures; ``python -m octlib adopt-victim`` stamps the cached victim's weights digest
 into older results it reproduces; ``python -m octlib data`` summarises data; ``python -m octlib models export`` and
-``import`` move trained models between machines with their SHA-256.
+``import`` move trained models between machines with their SHA-256; ``python -m octlib colab --repo owner/name``
+points the Colab badges and install cells at a fork.
 
 A bad setting or bad data (a missing folder, an unknown profile, a results file from another study ...) is printed
 as its message, without a Python traceback, and the command exits with code 2; ``--debug`` shows the traceback.
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     imp = msub.add_parser("import", help="check a bundle and install its models into the model store")
     imp.add_argument("source", help="the bundle: a path or an http(s):// URL")
     imp.add_argument("--sha256", help="the bundle's published SHA-256 (required for a URL)")
+    colab = sub.add_parser("colab", help="point pyproject.toml, every Colab badge and every install cell at another "
+                                         "GitHub repository (a fork)")
+    colab.add_argument("--repo", required=True, help="owner/name on GitHub")
     info = sub.add_parser("data", help="load the data, split it by patient and print the summary")
     info.add_argument("--profile", choices=["quick", "full"])
     info.add_argument("--data")
@@ -119,6 +123,13 @@ def _dispatch(args) -> int:
         updated = adopt_victim_weights(victim, scans.x, scans.ids, results_dir=results)
         print(f"{victim.path.name} (weights {victim.sidecar['weights_sha256'][:12]}) reproduces the recorded answers "
               f"and losses; stamped {len(updated)} results in {results}: {', '.join(updated) or 'none needed'}")
+        return 0
+    if args.command == "colab":
+        from .colab import set_repository
+
+        changed = set_repository(args.repo)
+        print(f"{len(changed)} files now point at github.com/{args.repo}" if changed else
+              f"everything already points at github.com/{args.repo}")
         return 0
     if args.command == "models":
         from .artifacts import artifacts_dir, export_models, import_models

@@ -100,7 +100,9 @@ def collect(figures: Path | None = None, *, results: Path | None = None, noteboo
                      "cores": (m.get("hardware") or {}).get("cpu_count"),
                      "gpus": ", ".join((m.get("hardware") or {}).get("gpus") or []) or "none"})
     hardware = next(iter(manifests.values()), {}).get("hardware", {}) if manifests else {}
-    data = next(iter(manifests.values()), {}).get("data", {}) if manifests else {}
+    data = dict(next(iter(manifests.values()), {}).get("data", {}) if manifests else {})
+    # the data by its name and fingerprint: a folder's path is the machine's that ran it, not the reader's
+    data["name"] = _shown_path(data.get("spec") or data.get("path"))
     victims = sorted({v for v in (compare._victim(r) for r in study.values()) if v})
 
     frame = records.read_records(results) if study else pd.DataFrame()
@@ -143,7 +145,7 @@ def collect(figures: Path | None = None, *, results: Path | None = None, noteboo
     return {
         "title": "OCT adversarial-robustness study: report",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "figures_dir": str(figures), "eps_255": eps_255, "eps": to_unit(eps_255),
+        "figures_dir": _shown_path(figures), "eps_255": eps_255, "eps": to_unit(eps_255),
         "profiles": compare.profiles(study) if study else "none", "victims": victims, "data": data,
         "hardware": hardware, "runs": runs, "total_seconds": total,
         "missing": missing, "headline": headline, "tests": tests, "reading_html": _md(reading),
@@ -185,6 +187,21 @@ def print_pdf(html: Path, pdf: Path, *, timeout: float = 180) -> Path:
     if not Path(pdf).is_file():
         raise RuntimeError(f"Chromium did not write {pdf}.")
     return Path(pdf)
+
+
+def _shown_path(path) -> str:
+    """A path as the report shows it: relative to the project when inside it, else its last folder's name (an
+    absolute path names the machine that built the report, not anything a reader has); a spec such as
+    ``octmnist-64`` as it is."""
+    if not path:
+        return "?"
+    p = Path(str(path))
+    if not p.is_absolute():
+        return str(p)
+    try:
+        return str(p.resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return p.name
 
 
 def build_report(out: Path | str | None = None, *, figures: Path | str | None = None, results=None, notebooks=None,

@@ -49,6 +49,10 @@ def test_report_from_the_committed_reference_lists_what_is_missing(tmp_path):
     for book in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert f'id="{book.stem}"' in html, book.name  # a section per notebook
     assert "src=\"http" not in html and "href=\"http" not in html.split("<nav>")[0]  # self-contained
+    # data by name and fingerprint, folders relative to the project: no path of the machine that built it
+    assert "<td>data</td><td>oct2017-sample (" in html and "from <code>figures</code>" in html
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)  # the embedded figures' bytes are not text
+    assert not re.search(r"(?<![\w.])/(work|tmp|root|home|Users)/", text)
 
 
 def test_report_of_an_empty_run_says_so(tmp_path):

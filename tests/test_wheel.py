@@ -77,6 +77,16 @@ def test_install_cell_installs_the_wheel_and_notebooks_00_and_20_run_outside_the
     shown = _run([python, "-m", "pip", "show", "-f", "octlib"], cwd=work, env=env).stdout
     assert f"Location: {site}" in shown and "Editable project location" not in shown
 
+    # the other path: no public repository, the wheel uploaded to the session (Colab's working folder); the cell
+    # runs unchanged, and with no network (PIP_NO_INDEX, no git server) only the uploaded wheel can install it
+    _run([python, "-m", "pip", "uninstall", "-y", "-q", "octlib"], cwd=work, env=env)
+    shutil.copy(wheel, work)
+    unchanged = runner.replace(repr(cell), repr(install))
+    _run([python, "-c", unchanged], cwd=work, env=env, timeout=600)
+    (work / wheel.name).unlink()
+    shown = _run([python, "-m", "pip", "show", "-f", "octlib"], cwd=work, env=env).stdout
+    assert f"Location: {site}" in shown and "Editable project location" not in shown
+
     where = _run([python, "-c", "import octlib, octlib.config as c; print(octlib.__file__); "
                   "print(c.project_root())"], cwd=work, env=env).stdout.split()
     assert Path(where[0]).is_relative_to(site) and Path(where[1]) == work.resolve()
