@@ -232,14 +232,23 @@ def _at_eps(frame, eps_255: float, norm: str = "inf", attack: str = "suite"):
     return sel
 
 
-def _paired(a_row, b_row) -> dict:
-    """McNemar on the robust outcomes of two rows, matched by scan ID (scans in only one row are dropped)."""
+def _outcomes(row, key: str) -> list:
+    """Per-scan outcomes of a record: ``robust`` (no attack fooled the scan) or ``clean`` (answered right clean)."""
+    if key == "clean":
+        return [int(p == t) for p, t in zip(row["clean_pred"], row["y"])]
+    return row[key]
+
+
+def _paired(a_row, b_row, key: str = "robust") -> dict:
+    """McNemar on the per-scan outcomes (``key``: ``robust`` or ``clean``) of two rows, matched by scan ID (scans
+    in only one row are dropped)."""
     from .stats import mcnemar
 
     b_index = {s: i for i, s in enumerate(b_row["scan_ids"])}
     common = [(i, b_index[s]) for i, s in enumerate(a_row["scan_ids"]) if s in b_index]
-    a = np.array([a_row["robust"][i] for i, _ in common], dtype=bool)
-    b = np.array([b_row["robust"][j] for _, j in common], dtype=bool)
+    a_out, b_out = _outcomes(a_row, key), _outcomes(b_row, key)
+    a = np.array([a_out[i] for i, _ in common], dtype=bool)
+    b = np.array([b_out[j] for _, j in common], dtype=bool)
     return {**mcnemar(a, b), "mean_a": float(a.mean()) if len(a) else float("nan"),
             "mean_b": float(b.mean()) if len(b) else float("nan")}
 
@@ -264,7 +273,8 @@ def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed
     suite), its Wilson interval and patient-clustered bootstrap interval, ``clean acc`` (same scans),
     ``accuracy drop``, ``clean loss``, ``attacked loss`` and ``loss increase`` (the model's own cross-entropy),
     and against ``reference``: the robust-accuracy difference, the discordant scans and the exact McNemar
-    p-value (``p vs undefended``)."""
+    p-value (``p vs undefended``), and the same test of clean accuracy (``p clean vs undefended``: what the defence
+    costs on clean scans). ``tier``: :func:`tiers`, models no paired test separates share one."""
     import pandas as pd
 
     from .stats import cluster_bootstrap
@@ -277,6 +287,7 @@ def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed
         boot = cluster_bootstrap(np.asarray(r["robust"], dtype=float), np.asarray(r["patients"]), seed=seed,
                                  n_boot=n_boot)
         test = _paired(r, ref) if ref is not None and r["model"] != reference else None
+        clean = _paired(r, ref, "clean") if ref is not None and r["model"] != reference else None
         out.append({"model": r["model"], "kind": r["kind"], "n": r["n"], "robust acc": r["robust_accuracy"],
                     "robust 95% CI": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
                     "robust bootstrap CI (patients)": f"{boot['ci_low']:.3f}–{boot['ci_high']:.3f}",
@@ -287,14 +298,39 @@ def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed
                     "discordant (defence only / reference only)": None if test is None
                     else f"{test['a_only']} / {test['b_only']}",
                     f"p vs {reference}": None if test is None else test["p_value"],
+                    "clean discordant (defence only / reference only)": None if clean is None
+                    else f"{clean['a_only']} / {clean['b_only']}",
+                    f"p clean vs {reference}": None if clean is None else clean["p_value"],
                     "attacks": ", ".join(r["attacks"]), "notebook": r["notebook"]})
     table = pd.DataFrame(out)
-    return table.sort_values(["robust acc", "clean acc"], ascending=False, kind="stable").reset_index(drop=True) \
-        if len(table) else table
+    if not len(table):
+        return table
+    table = table.sort_values(["robust acc", "clean acc"], ascending=False, kind="stable").reset_index(drop=True)
+    tier = tiers(frame, eps_255)
+    table.insert(1, "tier", [tier.get(m) for m in table["model"]])
+    return table
 
 
-NARROW = ("model", "n", "robust acc", "robust 95% CI", "clean acc", "accuracy drop", "loss increase",
-          "p vs undefended")
+def tiers(frame, eps_255: float, *, alpha: float | None = None) -> dict:
+    """Rank tiers at ``eps_255``: models in robust-accuracy order; a model joins the tier of the model above it
+    unless an exact McNemar test on their paired scans separates it from the tier's first (most robust) model
+    (p < ``alpha``, default :data:`ALPHA`), in which case it opens the next tier. So two models share a tier when
+    no paired test on these scans tells them apart from the tier's head; a difference between tiers is supported
+    by a test, one within a tier is not. (Tests are not corrected for their number.) Returns ``{model: tier}``,
+    tier 1 the most robust."""
+    alpha = ALPHA if alpha is None else alpha
+    rows = _at_eps(frame, eps_255).sort_values(["robust_accuracy", "clean_accuracy"], ascending=False,
+                                               kind="stable")
+    out, head, tier = {}, None, 0
+    for _, r in rows.iterrows():
+        if head is None or _paired(r, head)["p_value"] < alpha:
+            head, tier = r, tier + 1
+        out[r["model"]] = tier
+    return out
+
+
+NARROW = ("model", "tier", "n", "robust acc", "robust 95% CI", "clean acc", "p clean vs undefended",
+          "accuracy drop", "loss increase", "p vs undefended")
 
 
 def narrow(table):

@@ -376,6 +376,21 @@ def test_mcnemar_and_patient_bootstrap():
     assert p["value"] == 0.5 and p["ci_low"] < 0.5 < p["ci_high"] and "boot_low" in p
 
 
+def test_clean_cost_is_paired_tested_against_the_undefended_victim():
+    n = 60
+    robust = np.zeros(n, bool)
+    costly = np.ones(n, bool)
+    costly[:20] = False  # 20 scans the defence gets wrong clean that the victim gets right
+    frame = _frame(_rows("undefended", robust, kind="none") + _rows("costly", robust, clean_correct=costly)
+                   + _rows("free", robust))
+    table = compare.headline_table(frame, 2).set_index("model")
+    assert table.loc["costly", "clean discordant (defence only / reference only)"] == "0 / 20"
+    assert table.loc["costly", "p clean vs undefended"] < 1e-5 and table.loc["free", "p clean vs undefended"] == 1.0
+    assert np.isnan(table.loc["undefended", "p clean vs undefended"]) or table.loc["undefended",
+                                                                                 "p clean vs undefended"] is None
+    assert set(compare.tiers(frame, 2).values()) == {1}  # nothing separates their robust outcomes
+
+
 def _rows(model, robust, clean_correct=None, kind="training", eps_255=2):
     n = len(robust)
     threat = ThreatModel("inf", eps_255=(eps_255,))
@@ -396,12 +411,14 @@ def test_headline_table_puts_robust_accuracy_first_and_tests_on_paired_scans():
     close[6:8] = True  # 2 scans more: not supported
     frame = _frame(_rows("undefended", base, kind="none") + _rows("adv", strong) + _rows("close", close))
     table = compare.headline_table(frame, 2)
-    assert list(table["model"]) == ["adv", "close", "undefended"] and list(table.columns[:4]) == [
-        "model", "kind", "n", "robust acc"]
+    assert list(table["model"]) == ["adv", "close", "undefended"] and list(table.columns[:5]) == [
+        "model", "tier", "kind", "n", "robust acc"]
+    # tiers: adv is separated from close (22 discordant scans), close is not from undefended (2)
+    assert list(table["tier"]) == [1, 2, 2] and compare.tiers(frame, 2) == {"adv": 1, "close": 2, "undefended": 2}
     adv = table.set_index("model").loc["adv"]
     assert adv["robust acc"] == 0.5 and adv["discordant (defence only / reference only)"] == "24 / 0"
     assert adv["p vs undefended"] < 1e-6 and table.set_index("model").loc["close", "p vs undefended"] == 0.5
-    assert len(compare.narrow(table).columns) <= 8
+    assert len(compare.narrow(table).columns) <= 10  # with the tier and the clean-cost test
     text = compare.reading(frame, 2)
     assert "**adv** is more robust" in text and "No supported difference from the undefended victim" in text
     assert "**close**" not in text and "close (0.133, p = 0.5)" in text
