@@ -146,6 +146,34 @@ def _apgd(loss_type: str):
     return craft
 
 
+def _apgd_targeted(clf, xs, ys, eps, *, norm, suite, seed, answer=None, score=None):
+    """APGD-T: ART's targeted ``AutoProjectedGradientDescent`` with its DLR loss towards each other class in turn
+    (in ART 1.20.1 the targeted DLR is the untargeted DLR ascended in reverse towards the target, not Croce & Hein's
+    targeted DLR). Per scan the first example the defence answers wrongly (``answer``) is kept; a scan no target
+    fools keeps the last target's example."""
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    classifier = clf("cross_entropy")
+    n_classes = int(classifier.nb_classes)
+    ys = np.asarray(ys)
+    best, done = np.array(xs, dtype=np.float32, copy=True), np.zeros(len(ys), dtype=bool)
+    for k in range(1, n_classes):
+        todo = np.flatnonzero(~done)
+        if not len(todo):
+            break
+        np.random.seed(seed + k)
+        attack = AutoProjectedGradientDescent(
+            classifier, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=2 * eps, max_iter=suite.apgd_steps,
+            targeted=True, nb_random_init=max(1, suite.apgd_restarts), batch_size=suite.batch_size,
+            loss_type="difference_logits_ratio", verbose=False)
+        targets = np.eye(n_classes, dtype=np.float32)[(ys[todo] + k) % n_classes]
+        xa = attack.generate(xs[todo], targets).astype(np.float32)
+        best[todo] = xa
+        if answer is not None:
+            done[todo] = np.asarray(answer(xa)) != ys[todo]
+    return best, None, None
+
+
 def _square(clf, xs, ys, eps, *, norm, suite, seed, answer=None, score=None):
     from art.attacks.evasion import SquareAttack
 
@@ -165,6 +193,9 @@ register(Attack("APGD-CE", _apgd("cross_entropy"), gradients=lambda s: s.apgd_st
 register(Attack("APGD-DLR", _apgd("difference_logits_ratio"),
                 gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts), randomized="PGD-margin",
                 paper="Croce & Hein 2020, arXiv:2003.01690 (ART's AutoProjectedGradientDescent, DLR loss)"))
+register(Attack("APGD-T", _apgd_targeted,
+                gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts) * (len(CLASSES) - 1), randomized="PGD-margin",
+                paper="Croce & Hein 2020, arXiv:2003.01690 (APGD-T; ART's targeted AutoProjectedGradientDescent)"))
 register(Attack("PGD-margin", _pgd_family("margin", lambda s: 0, lambda s: s.pgd_steps), gradients=lambda s: s.pgd_steps,
                 paper="Carlini & Wagner 2017, arXiv:1608.04644 (margin loss), with PGD"))
 register(Attack("Square", _square, queries=lambda s: s.square_queries,

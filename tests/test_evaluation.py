@@ -1,6 +1,8 @@
 """The attack suite on a linear model whose answer under attack is known exactly, and the pieces around it:
 threat model, Carlini checks, records, paired statistics and the comparison built from them."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -666,7 +668,7 @@ def test_records_store_repeated_per_scan_columns_once_and_read_them_back(tmp_pat
 
 
 def test_the_attack_registry_is_what_the_suite_accepts():
-    assert registry.suite_names() == ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "PGD-margin", "Square")
+    assert registry.suite_names() == ("FGSM", "PGD", "APGD-CE", "APGD-DLR", "APGD-T", "PGD-margin", "Square")
     assert evaluation.OWN_CURVE == ("FGSM", "PGD")
     suite = SuiteConfig(pgd_steps=7, pgd_restarts=3, apgd_steps=4, apgd_restarts=2, square_queries=50)
     assert registry.cost("PGD", suite, eot_samples=2) == {"gradients": 42, "queries": 0}
@@ -682,3 +684,17 @@ def test_the_attack_registry_is_what_the_suite_accepts():
         registry.ATTACKS.pop(minimal.name)
     with pytest.raises(ValueError, match="Unknown attack 'CW'"):
         registry.get("CW")
+
+
+def test_apgd_targeted_tries_every_other_class_and_keeps_what_fools(scans):
+    x, y = scans
+    suite = replace(SUITE, attacks=("APGD-T",), apgd_steps=5)
+    target = evaluation.model_target("linear", linear_model(), kind="none")
+    ev = evaluation.evaluate(target, x, y, suite.threat(), suite, progress=False)
+    assert ev.settings["attacks"] == ["APGD-T"]
+    # the linear model answers 0 or 1 (2 and 3 sit at -100): at the largest ε the scans near 0.5 move to class 1
+    assert ev.robust[-1].sum() <= ev.robust[0].sum() and not ev.robust[-1][:2].any()
+    assert registry.cost("APGD-T", suite) == {"gradients": 5 * max(1, suite.apgd_restarts) * 3, "queries": 0}
+    noisy = evaluation.noise_target("noisy", linear_model(), 0.01, 2, 2, answer_draws=10)
+    rand = evaluation.evaluate(noisy, x[:4], y[:4], suite.threat(), suite, progress=False)
+    assert rand.settings["attacks"] == ["PGD-margin"]  # ART's APGD would drop the EOT
