@@ -27,6 +27,21 @@ def reaches_zero(values, *, what: str = "robust accuracy", tolerance: float = 0.
         f"suspected gradient masking: {what} is {v[-1]:.3f} at the largest ε (should reach 0)"]
 
 
+def surviving_at_large_eps(suite_rows, *, from_255: float = 16.0) -> list[str]:
+    """At every ε of at least ``from_255``/255 an attack that works fools every scan; the scans still robust there
+    are listed by ID (suspected gradient masking, or a grid that stops too early), not only at the largest ε.
+    ``suite_rows``: one model's suite records (dicts or pandas rows) with per-scan ``robust`` and ``scan_ids``."""
+    out = []
+    for r in sorted(suite_rows, key=lambda r: r["eps"]):
+        if r.get("eps_255") is None or float(r["eps_255"]) < from_255:
+            continue
+        alive = [s for s, k in zip(r["scan_ids"], r["robust"]) if k]
+        if alive:
+            out.append(f"suspected gradient masking: {len(alive)} scans robust at {r['eps_label']}: "
+                       f"{', '.join(map(str, alive[:5]))}{' ...' if len(alive) > 5 else ''}")
+    return out
+
+
 def iterative_beats_single_step(iterative, single_step, *, tolerance: float = 0.0) -> list[str]:
     """An iterative attack (PGD) must fool at least as many scans as a single-step one (FGSM) at every ε."""
     it, ss = np.asarray(iterative, dtype=float), np.asarray(single_step, dtype=float)
@@ -131,6 +146,8 @@ def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tole
     if len(suite):
         failed += non_increasing(suite["robust_accuracy"])
         masking += reaches_zero(suite["robust_accuracy"], tolerance=masking_tolerance)
+        if "robust" in suite.columns and "scan_ids" in suite.columns:
+            masking += surviving_at_large_eps([r for _, r in suite.iterrows()])
         for fb in suite.get("fooled_by", []):
             masking += blackbox_finds_little(fb)
     pgd, fgsm = rows[rows["attack"] == "PGD"].sort_values("eps"), rows[rows["attack"] == "FGSM"].sort_values("eps")

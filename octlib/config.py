@@ -249,6 +249,9 @@ class SuiteConfig:
             ``draws`` times more per gradient.
         randomized_square_queries: Square queries per scan against a randomized defence (``None``:
             ``square_queries``); each query there costs the defence's K noisy forward passes.
+        sweep_settings, sweep_attacks: the convergence sweep (:func:`octlib.evaluation.attack_sweep`) on the scans
+            the suite leaves standing at the headline ε: ``(steps, restarts)`` pairs, growing, applied to these
+            attacks until two consecutive growths fool at most ``eot_tolerance`` more scans.
         answer_draws: draws of a randomized answer (inference noise, output noise) whose majority scores each scan
             (>= 100: the answer in expectation; the draws are fixed, so it is a function of the scan); each costs
             K forward passes for inference noise.
@@ -275,6 +278,8 @@ class SuiteConfig:
     randomized_n_scans: int | None = 100
     randomized_square_queries: int | None = None
     answer_draws: int = 100
+    sweep_settings: tuple[tuple[int, int], ...] = ((20, 1), (50, 1), (100, 2), (200, 5))
+    sweep_attacks: tuple[str, ...] = ("APGD-CE", "APGD-DLR", "APGD-T")
     batch_size: int = 128
     spread_seeds: tuple[int, ...] = (0, 1, 2)
     spread_eps_255: tuple[float, ...] = (1, 2)
@@ -302,6 +307,10 @@ class SuiteConfig:
                 bad.append(f"{name} (None or >= 4)")
         if not self.eot_schedule or any(len(p) != 2 or p[0] < 1 or p[1] < 1 for p in self.eot_schedule):
             bad.append("eot_schedule ((draws >= 1, steps >= 1) pairs)")
+        if not self.sweep_settings or any(len(p) != 2 or p[0] < 1 or p[1] < 0 for p in self.sweep_settings):
+            bad.append("sweep_settings ((steps >= 1, restarts >= 0) pairs)")
+        if not self.sweep_attacks or any(a not in known or a in ("FGSM", "Square") for a in self.sweep_attacks):
+            bad.append(f"sweep_attacks (iterative attacks from {known})")
         if not self.spread_seeds or len(set(self.spread_seeds)) != len(self.spread_seeds) or any(
                 int(v) != v or v < 0 for v in self.spread_seeds):
             bad.append("spread_seeds (distinct non-negative integers)")
@@ -675,7 +684,9 @@ PROFILES: dict[str, Profile] = {
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
                                        eps_255=(1, 2, 4, 8, 32), n_scans=48, pgd_steps=10, pgd_restarts=1,
                                        apgd_steps=10, square_queries=100, eot_schedule=((1, 10), (4, 10), (8, 10)),
-                                       randomized_n_scans=24, batch_size=128, spread_seeds=(0,)),
+                                       randomized_n_scans=24, batch_size=128, spread_seeds=(0,),
+                                       sweep_settings=((5, 0), (10, 1), (20, 1)),
+                                       sweep_attacks=("PGD", "PGD-margin")),
                      threats=ThreatsConfig(targeted_eps_255=(1, 2, 8), storage_eps_255=(0.5, 2, 8),
                                            uap_eps_255=(4, 8), uap_l2_zeta=(0.04,), uap_fit_scans=48,
                                            uap_max_iter=3, corruption_severities=(1, 3, 5)),

@@ -225,6 +225,28 @@ class Evaluation:
         table = pd.DataFrame(counts, index=self.threat.labels).fillna(0).astype(int)
         return table.rename(columns={"": "robust"})
 
+    def fold_sweep(self, sweep: dict, scans, eps_index: int) -> int:
+        """Add a convergence sweep (:func:`attack_sweep`) run on this evaluation's scans at positions ``scans`` at
+        grid point ``eps_index`` to the worst case per scan: a scan it fooled is fooled there and at every larger ε
+        (the same adversarial scan is admissible there), named in ``fooled_by`` with the sweep's attack and setting.
+        Returns how many scans it turned; the suite's own robust outcomes before the sweep stay in
+        ``settings["robust_before_sweep"]``."""
+        scans = np.asarray(scans)
+        if len(scans) != sweep["n"]:
+            raise ValueError(f"The sweep ran on {sweep['n']} scans, not the {len(scans)} given.")
+        turned = 0
+        self.settings.setdefault("robust_before_sweep", int(self.robust[eps_index].sum()))
+        for j, label, answer in zip(scans, sweep["fooled_by"], sweep["pred"]):
+            if label and self.robust[eps_index, j]:
+                turned += 1
+                self.robust[eps_index:, j] = False
+                self.fooled_by[eps_index:, j] = np.where(self.fooled_by[eps_index:, j] == "", label,
+                                                         self.fooled_by[eps_index:, j])
+                self.pred[eps_index:, j] = np.where(self.pred[eps_index:, j] == self.y[j], answer,
+                                                    self.pred[eps_index:, j])
+        self.settings["sweep"] = {k: v for k, v in sweep.items() if k not in ("fooled_by", "pred")}
+        return turned
+
     def same_as(self, suite_rows) -> dict:
         """Whether this evaluation's per-scan outcomes and losses equal another model's suite ``rows`` (records in
         ε order, e.g. the undefended victim's): ``{"outcomes": bool, "loss": bool, "differing_outcomes": int}``,
@@ -541,14 +563,83 @@ def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedul
                        "own_robust_accuracy": float((correct & ~fooled).mean()),
                        "per_draw_accuracy": float(share.mean()), "fooled": fooled.astype(int).tolist(),
                        "n": int(len(y)), "gradients": int(s) * int(t) * len(y)})
-    converged, plateau, reached = len(points) - 1, None, False
-    for c in range(len(points) - 2):
-        if all(points[j]["robust"] - points[j + 1]["robust"] <= tolerance for j in (c, c + 1)):
-            converged, plateau, reached = c + 1, c, True
-            break
+    converged, plateau, reached = _two_quiet_growths([p["robust"] for p in points], tolerance)
     return {"points": points, "converged": (points[converged]["eot_samples"], points[converged]["steps"]),
             "converged_index": converged, "plateau_index": plateau, "reached": reached, "tolerance": tolerance,
             "answer_draws": answer_draws}
+
+
+def _two_quiet_growths(robust, tolerance: int) -> tuple[int, int | None, bool]:
+    """``(converged index, plateau index, reached)`` of a cumulative robust count along growing attack settings:
+    converged at the first setting ``c`` after which two consecutive growths each fool at most ``tolerance`` more
+    scans, and the setting to use is ``c + 1``; when none, the last setting, ``reached`` False."""
+    for c in range(len(robust) - 2):
+        if all(robust[j] - robust[j + 1] <= tolerance for j in (c, c + 1)):
+            return c + 1, c, True
+    return len(robust) - 1, None, False
+
+
+def attack_sweep(target: Target, x, y, eps: float, settings, *, suite: SuiteConfig, attacks=None, norm: str = "inf",
+                 tolerance: int = 1, seed: int = 0) -> dict:
+    """Is robust accuracy at ``eps`` converged? The attacks of ``attacks`` (default: the suite's gradient attacks
+    other than FGSM) are run again on the scans ``x`` (e.g. those the suite left standing at the headline ε) with
+    growing ``settings``, ``(steps, restarts)`` pairs applied to PGD and APGD alike, and a scan counts as robust at
+    a setting only if no attack at any setting up to it fooled it (so the count cannot rise). Converged after two
+    consecutive growths that each fool at most ``tolerance`` more scans (:func:`eot_convergence`'s rule).
+
+    Returns ``{"points": [{"steps", "restarts", "robust", "own_robust", "gradients"}], "n", "converged": (steps,
+    restarts), "converged_index", "reached", "attacks", "tolerance", "fooled_by", "pred"}`` (``fooled_by``: per
+    scan, the first setting and attack that fooled it, ``""`` if none; ``pred``: the answer then, -1 if none).
+    :meth:`Evaluation.fold_sweep` adds it to the suite's worst case."""
+    from dataclasses import replace
+
+    from .estimators import check_xy
+
+    x, y = check_xy(x, y)
+    attacks = [a for a in (attacks or suite.attacks) if a not in ("FGSM", "Square")]
+    if target.randomized:
+        attacks = list(dict.fromkeys(registry.get(a).randomized or a for a in attacks))
+    for a in attacks:
+        registry.get(a)
+    if not settings or any(len(p) != 2 or p[0] < 1 or p[1] < 0 for p in settings):
+        raise ValueError(f"`settings` must be (steps >= 1, restarts >= 0) pairs, got {settings!r}.")
+    crafting = {}
+
+    def clf(loss_name):
+        if loss_name not in crafting:
+            crafting[loss_name] = target.crafting(loss_name)
+        return crafting[loss_name]
+
+    alive = np.ones(len(y), dtype=bool)
+    fooled_by = np.full(len(y), "", dtype=object)
+    pred = np.full(len(y), -1, dtype=np.int64)
+    points = []
+    for k, (steps, restarts) in enumerate(settings):
+        s = replace(suite, pgd_steps=int(steps), pgd_restarts=int(restarts), apgd_steps=int(steps),
+                    apgd_restarts=max(1, int(restarts)))
+        own = np.ones(len(y), dtype=bool)
+        gradients = 0
+        for attack in attacks:
+            idx = np.flatnonzero(own)
+            if not len(idx):
+                break
+            xa, _, pa = registry.get(attack).craft(
+                clf, x[idx], y[idx], eps, norm=norm, suite=s, seed=seed + 7919 * k, answer=target.answer,
+                score=lambda xa, idx=idx: _ce(target.scores(xa), y[idx]))
+            pa = np.asarray(target.answer(xa)) if pa is None else pa
+            fooled = pa != y[idx]
+            gradients += registry.cost(attack, s, target.eot_samples)["gradients"] * len(idx)
+            newly = fooled & alive[idx]
+            fooled_by[idx[newly]] = f"{attack} {steps}x{restarts}"
+            pred[idx[newly]] = pa[newly]
+            own[idx[fooled]] = False
+        alive &= own
+        points.append({"steps": int(steps), "restarts": int(restarts), "robust": int(alive.sum()),
+                       "own_robust": int(own.sum()), "gradients": int(gradients)})
+    converged, _, reached = _two_quiet_growths([p["robust"] for p in points], tolerance)
+    return {"points": points, "n": int(len(y)), "attacks": attacks, "tolerance": tolerance, "reached": reached,
+            "converged": (points[converged]["steps"], points[converged]["restarts"]), "converged_index": converged,
+            "fooled_by": fooled_by.tolist(), "pred": pred.tolist()}
 
 
 def converged_eot(sigmas, *, victim: str, name: str = "44_defence_randomized_noise", results_dir=None) -> dict:

@@ -266,6 +266,28 @@ def suite_curves(rows, *, by: str = "model", title: str = "Attack suite", styles
     return fig, axes
 
 
+def sweep_curve(sweep: dict, n_scans: int, *, title: str = "Is the robust accuracy converged?"):
+    """The convergence sweep (:func:`octlib.evaluation.attack_sweep`): robust accuracy over all ``n_scans``
+    evaluation scans (95% Wilson band) after each growing ``steps x restarts`` setting, the suite's own number at
+    the left. Returns ``(fig, ax)``."""
+    import matplotlib.pyplot as plt
+
+    points = sweep["points"]
+    lost = n_scans - sweep["n"]  # the scans the suite had fooled before the sweep
+    values = [sweep["n"] / n_scans] + [p["robust"] / n_scans for p in points]
+    labels = ["suite"] + [f"{p['steps']}x{p['restarts']}" for p in points]
+    fig, ax = plt.subplots(figsize=figsize(1, 2.6))
+    plot_rate_curve(ax, list(range(len(values))), values, n_scans,
+                    label=f"{', '.join(sweep['attacks'])} (n = {n_scans}; {lost} fooled before)")
+    ax.axvline(sweep["converged_index"] + 1, color="k", ls="--", lw=1,
+               label="converged here" if sweep["reached"] else "not converged within these settings")
+    ax.set_xticks(range(len(values)), labels)
+    ax.set(xlabel="attack setting (steps x restarts)", ylabel="robust accuracy (95% CI)", title=title,
+           ylim=(0, max(values) * 1.3 + 0.02))
+    ax.legend(fontsize=7)
+    return fig, ax
+
+
 def plot_rate_curve(ax, x, values, n, *, label: str = "", color=None, marker="o", **plot_kwargs):
     """A proportion over ``n`` scans against ``x`` (e.g. certified accuracy vs L2 radius), with its 95% Wilson band;
     ``n`` one count for every point or one per point (e.g. the scans in each calibration bin)."""

@@ -232,7 +232,8 @@ def test_eot_convergence_is_cumulative_and_needs_two_quiet_growths(scans, monkey
 
 def test_suite_config_is_validated():
     for bad in ({"attacks": ("FGSM", "CW")}, {"eps_255": (2, 1)}, {"headline_255": 3}, {"pgd_steps": 0},
-                {"n_scans": 2}, {"eot_schedule": ((0, 1),)}):
+                {"n_scans": 2}, {"eot_schedule": ((0, 1),)}, {"sweep_settings": ((0, 1),)},
+                {"sweep_attacks": ("Square",)}, {"sweep_attacks": ("CW",)}):
         with pytest.raises(ValueError, match="SuiteConfig"):
             SuiteConfig(**bad)
 
@@ -255,7 +256,9 @@ def test_carlini_checks_catch_what_they_are_for():
 def test_evaluation_checks_read_the_records(result):
     frame = _frame(result.records())
     assert checks.evaluation_checks(frame, "linear") == {"failed": [], "masking": [
-        "suspected gradient masking: robust accuracy is 0.200 at the largest ε (should reach 0)"], "notes": []}
+        "suspected gradient masking: robust accuracy is 0.200 at the largest ε (should reach 0)",
+        "suspected gradient masking: 2 scans robust at 16/255 (0.0627): s2, s3",
+        "suspected gradient masking: 1 scans robust at 64/255 (0.2510): s3"], "notes": []}
     rows = [dict(r) for r in result.records()]
     for r in rows:
         if r["attack"] == "suite" and r["eps_255"] == 64:
@@ -698,3 +701,40 @@ def test_apgd_targeted_tries_every_other_class_and_keeps_what_fools(scans):
     noisy = evaluation.noise_target("noisy", linear_model(), 0.01, 2, 2, answer_draws=10)
     rand = evaluation.evaluate(noisy, x[:4], y[:4], suite.threat(), suite, progress=False)
     assert rand.settings["attacks"] == ["PGD-margin"]  # ART's APGD would drop the EOT
+
+
+def test_attack_sweep_grows_steps_and_restarts_until_two_quiet_growths(scans, result):
+    x, y = scans
+    target = evaluation.model_target("linear", linear_model(), kind="none")
+    k = SUITE.threat().index(16)
+    sweep = evaluation.attack_sweep(target, x[:4], y[:4], to_unit(16), ((1, 0), (2, 1), (4, 1)), suite=SUITE,
+                                    attacks=("PGD", "PGD-margin"))
+    assert [p["robust"] for p in sweep["points"]] == [2, 2, 2] and sweep["reached"]
+    assert sweep["converged"] == (2, 1) and sweep["attacks"] == ["PGD", "PGD-margin"]
+    # the same scans fall as in the suite at that ε: the two darker ones, at the first setting, to PGD
+    assert (np.array([p == "" for p in sweep["fooled_by"]]) == result.robust[k][:4]).all()
+    assert sweep["fooled_by"][:2] == ["PGD 1x0", "PGD 1x0"]
+    assert sweep["points"][0]["gradients"] == 1 * 4 + 1 * 2  # PGD on 4 scans, then the margin PGD on the 2 left
+    with pytest.raises(ValueError, match="settings"):
+        evaluation.attack_sweep(target, x, y, 0.01, ((0, 1),), suite=SUITE)
+    with pytest.raises(ValueError, match="Unknown attack"):
+        evaluation.attack_sweep(target, x, y, 0.01, ((1, 1),), suite=SUITE, attacks=("CW",))
+
+
+def test_a_sweep_folds_into_the_worst_case_at_its_eps_and_above(scans):
+    x, y = scans
+    ev = evaluation.evaluate(evaluation.model_target("linear", linear_model(), kind="none"), x, y, SUITE.threat(),
+                             SUITE, progress=False)
+    k = SUITE.threat().index(16)
+    standing = np.flatnonzero(ev.robust[k])
+    assert standing.tolist() == [2, 3]
+    sweep = {"n": 2, "fooled_by": ["APGD-T 200x5", ""], "pred": [1, -1], "points": [], "converged": (200, 5)}
+    before = ev.robust.copy()
+    assert ev.fold_sweep(sweep, standing, k) == 1
+    assert not ev.robust[k:, 2].any() and (ev.robust[:k] == before[:k]).all() and ev.robust[k:, 3].tolist() == \
+        before[k:, 3].tolist()
+    assert ev.fooled_by[k, 2] == "APGD-T 200x5" and ev.pred[k, 2] == 1 and ev.settings["robust_before_sweep"] == 2
+    rows = [r for r in ev.records() if r["attack"] == "suite"]
+    assert rows[k]["robust_accuracy"] == 0.2 and rows[k]["settings"]["sweep"]["converged"] == (200, 5)
+    with pytest.raises(ValueError, match="sweep ran on 2 scans"):
+        ev.fold_sweep(sweep, [1, 2, 3], k)

@@ -197,6 +197,19 @@ def test_suite_curves_draw_one_curve_per_model_or_attack():
         suite_curves([r for r in rows if r["attack"] == "FGSM"])
 
 
+def test_sweep_curve_starts_from_the_suite_and_marks_convergence():
+    from octlib.plotting import sweep_curve
+
+    sweep = {"n": 10, "attacks": ["APGD-CE"], "reached": False, "converged_index": 1,
+             "points": [{"steps": 20, "restarts": 1, "robust": 8}, {"steps": 50, "restarts": 1, "robust": 6}]}
+    fig, ax = sweep_curve(sweep, 40)
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [10 / 40, 8 / 40, 6 / 40]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["suite", "20x1", "50x1"]
+    assert "not converged" in ax.get_legend().get_texts()[-1].get_text()
+    plt.close(fig)
+
+
 def test_class_colours_stay_apart_for_colour_blind_readers():
     """The class colours stay distinguishable under simulated deuteranopia and protanopia (Machado et al. 2009
     matrices at full severity, applied in linear RGB): every pair differs by more than a small RGB distance."""
