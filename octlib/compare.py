@@ -479,8 +479,9 @@ def clinical_tables(frame, eps_255: float) -> dict:
     - ``referral``: per model and scenario at ``eps_255``/255, the share of the scenario's scans the targeted and
       the untargeted PGD turned into a target class (Wilson intervals, n);
     - ``storage``: per storage row of the victim, accuracy per ε;
-    - ``universal``: per model and perturbation, the fooling rate at each budget (and the NORMAL rate of the
-      targeted one);
+    - ``universal``: per model and perturbation, the fooling rate at each budget, the accuracy under the
+      perturbation (every scan answered right with it), the scans right clean and still right (the robust
+      outcome), and the NORMAL rate of the targeted one;
     - ``corruptions``: per model and corruption, accuracy at each severity.
     """
     import pandas as pd
@@ -506,9 +507,15 @@ def clinical_tables(frame, eps_255: float) -> dict:
                                          aggfunc="first", sort=False).reset_index()
     uap = frame[frame["attack"].str.startswith("UAP")]
     if len(uap):
-        cols = ["model", "attack", "eps_label", "n", "fooling_rate", "robust_accuracy"]
+        uap = uap.assign(accuracy_under=[float(np.mean(np.asarray(p) == np.asarray(t)))
+                                         for p, t in zip(uap["pred"], uap["y"])])
+        cols = ["model", "attack", "eps_label", "n", "fooling_rate", "accuracy_under", "robust_accuracy"]
         cols += [c for c in ("target_rate",) if c in uap.columns]
-        out["universal"] = uap[cols].rename(columns={"eps_label": "budget", "robust_accuracy": "accuracy"})
+        # accuracy under the perturbation counts every scan answered right with it; "right clean and still
+        # right" (the robust outcome) leaves out the scans the perturbation turns right
+        out["universal"] = uap[cols].rename(columns={"eps_label": "budget",
+                                                     "accuracy_under": "accuracy under the perturbation",
+                                                     "robust_accuracy": "right clean and still right"})
     cor = frame[frame["norm"] == "corruption"]
     if len(cor):
         table = cor.pivot_table(index=["model", "attack"], columns="eps", values="robust_accuracy",

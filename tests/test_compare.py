@@ -143,3 +143,17 @@ def test_smoothing_table_reads_the_l2_rows_at_one_radius():
     assert list(table["accuracy"]) == [0.5, 0.5] and (table["clean (smoothed) acc"] == 0.75).all()
     assert smoothing_table(frame, 0.5)["attack"].tolist() == ["certified"]  # no empirical check beyond it
     assert smoothing_table(frame, 0.1).empty and list(smoothing_table(frame, 0.1).columns)[0] == "model"
+
+
+def test_universal_table_gives_accuracy_under_the_perturbation_beside_the_robust_outcome():
+    import pandas as pd
+
+    y = [0, 0, 1, 1]
+    row = {"model": "undefended", "attack": "UAP · fit on OCT", "norm": "inf", "eps": 16 / 255, "eps_255": 16.0,
+           "eps_label": "16/255 (0.0627)", "n": 4, "fooling_rate": 0.5, "y": y,
+           "clean_pred": [0, 0, 1, 0],  # scan 3 wrong clean ...
+           "pred": [0, 1, 1, 1],  # ... and right under the perturbation, which fooled scan 1
+           "robust": [1, 0, 1, 0], "robust_accuracy": 0.5}
+    table = compare.clinical_tables(pd.DataFrame([row]), 2)["universal"]
+    assert table["accuracy under the perturbation"].tolist() == [0.75]
+    assert table["right clean and still right"].tolist() == [0.5]
