@@ -244,7 +244,9 @@ class Evaluation:
                                                          self.fooled_by[eps_index:, j])
                 self.pred[eps_index:, j] = np.where(self.pred[eps_index:, j] == self.y[j], answer,
                                                     self.pred[eps_index:, j])
-        self.settings["sweep"] = {k: v for k, v in sweep.items() if k not in ("fooled_by", "pred")}
+        self.settings["sweep"] = {**{k: v for k, v in sweep.items() if k not in ("fooled_by", "pred")},
+                                  "eps_index": int(eps_index), "scans": [str(self.scan_ids[j]) for j in scans],
+                                  "turned": turned}
         return turned
 
     def same_as(self, suite_rows) -> dict:
@@ -360,7 +362,7 @@ class CraftCache:
 
 def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, scan_ids=None, patients=None,
              seed: int = 0, skip_fooled: bool = True, progress: bool = True,
-             cache: CraftCache | None = None) -> Evaluation:
+             cache: CraftCache | None = None, converge: bool = False) -> Evaluation:
     """Run the attack suite on ``target`` over ``threat``'s ε grid, worst case per scan (see the module docs).
 
     Args:
@@ -375,6 +377,9 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             correctly classified scan at every ε (for the benchmark that shows both give the same robust accuracy).
         cache: a :class:`CraftCache` shared with other targets attacked through the same logits model on the same
             scans (output defences): each (attack, ε, scan) is crafted once.
+        converge: then run the convergence sweep (:func:`attack_sweep`, ``suite.sweep_settings`` and
+            ``sweep_attacks``) on the scans left standing at the headline ε and fold what it fools into the worst
+            case (:meth:`Evaluation.fold_sweep`; the sweep is kept in ``settings["sweep"]``).
     """
     from tqdm.auto import tqdm
 
@@ -505,12 +510,19 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
                 "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "apgd_steps": suite.apgd_steps,
                 "apgd_restarts": suite.apgd_restarts, "square_queries": suite.square_queries,
                 "square_eps": float(grid[headline]), "seed": seed}
-    return Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,
-                      patients=patients, clean_pred=clean_pred, clean_loss=clean_loss, robust=robust.copy(),
-                      loss=loss, pred=pred, fooled_by=fooled_by, own=own, cost=cost,
-                      runtime_s=time.perf_counter() - t0, settings=settings,
-                      per_draw=per_draw if target.votes is not None else None,
-                      clean_per_draw=clean_share if target.votes is not None else None)
+    result = Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,
+                        patients=patients, clean_pred=clean_pred, clean_loss=clean_loss, robust=robust.copy(),
+                        loss=loss, pred=pred, fooled_by=fooled_by, own=own, cost=cost,
+                        runtime_s=time.perf_counter() - t0, settings=settings,
+                        per_draw=per_draw if target.votes is not None else None,
+                        clean_per_draw=clean_share if target.votes is not None else None)
+    if converge:
+        standing = np.flatnonzero(result.robust[headline])
+        sweep = attack_sweep(target, x[standing], y[standing], grid[headline], suite.sweep_settings, suite=suite,
+                             attacks=suite.sweep_attacks, norm=threat.norm, tolerance=suite.eot_tolerance, seed=seed)
+        result.settings["sweep_turned"] = result.fold_sweep(sweep, standing, headline)
+        result.runtime_s = time.perf_counter() - t0
+    return result
 
 
 def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedule, *, norm: str = "inf",

@@ -738,3 +738,17 @@ def test_a_sweep_folds_into_the_worst_case_at_its_eps_and_above(scans):
     assert rows[k]["robust_accuracy"] == 0.2 and rows[k]["settings"]["sweep"]["converged"] == (200, 5)
     with pytest.raises(ValueError, match="sweep ran on 2 scans"):
         ev.fold_sweep(sweep, [1, 2, 3], k)
+
+
+def test_evaluate_with_converge_runs_the_sweep_on_the_standing_scans(scans, result):
+    x, y = scans
+    suite = replace(SUITE, sweep_settings=((2, 0), (4, 1), (8, 1)), sweep_attacks=("PGD", "PGD-margin"))
+    ev = evaluation.evaluate(evaluation.model_target("linear", linear_model(), kind="none"), x, y, suite.threat(),
+                             suite, scan_ids=[f"s{i}" for i in range(5)], progress=False, converge=True)
+    h = suite.threat().index(suite.headline_255)
+    sweep = ev.settings["sweep"]
+    assert sweep["scans"] == [f"s{i}" for i in np.flatnonzero(result.robust[h])] and sweep["eps_index"] == h
+    assert sweep["turned"] == 0 and sweep["reached"]  # PGD is already the best attack on a linear model
+    np.testing.assert_array_equal(ev.robust, result.robust)
+    assert [r for r in ev.records() if r["attack"] == "suite"][h]["settings"]["sweep"]["attacks"] == [
+        "PGD", "PGD-margin"]
