@@ -146,7 +146,7 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
         initial: a trained model to fine-tune from (:func:`octlib.training.train`); its weights digest enters the
             key, so another starting model never reuses this one's artifact.
     """
-    from .metrics import evaluate
+    from .metrics import score_model
     from .training import train
 
     if retrain not in RETRAIN_MODES:
@@ -178,8 +178,8 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
                  "setting": splits.info.get("setting")},
         "split": {"policy": splits.info.get("policy"), "counts": splits.counts(), "hash": spec["split_hash"]},
         "training": info,
-        "metrics": {"val": evaluate(model, splits.val.x, splits.val.labels),
-                    "test": evaluate(model, splits.test.x, splits.test.labels)},
+        "metrics": {"val": score_model(model, splits.val.x, splits.val.labels),
+                    "test": score_model(model, splits.test.x, splits.test.labels)},
         "versions": library_versions(), "hardware": hardware(),
     }
     folder = save_artifact(model, sidecar, name, key, root)

@@ -26,7 +26,7 @@ from .threat import eps_label, to_255, to_unit
 #: the height (inches) of one view's row of six panels, two A4 columns wide
 VIEW_HEIGHT = 1.75
 
-ATTACKS = ("FGSM", "PGD", "DeepFool")
+VIEW_ATTACKS = ("FGSM", "PGD", "DeepFool")  # the explorer's attacks (the suite's are octlib.registry's)
 #: Set (e.g. by ``python -m octlib run`` and the tests) when notebooks run without anyone watching.
 HEADLESS_ENV = "OCTLIB_HEADLESS"
 
@@ -101,7 +101,7 @@ class Explorer:
         from .saliency import grad_cam
 
         model = model or next(iter(self.models))
-        for name, value, allowed in (("attack", attack, ATTACKS), ("model", model, tuple(self.models)),
+        for name, value, allowed in (("attack", attack, VIEW_ATTACKS), ("model", model, tuple(self.models)),
                                      ("answers", answers, tuple(self.answers))):
             if value not in allowed:
                 raise ValueError(f"Unknown {name} {value!r}; choose one of {list(allowed)}.")
@@ -183,7 +183,7 @@ class Explorer:
         cls = w.Dropdown(options=list(CLASSES), value=CLASSES[int(self.scans.y[index])], description="class")
         scan = w.Dropdown(options=self.scans_of_class(cls.value), value=index, description="scan",
                           layout=w.Layout(width="420px"))
-        att = w.Dropdown(options=list(ATTACKS), value=attack, description="attack")
+        att = w.Dropdown(options=list(VIEW_ATTACKS), value=attack, description="attack")
         eps = w.FloatSlider(value=eps_255, min=0.25, max=16, step=0.25, description="ε (/255)",
                             continuous_update=False, readout_format=".2f")
         model = w.Dropdown(options=list(self.models), description="model", layout=w.Layout(width="420px"))
@@ -223,7 +223,7 @@ class Explorer:
             interactive = not headless()
         if interactive:
             return self.widget()
-        selections = selections or [{"index": 0, "attack": a} for a in ATTACKS]
+        selections = selections or [{"index": 0, "attack": a} for a in VIEW_ATTACKS]
         views = [self.view(**s) for s in selections]
         fig = plt.figure(figsize=(TWO_COLUMNS, min(VIEW_HEIGHT * len(views), PAGE_HEIGHT)), layout="constrained")  # A4
         for v, sub in zip(views, fig.subfigures(len(views), 1, squeeze=False)[:, 0]):

@@ -39,7 +39,7 @@ from .estimators import ANSWERS, quiet_retracing, thief_classifier_class, victim
 ART_MNIST_DEMO = {"victim_accuracy": 0.959, "budgets": (250, 500, 1000, 2000, 4000, 5000),
                   "copycat": (0.19, 0.39, 0.65, 0.83, 0.90, 0.91),
                   "knockoff-random": (0.16, 0.32, 0.63, 0.84, 0.89, 0.91)}
-ATTACKS = ("copycat", "knockoff-random", "knockoff-adaptive")
+THIEVES = ("copycat", "knockoff-random", "knockoff-adaptive")
 READS = ("answers", "argmax")
 REWARDS = ("cert", "div", "loss", "all")
 NAN_REASON = ("adaptive KnockoffNets normalises each reward by its running variance; against label-only answers "
@@ -126,8 +126,8 @@ class Thief:
     reward: str | None = None
 
     def __post_init__(self):
-        if self.attack not in (*ATTACKS, "no-query"):
-            raise ValueError(f"`attack` must be one of {(*ATTACKS, 'no-query')}, got {self.attack!r}.")
+        if self.attack not in (*THIEVES, "no-query"):
+            raise ValueError(f"`attack` must be one of {(*THIEVES, 'no-query')}, got {self.attack!r}.")
         if self.reads not in READS:
             raise ValueError(f"`reads` must be one of {READS}, got {self.reads!r}.")
         if not isinstance(self.repeats, (int, np.integer)) or self.repeats < 1:

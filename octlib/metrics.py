@@ -151,7 +151,7 @@ def predict_logits(model, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray
                            for i in range(0, len(x), batch_size)])
 
 
-def evaluate(model, x: np.ndarray, y, *, batch_size: int = 256) -> dict:
+def score_model(model, x: np.ndarray, y, *, batch_size: int = 256) -> dict:
     """:func:`classification_report` of a logits model on ``(x, y)``."""
     return classification_report(y, predict_logits(model, x, batch_size=batch_size))
 

@@ -65,7 +65,7 @@ def test_headless_shows_a_static_figure_and_the_widget_redraws(exp, monkeypatch)
     monkeypatch.setenv(explorer.HEADLESS_ENV, "1")
     assert explorer.headless()
     fig, views = exp.show()
-    assert [v.attack for v in views] == list(explorer.ATTACKS) and len(fig.subfigs) == 3
+    assert [v.attack for v in views] == list(explorer.VIEW_ATTACKS) and len(fig.subfigs) == 3
     monkeypatch.setenv(explorer.HEADLESS_ENV, "0")
     assert not explorer.headless()
     box = exp.widget(index=3)
