@@ -314,10 +314,11 @@ def headline_table(frame, eps_255: float, *, reference: str = "undefended", seed
 def tiers(frame, eps_255: float, *, alpha: float | None = None) -> dict:
     """Rank tiers at ``eps_255``: models in robust-accuracy order; a model joins the tier of the model above it
     unless an exact McNemar test on their paired scans separates it from the tier's first (most robust) model
-    (p < ``alpha``, default :data:`ALPHA`), in which case it opens the next tier. So two models share a tier when
-    no paired test on these scans tells them apart from the tier's head; a difference between tiers is supported
-    by a test, one within a tier is not. (Tests are not corrected for their number.) Returns ``{model: tier}``,
-    tier 1 the most robust."""
+    (p < ``alpha``, default :data:`ALPHA`), in which case it opens the next tier. So a model shares a tier with its
+    head when no paired test on their shared scans tells them apart, and each tier's head is separated from the
+    previous tier's head by a test; a member of one tier is not tested against every member of the next, and the
+    order is by robust accuracy on each model's own scans (a randomized defence may have fewer). (Tests are not
+    corrected for their number.) Returns ``{model: tier}``, tier 1 the most robust."""
     alpha = ALPHA if alpha is None else alpha
     rows = _at_eps(frame, eps_255).sort_values(["robust_accuracy", "clean_accuracy"], ascending=False,
                                                kind="stable")

@@ -150,7 +150,7 @@ class ExpectedNoiseAnswer:
         if key in self._memo:
             return self._memo[key]
         copies = len(self.noise)
-        per_chunk = max(1, self.batch_size // copies)
+        per_chunk = 1  # one scan's copies at a time: its answer cannot depend on the scans around it
         votes, means = [], []
         noise = tf.constant(self.noise)
         for i in range(0, len(x), per_chunk):

@@ -142,6 +142,9 @@ def input_target(name: str, model, preprocessor, **settings) -> Target:
     the transformed scan."""
     from .estimators import art_classifier
     from .metrics import predict_logits
+    from .models import float32_model
+
+    model = float32_model(model)  # answered and attacked in float32 (a no-op for a float32 model)
 
     def transformed(x):
         return np.asarray(preprocessor(np.asarray(x, dtype=np.float32))[0], dtype=np.float32)
@@ -161,7 +164,9 @@ def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int,
     (:func:`octlib.estimators.noise_classifier`); a score-based attacker (Square) queries the defence itself."""
     from .defences import ExpectedNoiseAnswer
     from .estimators import noise_classifier
+    from .models import float32_model
 
+    model = float32_model(model)  # answered and attacked in float32 (a no-op for a float32 model)
     expected = ExpectedNoiseAnswer(model, sigma, samples, answer_draws, seed=seed)
     draws = iter(range(seed + 1, seed + 1_000_000))
 
@@ -229,8 +234,9 @@ class Evaluation:
         """Add a convergence sweep (:func:`attack_sweep`) run on this evaluation's scans at positions ``scans`` at
         grid point ``eps_index`` to the worst case per scan: a scan it fooled is fooled there and at every larger ε
         (the same adversarial scan is admissible there), named in ``fooled_by`` with the sweep's attack and setting.
-        Returns how many scans it turned; the suite's own robust outcomes before the sweep stay in
-        ``settings["robust_before_sweep"]``."""
+        Returns how many scans it turned; the suite's own robust count there before the sweep stays in
+        ``settings["robust_before_sweep"]``. The loss and the per-draw share of a turned scan stay as the suite found
+        them (the sweep keeps neither)."""
         scans = np.asarray(scans)
         if len(scans) != sweep["n"]:
             raise ValueError(f"The sweep ran on {sweep['n']} scans, not the {len(scans)} given.")
@@ -434,7 +440,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         return (np.asarray(target.votes(xa)) == ys).mean(axis=0)
 
     cur_robust, cur_loss, cur_pred = correct.copy(), clean_loss.copy(), clean_pred.copy()
-    clean_share = share(x, y, clean_pred)
+    clean_share = share(x, y, clean_pred) * correct  # a scan answered wrong clean is never counted right
     cur_share, per_draw = clean_share.copy(), np.zeros((E, n))
     cur_fooled_by = np.where(correct, "", "clean").astype(object)
     for a in own:
@@ -460,7 +466,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             xs, ys = x[idx], y[idx]
             seed_i = seed + 7919 * i
             t_attack = time.perf_counter()
-            shared = cache is not None and not (attack == "PGD" and suite.pgd_restarts > 1)
+            shared = cache is not None and registry.get(attack).shareable(suite)
             if shared:  # craft only the scans no earlier target crafted (the same attack, ε and settings)
                 key = (attack, threat.norm, float(eps), seed_i, suite.pgd_steps, suite.pgd_restarts,
                        suite.apgd_steps, suite.apgd_restarts, suite.square_queries, suite.batch_size)
@@ -482,8 +488,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             fooled = pa != ys
             sh = share(xa, ys, pa)
             alive_before = cur_robust[idx]
-            cur_share[idx[alive_before]] = np.where(fooled[alive_before], sh[alive_before],
-                                                    np.minimum(cur_share[idx[alive_before]], sh[alive_before]))
+            cur_share[idx[alive_before]] = np.minimum(cur_share[idx[alive_before]], sh[alive_before])
             if attack in own:
                 r, l = own[attack]["cur"]
                 r[idx] &= ~fooled
@@ -521,6 +526,8 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         sweep = attack_sweep(target, x[standing], y[standing], grid[headline], suite.sweep_settings, suite=suite,
                              attacks=suite.sweep_attacks, norm=threat.norm, tolerance=suite.eot_tolerance, seed=seed)
         result.settings["sweep_turned"] = result.fold_sweep(sweep, standing, headline)
+        sweep_gradients = sum(p["gradients"] for p in sweep["points"])
+        result.cost.update(gradients=result.cost["gradients"] + sweep_gradients, sweep_gradients=sweep_gradients)
         result.runtime_s = time.perf_counter() - t0
     return result
 
@@ -545,19 +552,23 @@ def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedul
     Returns ``{"points": [{"eot_samples", "steps", "robust" (cumulative scans), "robust_accuracy" (cumulative),
     "own_robust", "own_robust_accuracy", "per_draw_accuracy" (cumulative), "fooled" (own, per scan), "n",
     "gradients"}], "converged": (s, t), "converged_index", "plateau_index", "reached", "tolerance",
-    "answer_draws"}``.
+    "answer_draws", "n", "fooled_by", "pred"}`` (per scan: the first setting that fooled it and the answer then,
+    so that :meth:`Evaluation.fold_sweep` can add the study to the suite's worst case at its ε).
     """
     from .attacks import pgd
     from .defences import ExpectedNoiseAnswer
     from .estimators import noise_classifier
+    from .models import float32_model
 
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
     if len(schedule) < 1 or any(len(p) != 2 for p in schedule):
         raise ValueError(f"`schedule` must be (draws, steps) pairs, got {schedule!r}.")
+    model = float32_model(model)  # attacked and answered in float32, as every target (a no-op for float32 models)
     expected = ExpectedNoiseAnswer(model, sigma, samples, answer_draws, seed=seed)
     correct = expected.answer(x) == y
     share = (expected.votes(x) == y).mean(axis=0) * correct
     alive, points = correct.copy(), []
+    fooled_by, pred = np.full(len(y), "", dtype=object), np.full(len(y), -1, dtype=np.int64)
     for k, (s, t) in enumerate(schedule):
         attacker = noise_classifier(model, sigma, int(s), seed=seed + 101 + k)
         idx = np.flatnonzero(correct)
@@ -567,18 +578,21 @@ def eot_convergence(model, sigma: float, samples: int, x, y, eps: float, schedul
                      batch_size=batch_size, progress=False).x_adv
             votes = expected.votes(xa)
             own_share = (votes == y[idx]).mean(axis=0)
-            fooled[idx] = expected.answer(xa) != y[idx]
+            answers = expected.answer(xa)
+            fooled[idx] = answers != y[idx]
             share[idx] = np.where(alive[idx], np.minimum(share[idx], own_share), share[idx])
+            newly = fooled[idx] & alive[idx]
+            fooled_by[idx[newly]], pred[idx[newly]] = f"PGD-EOT {int(s)}x{int(t)}", answers[newly]
         alive &= ~fooled
         points.append({"eot_samples": int(s), "steps": int(t), "robust": int(alive.sum()),
                        "robust_accuracy": float(alive.mean()), "own_robust": int((correct & ~fooled).sum()),
                        "own_robust_accuracy": float((correct & ~fooled).mean()),
                        "per_draw_accuracy": float(share.mean()), "fooled": fooled.astype(int).tolist(),
-                       "n": int(len(y)), "gradients": int(s) * int(t) * len(y)})
+                       "n": int(len(y)), "gradients": int(s) * int(t) * int(correct.sum())})
     converged, plateau, reached = _two_quiet_growths([p["robust"] for p in points], tolerance)
     return {"points": points, "converged": (points[converged]["eot_samples"], points[converged]["steps"]),
             "converged_index": converged, "plateau_index": plateau, "reached": reached, "tolerance": tolerance,
-            "answer_draws": answer_draws}
+            "answer_draws": answer_draws, "n": int(len(y)), "fooled_by": fooled_by.tolist(), "pred": pred.tolist()}
 
 
 def _two_quiet_growths(robust, tolerance: int) -> tuple[int, int | None, bool]:

@@ -37,6 +37,9 @@ class Attack:
         bounded: crafted within the ε-ball (``False``: a minimal-perturbation attack, which has no ε and cannot
             join a suite that scores robustness at each ε).
         own_curve: its own robust-accuracy curve is kept beside the suite's (it skips only the scans it fooled).
+        shareable: ``suite -> bool``: whether its adversarial scans depend on the model's logits alone and can be
+            shared between targets crafted on one model (:class:`octlib.evaluation.CraftCache`); ``False`` when it
+            picks among candidates by what the target answers (PGD's restarts, APGD-T's targets).
         randomized: the attack a randomized defence faces instead (``None``: the same), e.g. APGD, which rebuilds
             its own classifier in ART and would drop the EOT, is replaced by PGD on the margin with EOT.
         paper: where it comes from.
@@ -48,6 +51,7 @@ class Attack:
     queries: Callable = lambda suite: 0
     bounded: bool = True
     own_curve: bool = False
+    shareable: Callable = lambda suite: True
     randomized: str | None = None
     paper: str = ""
 
@@ -187,13 +191,14 @@ register(Attack("FGSM", _fgsm, gradients=lambda s: 1, own_curve=True,
                 paper="Goodfellow et al. 2015, arXiv:1412.6572"))
 register(Attack("PGD", _pgd_family("cross_entropy", lambda s: s.pgd_restarts, lambda s: s.pgd_steps),
                 gradients=lambda s: s.pgd_steps * max(1, s.pgd_restarts), own_curve=True,
+                shareable=lambda s: s.pgd_restarts <= 1,
                 paper="Madry et al. 2018, arXiv:1706.06083 (highest-loss restart kept per scan)"))
 register(Attack("APGD-CE", _apgd("cross_entropy"), gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts),
                 randomized="PGD-margin", paper="Croce & Hein 2020, arXiv:2003.01690 (ART's AutoProjectedGradientDescent)"))
 register(Attack("APGD-DLR", _apgd("difference_logits_ratio"),
                 gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts), randomized="PGD-margin",
                 paper="Croce & Hein 2020, arXiv:2003.01690 (ART's AutoProjectedGradientDescent, DLR loss)"))
-register(Attack("APGD-T", _apgd_targeted,
+register(Attack("APGD-T", _apgd_targeted, shareable=lambda s: False,
                 gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts) * (len(CLASSES) - 1), randomized="PGD-margin",
                 paper="Croce & Hein 2020, arXiv:2003.01690 (APGD-T; ART's targeted AutoProjectedGradientDescent)"))
 register(Attack("PGD-margin", _pgd_family("margin", lambda s: 0, lambda s: s.pgd_steps), gradients=lambda s: s.pgd_steps,

@@ -223,6 +223,8 @@ def test_eot_convergence_is_cumulative_and_needs_two_quiet_growths(scans, monkey
     pts = conv["points"]
     assert [p["own_robust"] for p in pts] == [9, 11, 10, 12, 11]
     assert [p["robust"] for p in pts] == [9, 8, 7, 7, 6]  # cumulative: never rises
+    assert conv["fooled_by"][:6] == ["PGD-EOT 1x1"] * 3 + ["PGD-EOT 2x2", "PGD-EOT 4x3", "PGD-EOT 16x5"]
+    assert conv["fooled_by"][6:] == [""] * 6 and conv["n"] == 12 and conv["pred"][:6] == [1] * 6
     # growth 1->2 fooled 1, 2->3 fooled 1: two quiet growths after setting 1; the suite uses the next setting
     assert conv["reached"] and conv["plateau_index"] == 0 and conv["converged_index"] == 1
     assert conv["converged"] == (2, 2)
