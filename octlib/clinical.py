@@ -1,8 +1,8 @@
 """Clinically grounded threats, measured like the attack suite: per scan, on the evaluation scans, for the victim
 and every retrained defence, written as evaluation records (:mod:`octlib.records`) for notebook 90.
 
-- :func:`referral_attacks` (notebook 50): targeted PGD that turns an urgent scan (CNV, DME) into NORMAL (a
-  *missed referral*) or a NORMAL scan into CNV or DME (a *false referral*), beside untargeted PGD on the same
+- :func:`referral_attacks` (notebook 50): targeted PGD that turns an urgent scan (CNV, DME) into DRUSEN or NORMAL
+  (a *missed referral*) or a routine one into CNV or DME (a *false referral*), beside untargeted PGD on the same
   scans, counted as reaching the scenario's target (:data:`octlib.metrics.REFERRAL_SCENARIOS`).
 - :func:`storage_attacks` (notebook 51): the suite's gradient attacks (FGSM and PGD) scored as crafted and after
   the scans are saved as 8-bit PNG or JPEG and decoded again, and a storage-aware attacker (PGD through the
@@ -122,12 +122,15 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
                      progress: bool = True) -> list[Outcomes]:
     """Targeted PGD for each referral scenario and untargeted PGD on the same scans, per ε of ``eps_255``.
 
-    A scenario's scans are those of its source classes that ``target`` answers correctly when clean. The targeted
-    attack runs PGD on the cross-entropy of each target class in turn (``suite.pgd_steps`` steps,
-    ``suite.pgd_restarts`` random starts); a scan counts as reached when the model's answer is one of the scenario's
-    targets (for a false referral, CNV or DME). The untargeted rows run PGD on the true class's cross-entropy
-    and count the same event, so the two say how much aiming adds. ``robust`` = the target was not reached; the
-    rows also carry ``any_error`` (the answer was wrong at all, reached or not) per ε."""
+    A scenario counts **every** scan of its source classes (:func:`octlib.metrics.scenario_scans`): one whose clean
+    answer is already a target (a clean miss) counts as reached at every ε, so that a model that errs on clean
+    scans is not rewarded with a smaller denominator. The targeted attack runs PGD on the cross-entropy of each
+    target class in turn (``suite.pgd_steps`` steps, ``suite.pgd_restarts`` random starts; DRUSEN then NORMAL for
+    a missed referral, CNV then DME for a false one) on the scans not yet reached, and keeps the untargeted run's
+    hits too (the aiming attacker may use it), so a scan counts as reached when any of its runs made the model
+    answer a target; the untargeted rows run PGD on the true class's cross-entropy alone and count the same
+    event, so the two say how much aiming adds. ``robust`` = the target was not reached; the rows carry
+    ``any_error`` (the answer was wrong at all, reached or not) per ε and ``clean_reached`` (the clean misses)."""
     from tqdm.auto import tqdm
 
     from .attacks import pgd
@@ -142,18 +145,20 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
     bar = tqdm(total=2 * len(REFERRAL_SCENARIOS) * len(grid), desc=f"{target.name}: referral", disable=not progress,
                leave=False)
     for scenario, spec in REFERRAL_SCENARIOS.items():
-        targets = [CLASSES.index(c) for c in spec["targets"]]
-        idx = np.flatnonzero(scenario_scans(y, clean_pred, scenario))
-        for mode in ("targeted", "untargeted"):
+        idx = np.flatnonzero(scenario_scans(y, scenario))
+        clean_hit = reached(clean_pred[idx], scenario)
+        runs = {"untargeted": [None], "targeted": [CLASSES.index(c) for c in spec["targets"]]}
+        rows = {}
+        for mode in ("untargeted", "targeted"):
             t0 = time.perf_counter()
             n, E = len(idx), len(grid)
             robust, loss, pred = np.ones((E, n), bool), np.zeros((E, n)), np.zeros((E, n), dtype=np.int64)
-            cur_r, cur_l, cur_p = np.ones(n, bool), clean_loss[idx].copy(), y[idx].copy()
-            cur_wrong = np.zeros(n, bool)
-            per_level = []
+            wrong_at = np.zeros((E, n), bool)
+            cur_r, cur_l, cur_p = ~clean_hit, clean_loss[idx].copy(), clean_pred[idx].copy()
+            cur_wrong = clean_pred[idx] != y[idx]
             for i, eps in enumerate(grid):
                 bar.update(1)
-                for t in (targets if mode == "targeted" else [None]):
+                for t in runs[mode]:
                     alive = np.flatnonzero(cur_r)
                     if not len(alive):
                         break
@@ -162,23 +167,34 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
                               seed=seed + 7919 * i + 101 * (0 if t is None else t + 1), batch_size=suite.batch_size,
                               progress=False, target=t)
                     answer = np.asarray(target.answer(run.x_adv))
-                    hit = reached(answer, scenario)
-                    cur_p[alive] = answer
+                    cur_p[alive] = answer  # the last run's answer, or the one that reached a target
                     cur_wrong[alive] |= answer != y[sel]
                     cur_l[alive] = np.maximum(cur_l[alive], _ce(target.scores(run.x_adv), y[sel]))
-                    cur_r[alive] &= ~hit
-                robust[i], loss[i], pred[i] = cur_r, cur_l, cur_p
-                wrong = rate(cur_wrong)
-                per_level.append({"any_error": wrong["rate"], "any_error_ci": [wrong["ci_low"], wrong["ci_high"]]})
-            name = f"{mode} PGD · {scenario}"
-            out.append(Outcomes(
-                model=target.name, kind=target.kind, attack=name, norm="inf", levels=grid, y=y[idx],
-                scan_ids=ids[idx], patients=patients[idx], clean_pred=clean_pred[idx], clean_loss=clean_loss[idx],
-                robust=robust, loss=loss, pred=pred, per_level=per_level,
+                    cur_r[alive] &= ~reached(answer, scenario)
+                if mode == "targeted":  # the aiming attacker keeps the untargeted run's hits (same scans, same ε)
+                    u = rows["untargeted"]
+                    from_u = cur_r & ~u.robust[i]
+                    cur_p[from_u] = u.pred[i][from_u]
+                    cur_r &= u.robust[i]
+                    cur_l = np.maximum(cur_l, u.loss[i])
+                    cur_wrong |= u_wrong[i]
+                robust[i], loss[i], pred[i], wrong_at[i] = cur_r, cur_l, cur_p, cur_wrong
+            per_level = []
+            for w in wrong_at:
+                r = rate(w)
+                per_level.append({"any_error": r["rate"], "any_error_ci": [r["ci_low"], r["ci_high"]]})
+            if mode == "untargeted":
+                u_wrong = wrong_at
+            rows[mode] = Outcomes(
+                model=target.name, kind=target.kind, attack=f"{mode} PGD · {scenario}", norm="inf", levels=grid,
+                y=y[idx], scan_ids=ids[idx], patients=patients[idx], clean_pred=clean_pred[idx],
+                clean_loss=clean_loss[idx], robust=robust, loss=loss, pred=pred, per_level=per_level,
                 settings={**target.settings, "scenario": scenario, "mode": mode, "sources": list(spec["sources"]),
-                          "targets": list(spec["targets"]), "pgd_steps": suite.pgd_steps,
-                          "pgd_restarts": suite.pgd_restarts, "seed": seed,
-                          "runtime_s": round(time.perf_counter() - t0, 2)}))
+                          "targets": list(spec["targets"]), "clean_reached": int(clean_hit.sum()),
+                          "runs": ["untargeted"] + [CLASSES[t] for t in runs["targeted"]] * (mode == "targeted"),
+                          "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "seed": seed,
+                          "runtime_s": round(time.perf_counter() - t0, 2)})
+        out += [rows["targeted"], rows["untargeted"]]
     bar.close()
     return out
 
@@ -481,10 +497,10 @@ def paired(a: Outcomes, b: Outcomes, level: float) -> dict:
 
 
 def referral_table(outcomes, eps_255: float, *, reference: str = "undefended"):
-    """Per model and referral scenario at ε = ``eps_255``/255: the targeted attack's success rate, the untargeted
-    attack's rate of reaching the same targets on the same scans, each with its Wilson interval; exact McNemar
-    p-values of targeted vs untargeted (same scans) and of the model vs ``reference`` under the targeted attack
-    (the scans both answer right when clean)."""
+    """Per model and referral scenario at ε = ``eps_255``/255, over every scan of the scenario's source classes:
+    the share already reached clean (clean misses), the share reached by the targeted attack and by the untargeted
+    one (clean misses included), each with its Wilson interval; exact McNemar p-values of targeted vs untargeted
+    (same scans) and of the model vs ``reference`` under the targeted attack (the same scans for every model)."""
     import pandas as pd
 
     from .metrics import rate
@@ -499,7 +515,9 @@ def referral_table(outcomes, eps_255: float, *, reference: str = "undefended"):
         i = level_index(o, eps_255)
         k = int((~o.robust[i]).sum())
         t = rate(k, denominator=len(o.y))
-        row = {"model": model, "scenario": scenario, "n": len(o.y), "targeted": t["rate"],
+        c = rate(int(o.settings.get("clean_reached", 0)), denominator=len(o.y))
+        row = {"model": model, "scenario": scenario, "n": len(o.y), "clean": c["rate"],
+               "clean CI": f"{c['ci_low']:.3f}–{c['ci_high']:.3f}", "targeted": t["rate"],
                "targeted CI": f"{t['ci_low']:.3f}–{t['ci_high']:.3f}"}
         if u is not None:
             j = level_index(u, eps_255)

@@ -477,8 +477,9 @@ def clinical_tables(frame, eps_255: float) -> dict:
     """The clinical threats' headline tables from their records (notebooks 50-53), each a DataFrame (empty when its
     notebook has not run):
 
-    - ``referral``: per model and scenario at ``eps_255``/255, the share of the scenario's scans the targeted and
-      the untargeted PGD turned into a target class (Wilson intervals, n);
+    - ``referral``: per model and scenario at ``eps_255``/255, over every scan of the scenario's source classes, the
+      share already in a target class when clean and the share the targeted and the untargeted PGD left there
+      (clean misses included; Wilson intervals, n);
     - ``storage``: per storage row of the victim, accuracy per ε;
     - ``universal``: per model and perturbation, the fooling rate at each budget, the accuracy under the
       perturbation (every scan answered right with it), the scans right clean and still right (the robust
@@ -498,7 +499,9 @@ def clinical_tables(frame, eps_255: float) -> dict:
         for (model, attack), r in ref.groupby(["model", "attack"], sort=False):
             r = r.iloc[0]
             mode, scenario = attack.split(" PGD · ")
+            clean = r["settings"].get("clean_reached") if isinstance(r.get("settings"), dict) else None
             rows.append({"model": model, "scenario": scenario, "attack": mode, "n": int(r["n"]),
+                         "reached clean": np.nan if clean is None else clean / int(r["n"]),
                          "reached": 1 - r["robust_accuracy"],
                          "95% CI": f"{1 - r['ci_high']:.3f}–{1 - r['ci_low']:.3f}"})
         out["referral"] = pd.DataFrame(rows)

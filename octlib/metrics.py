@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labels import CLASSES, URGENT_CLASSES
+from .labels import CLASSES, ROUTINE_CLASSES, URGENT_CLASSES
 
 URGENT = np.array([CLASSES.index(c) for c in URGENT_CLASSES])
 
@@ -395,10 +395,10 @@ def flip_curve(l2, flipped, radii) -> list[dict]:
 
 # Referral scenarios of a targeted attack: the scans it starts from and the classes it must reach.
 REFERRAL_SCENARIOS = {
-    # an urgent scan (CNV or DME) read as NORMAL: the patient is not referred
-    "missed referral": {"sources": tuple(URGENT_CLASSES), "targets": ("NORMAL",)},
-    # a NORMAL scan read as urgent: a needless urgent referral (either urgent class counts)
-    "false referral": {"sources": ("NORMAL",), "targets": tuple(URGENT_CLASSES)},
+    # an urgent scan (CNV or DME) read as a routine class (DRUSEN or NORMAL): the patient is not referred
+    "missed referral": {"sources": tuple(URGENT_CLASSES), "targets": ROUTINE_CLASSES},
+    # a routine scan (DRUSEN or NORMAL) read as urgent: a needless urgent referral (either urgent class counts)
+    "false referral": {"sources": ROUTINE_CLASSES, "targets": tuple(URGENT_CLASSES)},
 }
 
 
@@ -422,16 +422,15 @@ def _scenario(scenario: str) -> dict:
             "targets": np.array([CLASSES.index(c) for c in spec["targets"]])}
 
 
-def scenario_scans(y_true, clean_pred, scenario: str) -> np.ndarray:
-    """The scans a referral ``scenario`` (:data:`REFERRAL_SCENARIOS`) counts: those of its source classes that the
-    model answers right when clean (boolean mask)."""
-    y, clean_pred = _labels(y_true), np.asarray(clean_pred)
-    if clean_pred.shape != y.shape:
-        raise ValueError(f"`clean_pred` has {clean_pred.shape} answers for {y.shape} scans.")
-    return np.isin(y, _scenario(scenario)["sources"]) & (clean_pred == y)
+def scenario_scans(y_true, scenario: str) -> np.ndarray:
+    """The scans a referral ``scenario`` (:data:`REFERRAL_SCENARIOS`) counts: every scan of its source classes,
+    whatever the model answers when clean (boolean mask). A scan whose clean answer already is a target counts as
+    reached at every ε (a clean miss), so that a model that fails on clean scans is not rewarded by a smaller
+    denominator."""
+    return np.isin(_labels(y_true), _scenario(scenario)["sources"])
 
 
 def reached(answers, scenario: str) -> np.ndarray:
-    """Where an attacked scan's answer is one of the ``scenario``'s targets (NORMAL for a missed referral, CNV or
-    DME for a false one): the targeted attack's success, per scan."""
+    """Where an answer is one of the ``scenario``'s targets (DRUSEN or NORMAL for a missed referral, CNV or DME for
+    a false one): the referral error, per scan."""
     return np.isin(np.asarray(answers), _scenario(scenario)["targets"])

@@ -42,23 +42,46 @@ def _check(outcomes):
             assert len(row["pred"]) == row["n"]
 
 
-def test_referral_attacks_count_only_correct_source_scans_and_are_monotone(setup):
+def test_referral_attacks_count_every_source_scan_clean_misses_included_and_are_monotone(setup):
     target, scans = setup
-    clean_ok = target.answer(scans.x) == scans.y
+    clean = target.answer(scans.x)
     out = clinical.referral_attacks(target, scans, (4, 32), SUITE, progress=False)
     assert [o.attack for o in out] == ["targeted PGD · missed referral", "untargeted PGD · missed referral",
                                       "targeted PGD · false referral", "untargeted PGD · false referral"]
-    missed = out[0]
-    assert len(missed.y) == int((np.isin(scans.y, [0, 1]) & clean_ok).sum())
-    assert set(missed.y) <= {0, 1} and set(out[2].y) == {3}
+    missed, false = out[0], out[2]
+    # every urgent scan, and every routine one, whatever the clean answer
+    np.testing.assert_array_equal(missed.scan_ids, scans.ids[np.isin(scans.y, [0, 1])])
+    np.testing.assert_array_equal(false.scan_ids, scans.ids[np.isin(scans.y, [2, 3])])
+    clean_miss = np.isin(clean[np.isin(scans.y, [0, 1])], [2, 3])
+    assert missed.settings["clean_reached"] == int(clean_miss.sum())
     for o in out:
+        assert not o.robust[:, np.isin(o.clean_pred, [2, 3] if "missed" in o.attack else [0, 1])].any()
         assert np.all(np.diff(o.rate()) <= 0), o.attack  # a reached scan stays reached
         reached = ~o.robust
-        assert np.all(np.isin(o.pred[reached], [3] if "missed" in o.attack else [0, 1]))
-    # aiming at the target reaches it at least as often as the untargeted attack at the largest ε
-    assert out[0].rate()[-1] <= out[1].rate()[-1]
-    assert out[0].rate()[-1] < 1  # 32/255 on a tiny model: some scans reach NORMAL
+        assert np.all(np.isin(o.pred[reached], [2, 3] if "missed" in o.attack else [0, 1]))
+    # the aiming attacker keeps the untargeted run's hits: reached at least wherever the untargeted run reached
+    for t, u in ((out[0], out[1]), (out[2], out[3])):
+        assert np.all(t.robust <= u.robust)
+        assert t.settings["runs"][0] == "untargeted" and u.settings["runs"] == ["untargeted"]
+    assert missed.settings["runs"] == ["untargeted", "DRUSEN", "NORMAL"]
+    assert out[0].rate()[-1] < 1  # 32/255 on a tiny model: some urgent scans reach a routine class
     _check(out)
+
+
+def test_referral_attacks_count_a_clean_miss_as_reached_without_attacking_it():
+    """A model that answers NORMAL for everything misses every referral when clean: rate 1 at every ε, and no scan
+    is attacked (nothing is left to reach)."""
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(4, kernel_initializer="zeros",
+                                                 bias_initializer=keras.initializers.Constant([0, 0, 0, 5.0]))])
+    y = np.arange(8) % 4
+    scans = Scans(np.full((8, 16, 16, 1), 0.5, np.float32), y, np.array([f"s{i}" for i in range(8)]),
+                  np.arange(8), 8)
+    out = clinical.referral_attacks(model_target("normal", model), scans, (2,), SUITE, progress=False)
+    missed, false = out[0], out[2]
+    assert len(missed.y) == 4 and missed.settings["clean_reached"] == 4
+    assert missed.rate().tolist() == [0.0]  # every urgent scan reached (robust share 0)
+    assert false.settings["clean_reached"] == 0 and len(false.y) == 4
 
 
 def test_storage_rows_score_each_channel_and_the_aware_attacker(setup):

@@ -60,22 +60,19 @@ def test_outcome_breakdown_counts_missed_referrals():
     assert out["per_class_n"] == {c: int(np.sum(np.asarray(y) == k)) for k, c in enumerate(metrics.CLASSES)}
 
 
-def test_referral_scenarios_count_right_source_scans_and_either_target():
+def test_referral_scenarios_count_every_source_scan_and_either_target():
     from octlib.metrics import rate, reached, scenario_scans
 
     #              CNV CNV DME NORMAL NORMAL NORMAL DRUSEN
     y = np.array([0, 0, 1, 3, 3, 3, 2])
-    clean = np.array([0, 1, 1, 3, 3, 0, 2])  # scans 1 and 5 wrong when clean: not counted
-    np.testing.assert_array_equal(scenario_scans(y, clean, "missed referral"), [1, 0, 1, 0, 0, 0, 0])
-    np.testing.assert_array_equal(scenario_scans(y, clean, "false referral"), [0, 0, 0, 1, 1, 0, 0])
-    answers = np.array([3, 3, 0, 1, 2, 0, 3])
-    np.testing.assert_array_equal(reached(answers, "missed referral"), [1, 1, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(scenario_scans(y, "missed referral"), [1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(scenario_scans(y, "false referral"), [0, 0, 0, 1, 1, 1, 1])  # DRUSEN too
+    answers = np.array([3, 2, 0, 1, 2, 0, 3])
+    np.testing.assert_array_equal(reached(answers, "missed referral"), [1, 1, 0, 0, 1, 0, 1])  # DRUSEN or NORMAL
     np.testing.assert_array_equal(reached(answers, "false referral"), [0, 0, 1, 1, 0, 1, 0])  # CNV or DME
-    counted = scenario_scans(y, clean, "false referral")
+    counted = scenario_scans(y, "false referral")
     r = rate(reached(answers, "false referral")[counted])
-    assert (r["k"], r["n"], r["rate"]) == (1, 2, 0.5) and r["ci_low"] < 0.5 < r["ci_high"]
+    assert (r["k"], r["n"], r["rate"]) == (2, 4, 0.5) and r["ci_low"] < 0.5 < r["ci_high"]
     assert rate(0, denominator=10)["ci_low"] == 0.0 and rate(10, denominator=10)["ci_high"] == 1.0
     with pytest.raises(ValueError, match="scenario"):
         reached(answers, "missed")
-    with pytest.raises(ValueError, match="clean_pred"):
-        scenario_scans(y, clean[:3], "missed referral")
