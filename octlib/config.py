@@ -255,6 +255,11 @@ class SuiteConfig:
         answer_draws: draws of a randomized answer (inference noise, output noise) whose majority scores each scan
             (>= 100: the answer in expectation; the draws are fixed, so it is a function of the scan); each costs
             K forward passes for inference noise.
+        loss_attack: the loss under attack comes from one fixed max-loss attack, the same for every model: PGD on
+            the cross-entropy (``pgd_steps`` steps, ``pgd_restarts`` random starts, the highest-loss start kept) on
+            every scan at every ε, never early-exited, its highest loss over ε' <= ε kept per scan. ``False``: the
+            suite's own highest loss, which stops growing once a scan is fooled (models attacked for different
+            lengths: their losses do not compare).
         batch_size: scans per attack batch.
         spread_seeds: training seeds of the undefended victim's seed spread (the first is the study victim; the
             split keeps the study's seed), each attacked with the suite on the same scans over ``spread_eps_255``.
@@ -280,6 +285,7 @@ class SuiteConfig:
     answer_draws: int = 100
     sweep_settings: tuple[tuple[int, int], ...] = ((20, 1), (50, 1), (100, 2), (200, 5))
     sweep_attacks: tuple[str, ...] = ("APGD-CE", "APGD-DLR", "APGD-T")
+    loss_attack: bool = True
     batch_size: int = 128
     spread_seeds: tuple[int, ...] = (0, 1, 2)
     spread_eps_255: tuple[float, ...] = (1, 2)

@@ -15,11 +15,14 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
   fooled at ε is fooled at every larger ε and is not attacked again. FGSM and PGD (the attacks whose own curves
   are drawn) skip only the scans *they* already fooled; APGD and Square run only on the scans that survived every
   attack before them. :attr:`Evaluation.cost` counts the gradient evaluations spent and those this saves.
-* **Loss** is the cross-entropy of the model's own logits (for a randomized defence: of its averaged answer), the
-  highest found for the scan at any ε' <= ε. Scans the model gets wrong clean, or that were fooled at a smaller
-  ε, are not attacked again, so for them it is the value found before: a lower bound of the worst-case loss. The
-  loss of what an API *answers* (one-hot, noisy, reversed) is a different number, the cost to honest users
-  (:func:`octlib.metrics.answers_report`).
+* **Loss** is the cross-entropy of the model's own logits (for a randomized defence: of its averaged answer) under
+  one fixed max-loss attack, the same for every model (``suite.loss_attack``): PGD on the cross-entropy with the
+  suite's steps and restarts on **every** scan at every ε, wrong-clean and fooled scans included, the highest loss
+  over ε' <= ε kept per scan, so that "the rise in loss" compares models attacked alike. (The suite's own attacks
+  stop at a fooled scan, so their highest loss would compare models attacked for different lengths.) A loss is a
+  lower bound of the worst case, and it is on each model's own scale: label smoothing caps the logit gaps, so its
+  cross-entropy is smaller at equal robustness. The loss of what an API *answers* (one-hot, noisy, reversed) is a
+  different number, the cost to honest users (:func:`octlib.metrics.answers_report`).
 * **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is that of the loss of the
   softmax averaged over ``eot_samples`` noise draws (:func:`octlib.estimators.noise_classifier`), and
   :func:`eot_convergence` grows the draws and steps until robust accuracy stops falling.
@@ -420,7 +423,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
     pred = np.zeros((E, n), dtype=np.int64)
     fooled_by = np.full((E, n), "", dtype=object)
     own = {a: {"robust": np.zeros((E, n), dtype=bool), "loss": np.zeros((E, n))} for a in attacks if a in OWN_CURVE}
-    spent = {"gradients": 0, "queries": 0}
+    spent = {"gradients": 0, "queries": 0, "loss_gradients": 0}
     seconds = {a: 0.0 for a in attacks}
     baseline = {"gradients": 0, "queries": 0}
     headline = int(np.argmin(np.abs(np.asarray(grid) - threat.headline)))
@@ -440,6 +443,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         return (np.asarray(target.votes(xa)) == ys).mean(axis=0)
 
     cur_robust, cur_loss, cur_pred = correct.copy(), clean_loss.copy(), clean_pred.copy()
+    max_loss = clean_loss.copy()
     clean_share = share(x, y, clean_pred) * correct  # a scan answered wrong clean is never counted right
     cur_share, per_draw = clean_share.copy(), np.zeros((E, n))
     cur_fooled_by = np.where(correct, "", "clean").astype(object)
@@ -500,21 +504,31 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             cur_pred[idx[keep_pred]] = pa[keep_pred]
             cur_robust[idx] &= ~fooled
             cur_loss[idx] = np.maximum(cur_loss[idx], la)
-        robust[i], loss[i], pred[i], fooled_by[i], per_draw[i] = (cur_robust, cur_loss, cur_pred, cur_fooled_by,
-                                                                  cur_share)
+        if suite.loss_attack:  # one fixed max-loss attack on every scan (never early-exited)
+            t_attack = time.perf_counter()
+            _, la, _, _ = registry.pgd_best(clf("cross_entropy"), x, y, eps, norm=threat.norm, steps=suite.pgd_steps,
+                                            restarts=suite.pgd_restarts, seed=seed + 7919 * i + 1,
+                                            batch_size=suite.batch_size, score=lambda xa: score(xa, slice(None)))
+            max_loss = np.maximum(max_loss, la)
+            seconds["loss attack"] = seconds.get("loss attack", 0.0) + time.perf_counter() - t_attack
+            spent["loss_gradients"] += suite.pgd_steps * max(1, suite.pgd_restarts) * target.eot_samples * n
+        robust[i], loss[i], pred[i], fooled_by[i], per_draw[i] = (
+            cur_robust, max_loss if suite.loss_attack else cur_loss, cur_pred, cur_fooled_by, cur_share)
         for a in own:
             own[a]["robust"][i], own[a]["loss"][i] = own[a]["cur"][0], own[a]["cur"][1]
     bar.close()
     for a in own:
         del own[a]["cur"]
-    cost = {"gradients": spent["gradients"], "queries": spent["queries"],
+    cost = {"gradients": spent["gradients"], "queries": spent["queries"], "loss_gradients": spent["loss_gradients"],
             "gradients_without_skipping": baseline["gradients"], "queries_without_skipping": baseline["queries"],
             "gradients_saved": baseline["gradients"] - spent["gradients"], "skip_fooled": skip_fooled,
             "seconds_by_attack": {a: round(v, 2) for a, v in seconds.items()}}
     settings = {**target.settings, "eot_samples": target.eot_samples, "attacks": attacks,
                 "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "apgd_steps": suite.apgd_steps,
                 "apgd_restarts": suite.apgd_restarts, "square_queries": suite.square_queries,
-                "square_eps": float(grid[headline]), "seed": seed}
+                "square_eps": float(grid[headline]), "seed": seed,
+                "loss_attack": (f"PGD-{suite.pgd_steps} × {max(1, suite.pgd_restarts)} on every scan"
+                                if suite.loss_attack else "the suite's highest loss (early-exited)")}
     result = Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,
                         patients=patients, clean_pred=clean_pred, clean_loss=clean_loss, robust=robust.copy(),
                         loss=loss, pred=pred, fooled_by=fooled_by, own=own, cost=cost,

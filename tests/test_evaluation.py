@@ -82,6 +82,28 @@ def test_loss_is_the_models_cross_entropy_and_never_falls(result):
     assert (result.loss[:, :4][fooled] > np.log(2) - 1e-6).all()  # fooled: the true class is not on top
 
 
+def test_loss_comes_from_one_max_loss_attack_on_every_scan_at_every_eps(scans, result):
+    """The loss under attack is PGD's highest cross-entropy on every scan at every ε, fooled and wrong-clean scans
+    included: on the linear model PGD reaches the ε-ball's corner, where the loss is known in closed form."""
+    def softmax_ce(logits, y):
+        logits = np.asarray(logits, dtype=float)
+        return np.log(np.exp(logits).sum()) - logits[y]
+
+    eps = np.array(GRID_255) / 255
+    expected = np.array([[softmax_ce([v - e, 0.5, -100, -100], 0) for v in LEVELS]
+                         + [softmax_ce([0.7 + e, 0.5, -100, -100], 1)] for e in eps])
+    np.testing.assert_allclose(result.loss, expected, rtol=1e-4)
+    assert result.settings["loss_attack"] == "PGD-5 × 2 on every scan"
+    assert result.cost["loss_gradients"] == 5 * 2 * 5 * len(GRID_255)
+    # the suite's own loss (the old reading) stops at a fooled or wrong-clean scan: the wrong-clean scan stays at
+    # its clean loss at every ε
+    x, y = scans
+    early = evaluation.evaluate(evaluation.model_target("linear", linear_model(), kind="none"), x, y, SUITE.threat(),
+                                replace(SUITE, loss_attack=False, attacks=("FGSM", "PGD")), progress=False)
+    np.testing.assert_allclose(early.loss[:, 4], early.clean_loss[4])
+    assert (result.loss[-1, 4] > early.loss[-1, 4] + 0.1) and "early-exited" in early.settings["loss_attack"]
+
+
 def test_fooled_scans_are_not_attacked_again_and_that_saves_gradients(scans, result):
     x, y = scans
     again = evaluation.evaluate(evaluation.model_target("linear", linear_model(), kind="none"), x, y, SUITE.threat(),
