@@ -240,8 +240,11 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
     a perturbation that fooled a scan within a smaller radius lies within every larger one, so such a scan is
     fooled there too (one CERTIFY of n samples per scan and radius is what the empirical check costs).
 
-    Returns ``{"curve", "empirical" (radius 0, then each empirical radius), "abstained", "median_radius" (of the
-    correct certified scans), "max_radius", "certify_s", "n0", "n", "alpha", "n_scans", "pred", "radius" (per
+    The certified curve stops at the largest radius ``n`` and ``alpha`` can certify: radii of ``radii`` beyond it are
+    listed in ``"beyond_max_radius"``, not plotted as zeros (a zero there is the sample size's, not the model's).
+
+    Returns ``{"curve", "beyond_max_radius", "empirical" (radius 0, then each empirical radius), "abstained",
+    "median_radius" (of the correct certified scans), "max_radius", "certify_s", "n0", "n", "alpha", "n_scans", "pred", "radius" (per
     scan), "empirical_correct" (per empirical radius, per scan), "empirical_s"}``.
     """
     import time
@@ -279,7 +282,8 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
         empirical_correct.append(alive.astype(int).tolist())
         empirical.append({"radius": r, "accuracy": float(np.mean(alive)), "abstained": abstained,
                           "attacked": int(len(idx))})
-    return {"curve": certified_accuracy(y, pred, radius, radii), "empirical": empirical,
+    return {"curve": certified_accuracy(y, pred, radius, [r for r in radii if r <= max_radius]),
+            "beyond_max_radius": [r for r in radii if r > max_radius], "empirical": empirical,
             "abstained": int((pred == -1).sum()),
             "median_radius": float(np.median(radius[correct])) if correct.any() else 0.0,
             "max_radius": max_radius, "certify_s": certify_s, "n0": n0, "n": n,

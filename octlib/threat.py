@@ -46,6 +46,28 @@ def to_255(eps: float) -> float:
     return round(float(eps) * 255.0, 6)
 
 
+def l2_reach(eps: float, pixels: int) -> float:
+    """The largest L2 norm in the L∞ ball of radius ``eps`` ([0, 1] units) over a scan of ``pixels`` pixels: every
+    pixel moved by ε, ε·√pixels (2/255 over 128 × 128 pixels: 1.004). An L2 certificate covers that L∞ ball only
+    if its radius is at least this."""
+    return check_eps(eps) * float(np.sqrt(_pixels(pixels)))
+
+
+def linf_covered(radius: float, pixels: int) -> float:
+    """The largest L∞ ε ([0, 1] units) whose ball lies inside the L2 ball of ``radius`` over ``pixels`` pixels:
+    radius / √pixels (an L2 certificate of 0.25 over 128 × 128 pixels covers every L∞ perturbation up to
+    0.0020 = 0.50/255)."""
+    if not isinstance(radius, (int, float, np.integer, np.floating)) or not radius >= 0:
+        raise ValueError(f"`radius` must be an L2 norm >= 0 (pixels in [0, 1]), got {radius!r}.")
+    return float(radius) / float(np.sqrt(_pixels(pixels)))
+
+
+def _pixels(pixels) -> int:
+    if not isinstance(pixels, (int, np.integer)) or pixels < 1:
+        raise ValueError(f"`pixels` must be the number of pixels of a scan (an integer >= 1), got {pixels!r}.")
+    return int(pixels)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """White-box evasion within an ε-ball around each scan, clipped to [0, 1].

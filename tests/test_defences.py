@@ -253,14 +253,28 @@ def test_max_certifiable_radius():
     assert max_certifiable_radius(0.12, 200, 0.001) < 0.25 < max_certifiable_radius(0.12, 1000, 0.001)
 
 
+def test_l2_and_linf_balls_are_related_through_the_number_of_pixels():
+    from octlib.threat import l2_reach, linf_covered, to_255
+
+    # a 2/255 L-infinity ball over 128 x 128 pixels reaches L2 128 * 2/255; an L2 radius of 0.25 covers 0.5/255
+    assert l2_reach(2 / 255, 128 * 128) == pytest.approx(1.0039, abs=1e-4)
+    assert to_255(linf_covered(0.25, 128 * 128)) == pytest.approx(0.498, abs=1e-3)
+    assert linf_covered(l2_reach(3 / 255, 4096), 4096) == pytest.approx(3 / 255)
+    with pytest.raises(ValueError, match="pixels"):
+        l2_reach(2 / 255, 0)
+    with pytest.raises(ValueError, match="looks like a 0-255"):
+        l2_reach(2, 100)
+
+
 def test_certify_puts_the_certificate_next_to_an_empirical_attack(setup):
     from octlib.defences import certify, max_certifiable_radius
 
     model, x, y = setup
     kw = dict(n0=8, n=32, alpha=0.05, radii=[0.0, 0.1, 0.5], eot_samples=2, pgd_steps=2, seed=3, batch_size=64)
     out = certify(model, 0.25, x[:8], y[:8], **kw)
-    assert [p["radius"] for p in out["curve"]] == [0.0, 0.1, 0.5]
-    # empirical radii: up to the largest certifiable radius (0.336 here), where the check can fail
+    # the curve and the empirical radii stop at the largest certifiable radius (0.336 here): beyond it a zero is
+    # the sample size's, not the model's
+    assert [p["radius"] for p in out["curve"]] == [0.0, 0.1] and out["beyond_max_radius"] == [0.5]
     assert [p["radius"] for p in out["empirical"]] == [0.0, 0.1] and out["max_radius"] < 0.5
     cert = [p["certified_accuracy"] for p in out["curve"]]
     assert all(a >= b for a, b in zip(cert, cert[1:]))
