@@ -248,8 +248,9 @@ def deepfool(classifier, x, y, *, max_iter: int = 50, overshoot: float = 0.02, b
 
 def hopskipjump(classifier, x, y, *, max_iter: int = 10, max_eval: int = 1000, init_eval: int = 100,
                 init_size: int = 100, batch_size: int = 256, seed: int = 0, progress: bool = True,
-                logits_clean=None) -> AttackRun:
-    """HopSkipJump (Chen et al. 2020, arXiv:1904.02144), L2, untargeted: a **decision-based** black-box attack.
+                logits_clean=None, norm: str = "2") -> AttackRun:
+    """HopSkipJump (Chen et al. 2020, arXiv:1904.02144), L2 (or L∞ with ``norm="inf"``), untargeted: a
+    **decision-based** black-box attack.
 
     It calls only ``classifier.predict`` and uses only the top class of each answer, so it works unchanged
     against a label-only API. Untargeted, ART moves each scan away from the class the model *predicts* for it,
@@ -272,7 +273,10 @@ def hopskipjump(classifier, x, y, *, max_iter: int = 10, max_eval: int = 1000, i
                         ("init_size", init_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    attack = HopSkipJump(classifier, batch_size=batch_size, targeted=False, norm=2, max_iter=max_iter,
+    if norm not in ("2", "inf"):
+        raise ValueError(f"`norm` must be '2' or 'inf', got {norm!r}.")
+    attack = HopSkipJump(classifier, batch_size=batch_size, targeted=False, norm=2 if norm == "2" else np.inf,
+                         max_iter=max_iter,
                          max_eval=max_eval, init_eval=init_eval, init_size=init_size, verbose=False)
     queries, no_start = [0], [0]
     original = classifier.predict
@@ -302,7 +306,7 @@ def hopskipjump(classifier, x, y, *, max_iter: int = 10, max_eval: int = 1000, i
 
     classifier.predict = counting_predict
     try:
-        run = _run(attack, "HopSkipJump", {"norm": "2", "max_iter": max_iter, "max_eval": max_eval,
+        run = _run(attack, "HopSkipJump", {"norm": norm, "max_iter": max_iter, "max_eval": max_eval,
                                            "init_eval": init_eval, "init_size": init_size, "seed": seed},
                    classifier, x, y, max(len(x), 1), progress, logits_clean, on_chunk=run_chunk)
     finally:

@@ -107,6 +107,34 @@ def whitebox_beats_blackbox(whitebox, blackbox, clean, *, tolerance: float = 0.0
     return out
 
 
+def black_box_above_white_box(rows) -> list[str]:
+    """The black-box probes through what a defence answers (:func:`octlib.evaluation.answer_probes`: rows whose
+    ``settings["probe"]`` is set) against the same model's white-box suite row at the same ε, on the probe's scans
+    (matched by ID): white-box robust accuracy <= black-box <= clean (Carlini et al. 2019). A probe that sees only
+    answers and still beats the white-box suite suggests masked gradients; one above clean accuracy is a bug.
+    ``rows``: record rows (dicts or a DataFrame's rows), of one model or several (each probe meets its own
+    model's suite)."""
+    rows = [dict(r) for r in rows]
+    suite = {(r.get("model"), round(float(r["eps"]), 9)): r for r in rows if r["attack"] == "suite"}
+    out = []
+    for r in rows:
+        if not (r.get("settings") or {}).get("probe"):
+            continue
+        white = suite.get((r.get("model"), round(float(r["eps"]), 9)))
+        robust = np.asarray(r["robust"], dtype=bool)
+        clean = np.asarray(r["clean_pred"]) == np.asarray(r["y"])
+        if robust.mean() > clean.mean():
+            out.append(f"{r['attack']} at {r['eps_label']}: robust {robust.mean():.3f} above clean {clean.mean():.3f}")
+        if white is None:
+            continue
+        pos = {s: k for k, s in enumerate(white["scan_ids"])}
+        wr = np.asarray(white["robust"], dtype=bool)[[pos[s] for s in r["scan_ids"]]]
+        if wr.mean() > robust.mean():
+            out.append(f"{r['attack']} (black-box, through the answers) left {robust.mean():.3f} at {r['eps_label']}, "
+                       f"below the white-box suite's {wr.mean():.3f} on the same {len(wr)} scans: masked gradients?")
+    return out
+
+
 def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int = 0) -> list[str]:
     """Per scan: ``fooled_by`` names the first suite attack that fooled each scan. A score-based attack that fools
     scans every gradient attack before it missed is the per-scan form of :func:`whitebox_beats_blackbox`."""
@@ -150,6 +178,8 @@ def evaluation_checks(frame, model: str, *, masking_tolerance: float = 0.0, tole
             masking += surviving_at_large_eps([r for _, r in suite.iterrows()])
         for fb in suite.get("fooled_by", []):
             masking += blackbox_finds_little(fb)
+    if "settings" in rows.columns and "robust" in rows.columns:
+        masking += black_box_above_white_box([r for _, r in rows.iterrows()])
     pgd, fgsm = rows[rows["attack"] == "PGD"].sort_values("eps"), rows[rows["attack"] == "FGSM"].sort_values("eps")
     notes = []
     if len(pgd) and len(fgsm):

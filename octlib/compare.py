@@ -253,6 +253,29 @@ def _paired(a_row, b_row, key: str = "robust") -> dict:
             "mean_b": float(b.mean()) if len(b) else float("nan")}
 
 
+def probe_table(frame):
+    """The black-box probes through what each defence answers (:func:`octlib.evaluation.answer_probes`), one row per
+    model and probe: n, robust accuracy with its Wilson interval, the white-box suite's robust accuracy and the
+    clean accuracy on the same scans, and an exact McNemar p of black-box vs white-box on those scans."""
+    import pandas as pd
+
+    columns = ["model", "probe", "ε", "n", "black-box robust", "95% CI", "white-box (same scans)", "clean",
+               "p (black vs white)"]
+    out = []
+    for _, r in frame.iterrows():
+        settings = r.get("settings") if isinstance(r.get("settings"), dict) else {}
+        if not settings.get("probe"):
+            continue
+        white = frame[(frame["model"] == r["model"]) & (frame["attack"] == "suite") & (frame["norm"] == "inf")
+                      & np.isclose(frame["eps"].astype(float), float(r["eps"]))]
+        test = _paired(r, white.iloc[0]) if len(white) else {"mean_b": np.nan, "p_value": np.nan}
+        out.append({"model": r["model"], "probe": r["attack"], "ε": r["eps_label"], "n": int(r["n"]),
+                    "black-box robust": r["robust_accuracy"], "95% CI": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
+                    "white-box (same scans)": test["mean_b"], "clean": float(np.mean(_outcomes(r, "clean"))),
+                    "p (black vs white)": test["p_value"]})
+    return pd.DataFrame(out, columns=columns)
+
+
 def smoothing_table(frame, radius: float):
     """The L2 rows at ``radius`` (randomized smoothing: ``certified`` and its empirical check ``L2 PGD + EOT``),
     one per model and attack: n, accuracy with its Wilson interval, and the smoothed classifier's clean accuracy

@@ -321,6 +321,72 @@ def outcome_rows(model: str, kind: str, attack: str, threat: ThreatModel, y, cle
     return rows
 
 
+def answer_probes(target: Target, api, x, y, threat: ThreatModel, suite: SuiteConfig, *, hsj_idx=None,
+                  hsj_settings: dict | None = None, scan_ids=None, patients=None, seed: int = 0) -> list[dict]:
+    """Black-box probes through what an output defence **answers**, at the headline ε (L∞), as record rows:
+
+    * ``Square on answers``: ART's Square attack (score-based) querying ``api`` itself, so it sees the label-only,
+      reversed or noisy probabilities a client gets (``suite.square_queries`` queries per scan), on every scan the
+      target answers right when clean;
+    * ``HopSkipJump on labels`` (with ``hsj_idx``: the scans it attacks, fewer where its queries demand): ART's
+      decision-based attack (:func:`octlib.attacks.hopskipjump`, L∞) on the top class ``api`` answers; a scan is
+      fooled when the adversarial scan lies within ε and the target's answer is wrong.
+
+    Both are scored through ``target.answer`` (in expectation for a randomized answer), beside the white-box suite,
+    which crafts on the logits: white-box robust accuracy <= black-box <= clean (:func:`octlib.checks.black_box_above_white_box`).
+    The rows' ``settings["probe"]`` names the probe; their loss is the model's own cross-entropy."""
+    from art.attacks.evasion import SquareAttack
+
+    from .attacks import hopskipjump
+    from .estimators import check_xy
+
+    if threat.norm != "inf":
+        raise ValueError("answer_probes runs at an L∞ headline ε; give an L∞ threat model.")
+    x, y = check_xy(x, y)
+    n = len(y)
+    scan_ids = np.arange(n).astype(str) if scan_ids is None else np.asarray(scan_ids).astype(str)
+    patients = np.arange(n) if patients is None else np.asarray(patients)
+    eps = threat.headline
+    at = ThreatModel("inf", eps_255=(to_255(eps),), headline_255=to_255(eps))
+    clean_pred = np.asarray(target.answer(x))
+    clean_loss = _ce(target.scores(x), y)
+    correct = clean_pred == y
+    rows = []
+    t0 = time.perf_counter()
+    idx = np.flatnonzero(correct)
+    x_adv = x.copy()
+    if len(idx):
+        np.random.seed(seed)
+        square = SquareAttack(api, norm=np.inf, eps=eps, max_iter=suite.square_queries, nb_restarts=1,
+                              batch_size=suite.batch_size, verbose=False)
+        x_adv[idx] = square.generate(x[idx], np.eye(len(CLASSES), dtype=np.float32)[y[idx]]).astype(np.float32)
+    pred = np.asarray(target.answer(x_adv))
+    loss = np.maximum(clean_loss, _ce(target.scores(x_adv), y))
+    robust = correct & (pred == y)
+    rows += outcome_rows(target.name, target.kind, "Square on answers", at, y, clean_pred, clean_loss, robust[None],
+                         loss[None], scan_ids, patients,
+                         settings={**target.settings, "probe": "score-based, through the answers",
+                                   "square_queries": suite.square_queries, "seed": seed,
+                                   "runtime_s": round(time.perf_counter() - t0, 2)})
+    if hsj_idx is not None:
+        t0 = time.perf_counter()
+        hsj_idx = np.asarray(hsj_idx, dtype=int)
+        xs, ys = x[hsj_idx], y[hsj_idx]
+        run = hopskipjump(api, xs, ys, norm="inf", seed=seed, progress=False, **(hsj_settings or {}))
+        within = np.abs(run.x_adv - xs).reshape(len(ys), -1).max(axis=1) <= eps + 1e-7
+        answered = np.asarray(target.answer(run.x_adv))
+        fooled = within & (answered != ys)
+        loss_h = np.where(within, np.maximum(clean_loss[hsj_idx], _ce(target.scores(run.x_adv), ys)),
+                          clean_loss[hsj_idx])
+        rows += outcome_rows(target.name, target.kind, "HopSkipJump on labels", at, ys, clean_pred[hsj_idx],
+                             clean_loss[hsj_idx], (correct[hsj_idx] & ~fooled)[None], loss_h[None],
+                             scan_ids[hsj_idx], patients[hsj_idx],
+                             settings={**target.settings, "probe": "decision-based, through the top class",
+                                       "queries": int(run.extra["queries"]), "norm_hsj": "inf", "seed": seed,
+                                       **(hsj_settings or {}), "runtime_s": round(time.perf_counter() - t0, 2)})
+    return rows
+
+
 def _ce(scores, y) -> np.ndarray:
     from .metrics import cross_entropy
 

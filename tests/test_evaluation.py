@@ -186,6 +186,44 @@ def test_input_transform_is_attacked_through_the_transform_with_bpda(scans, resu
     np.testing.assert_array_equal(ev.robust, result.robust)
 
 
+@pytest.mark.parametrize("answers", ["probabilities", "labels"])
+def test_black_box_probes_query_the_answers_and_cannot_beat_what_no_attack_can(scans, result, answers):
+    """Square and HopSkipJump through what an API answers, on the linear model at 4/255: the scans whose mean is at
+    least ε above 0.5 cannot be fooled by any perturbation within ε, so they are robust under both probes by
+    construction, the wrong-clean scan is never robust, and white-box <= black-box <= clean holds."""
+    from octlib.estimators import victim_api
+
+    x, y = scans
+    model = linear_model()
+    api = victim_api(model, answers)
+    target = evaluation.api_target(f"API ({answers})", model, api)
+    before = api.queries
+    rows = evaluation.answer_probes(target, api, x, y, SUITE.threat(), SUITE, hsj_idx=[0, 1, 2, 4],
+                                    hsj_settings={"max_iter": 2, "max_eval": 20, "init_eval": 5},
+                                    scan_ids=[f"s{i}" for i in range(5)], patients=[0, 0, 1, 2, 3])
+    assert api.queries > before  # the probes asked the API itself
+    square, hsj = rows
+    assert (square["attack"], hsj["attack"]) == ("Square on answers", "HopSkipJump on labels")
+    assert square["eps_255"] == hsj["eps_255"] == 4 and square["n"] == 5 and hsj["n"] == 4
+    assert square["robust"][1:] == [1, 1, 1, 0] and hsj["robust"][1:] == [1, 1, 0]
+    assert hsj["scan_ids"] == ["s0", "s1", "s2", "s4"] and square["settings"]["probe"].startswith("score-based")
+    suite_rows = [r for r in result.records() if r["attack"] == "suite"]
+    assert checks.black_box_above_white_box(suite_rows + rows) == []
+
+
+def test_black_box_above_white_box_flags_a_probe_that_beats_the_suite():
+    def row(attack, robust, ids, probe=None):
+        return {"attack": attack, "eps": 2 / 255, "eps_label": "2/255 (0.0078)", "robust": robust, "scan_ids": ids,
+                "y": [0] * len(ids), "clean_pred": [0] * len(ids), "settings": {"probe": probe} if probe else {}}
+
+    suite = row("suite", [1, 1, 0, 1], ["a", "b", "c", "d"])
+    fine = row("Square on answers", [1, 1, 1], ["a", "b", "d"], probe="score")
+    beats = row("HopSkipJump on labels", [0, 1], ["a", "b"], probe="decision")
+    assert checks.black_box_above_white_box([suite, fine]) == []
+    found = checks.black_box_above_white_box([suite, fine, beats])
+    assert len(found) == 1 and "HopSkipJump on labels" in found[0] and "same 2 scans" in found[0]
+
+
 def test_output_defence_is_crafted_on_logits_and_scored_through_its_answers(scans, result):
     x, y = scans
     model = linear_model()
