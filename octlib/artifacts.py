@@ -268,8 +268,9 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     if kind == "label_smoothing":
         cfg, tag = replace(train, label_smoothing=value, epochs=epochs), f"ls{value:g}"
     elif kind == "noise":
-        cfg = replace(train, noise_sigma=value, validate_under_threat=True, epochs=epochs)
-        tag = f"noise{value:g}"
+        cfg = replace(train, noise_sigma=value, noise_fraction=d.noise_fraction, validate_under_threat=True,
+                      epochs=epochs)
+        tag = f"noise{value:g}" + (f"-mix{d.noise_fraction:g}" if d.noise_fraction < 1 else "")
     elif kind == "adversarial":
         cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, validate_under_threat=True, epochs=epochs)
         tag = f"pgdat{value:g}"

@@ -271,14 +271,30 @@ def noise_classifier(model, sigma: float, samples: int = 1, *, seed: int = 0, lo
                            loss_object=loss_object, clip_values=(0.0, 1.0))
 
 
-def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.001):
+def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.001, chunk: int = 1000):
     """Randomized smoothing (Cohen et al. 2019) of a logits model: ART's ``TensorFlowV2RandomizedSmoothing``
     with noise σ (not clipped), ``n0`` samples to pick the class and failure probability ``alpha``.
-    Read its answers with :func:`smoothed_predictions` (ART returns an abstention as an all-zero row)."""
+    Read its answers with :func:`smoothed_predictions` (ART returns an abstention as an all-zero row).
+
+    ART draws all n noisy copies of a scan at once (n × the scan, in float64); at 128 px and n = 10,000 that is
+    1.3 GB per scan, and TensorFlow 2.21 crashed on it here (a segmentation fault in ``tf_Compute``,
+    ``benchmarks/bench_certify.py``). So the copies are drawn and counted ``chunk`` at a time: the counts, and
+    ART's CERTIFY and Clopper-Pearson bound on them, are unchanged."""
     import keras
     from art.estimators.certification.randomized_smoothing import TensorFlowV2RandomizedSmoothing
 
-    return TensorFlowV2RandomizedSmoothing(
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"`chunk` must be an integer >= 1 (noisy copies per forward batch), got {chunk!r}.")
+
+    class ChunkedSmoothing(TensorFlowV2RandomizedSmoothing):
+        def _prediction_counts(self, x, n=None, batch_size=128):
+            n = self.sample_size if n is None else int(n)
+            counts = np.zeros(self.nb_classes)
+            for start in range(0, n, chunk):
+                counts += super()._prediction_counts(x, n=min(chunk, n - start), batch_size=batch_size)
+            return counts
+
+    return ChunkedSmoothing(
         model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), sample_size=n0, scale=float(sigma),
         alpha=alpha, clip_values=(0.0, 1.0))

@@ -62,13 +62,14 @@ def augmentation(kind: str, seed: int | None = None):
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: int, training: bool = False,
-                 augment: str = "none", seed: int = 0, noise_sigma: float = 0.0):
+                 augment: str = "none", seed: int = 0, noise_sigma: float = 0.0, noise_fraction: float = 1.0):
     """A ``tf.data.Dataset`` of ``(x, y)`` batches from cached ``uint8`` ``(N, S, S)`` images.
 
     Pixels are converted to float32 [0, 1] per batch (the uint8 arrays stay the only copy in memory). Training
     datasets are shuffled each epoch (seeded) and augmented (seeded, in a deterministic order); augmented pixels
     are clipped back to [0, 1]. With ``noise_sigma`` > 0, training scans then get Gaussian noise N(0, σ²), not
-    clipped (the noise randomized smoothing classifies under).
+    clipped (the noise randomized smoothing classifies under): every scan, or with ``noise_fraction`` < 1 each scan
+    with that probability (drawn afresh every epoch, seeded), the rest clean.
     """
     import tensorflow as tf
 
@@ -96,7 +97,16 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None, *, batch_size: i
         import keras
 
         noise = keras.layers.GaussianNoise(noise_sigma, seed=seed)
-        ds = ds.map(lambda x, *y: _with(noise(x, training=True), y))  # sequential, as above
+        if noise_fraction >= 1:
+            ds = ds.map(lambda x, *y: _with(noise(x, training=True), y))  # sequential, as above
+        else:
+            pick = keras.random.SeedGenerator(seed + 1)
+
+            def mixed(x, *y):
+                noisy = keras.random.uniform(tf.shape(x)[:1], seed=pick) < noise_fraction
+                return _with(tf.where(noisy[:, None, None, None], noise(x, training=True), x), y)
+
+            ds = ds.map(mixed)  # sequential, as above
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -170,9 +180,11 @@ def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: 
     return PGDAdversarialTraining(model, name=f"{model.name}_pgd_at")
 
 
-def noisy_validator(model, sigma: float, seed: int = 0):
+def noisy_validator(model, sigma: float, seed: int = 0, *, with_clean: bool = False):
     """Wrap ``model`` so that validation scans get the training noise N(0, σ²) (not clipped), and the epoch is
-    selected on how the model does under the noise it will be used with; training is the model's own."""
+    selected on how the model does under the noise it will be used with; training is the model's own. With
+    ``with_clean`` every validation batch is also scored clean, so the validation loss and accuracy are the means
+    over the clean and the noisy copies (a model trained on a clean/noisy mix is chosen on both)."""
     import keras
 
     noise = keras.layers.GaussianNoise(sigma, seed=seed)
@@ -180,6 +192,8 @@ def noisy_validator(model, sigma: float, seed: int = 0):
     class NoisyValidation(_wrapper_class()):
         def test_step(self, data):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            if with_clean:
+                super().test_step((x, y, sample_weight))  # the metrics accumulate over both copies
             return super().test_step((noise(x, training=True), y, sample_weight))
 
     return NoisyValidation(model, name=f"{model.name}_noisy_val")
@@ -277,11 +291,12 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
                 fitted = adversarial_trainer(model, to_unit(cfg.adv_eps_255), cfg.adv_steps,
                                              validate_adversarial=cfg.validate_under_threat)
             elif cfg.noise_sigma and cfg.validate_under_threat:
-                fitted = noisy_validator(model, cfg.noise_sigma, seed=seed)
+                fitted = noisy_validator(model, cfg.noise_sigma, seed=seed, with_clean=cfg.noise_fraction < 1)
             compile_model(fitted, cfg, steps_per_epoch=-(-len(train_images) // cfg.batch_size))
         n_classes = len(CLASSES)
         train_ds = _one_hot(make_dataset(train_images, train_labels, batch_size=cfg.batch_size, training=True,
-                                         augment=cfg.augment, seed=seed, noise_sigma=cfg.noise_sigma), n_classes)
+                                         augment=cfg.augment, seed=seed, noise_sigma=cfg.noise_sigma,
+                                         noise_fraction=cfg.noise_fraction), n_classes)
         val_ds = _one_hot(make_dataset(val_images, val_labels, batch_size=256), n_classes)
         # Adversarial training validated under attack selects on robust validation accuracy; everything else on
         # (clean, or noisy for validated noise training) validation loss.

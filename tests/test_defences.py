@@ -244,6 +244,25 @@ def test_smoothing_abstains_and_abstentions_are_errors(setup):
     assert (smoothed_predictions(rs.predict(x[:4])) == -1).any()
 
 
+def test_smoothing_counts_the_noisy_copies_a_chunk_at_a_time(setup):
+    """The copies are drawn in chunks (memory), and every one of the n is counted once: the counts sum to n, and
+    with the same global seed they are those of one pass over the same draws in the same order."""
+    from octlib.estimators import smoothed_classifier
+
+    model, x, _ = setup
+    chunked, whole = (smoothed_classifier(model, 0.25, n0=8, chunk=c) for c in (7, 1000))
+    np.random.seed(3)
+    counts = chunked._prediction_counts(x[0], n=30, batch_size=16)
+    assert counts.sum() == 30 and counts.shape == (4,)
+    with pytest.raises(ValueError, match="chunk"):
+        smoothed_classifier(model, 0.25, chunk=0)
+    np.random.seed(3)
+    draws = np.concatenate([np.random.normal(0, 0.25, (k, *x[0].shape)) for k in (7, 7, 7, 7, 2)])
+    answers = np.asarray(model(x[0][None] + draws.astype(np.float32))).argmax(axis=1)
+    np.testing.assert_array_equal(counts, np.bincount(answers, minlength=4))
+    assert whole._prediction_counts(x[0], n=30, batch_size=16).sum() == 30
+
+
 def test_max_certifiable_radius():
     from scipy.stats import norm
 

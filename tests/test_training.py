@@ -229,6 +229,26 @@ def test_training_noise_is_added_to_training_batches_only():
     assert noisy.min() < 0 or noisy.max() > 1  # not clipped: the noise randomized smoothing certifies under
 
 
+def test_a_noise_fraction_mixes_clean_and_noisy_training_scans_and_validates_on_both(splits):
+    images = np.full((400, 8, 8), 128, dtype=np.uint8)
+    x = np.concatenate([b.numpy() for b in training.make_dataset(images, None, batch_size=50, training=True,
+                                                                 noise_sigma=0.25, noise_fraction=0.3)])
+    clean = np.all(x == np.float32(128 / 255), axis=(1, 2, 3))
+    assert 0.6 < clean.mean() < 0.8  # about 70% of the scans stay clean, the rest get the whole noise
+    assert 0.2 < (x[~clean] - 128 / 255).std() < 0.3
+    # validated on both: the validation loss is the mean of the clean and the noisy copies' losses
+    xv, yv = splits.val.x, keras.utils.to_categorical(splits.val.labels, 4)
+    inner = build_cnn(16, TINY)
+    clean_loss = training.compile_model(inner, TINY).evaluate(xv, yv, verbose=0, return_dict=True)["loss"]
+    noisy = training.compile_model(training.noisy_validator(inner, 0.3, seed=5), TINY)
+    noisy_loss = noisy.evaluate(xv, yv, verbose=0, return_dict=True, batch_size=len(xv))["loss"]
+    both = training.compile_model(training.noisy_validator(inner, 0.3, seed=5, with_clean=True), TINY)
+    both_loss = both.evaluate(xv, yv, verbose=0, return_dict=True, batch_size=len(xv))["loss"]
+    assert both_loss == pytest.approx((clean_loss + noisy_loss) / 2, rel=1e-4)
+    with pytest.raises(ValueError, match="noise_fraction"):
+        TrainConfig(noise_sigma=0.1, noise_fraction=0)
+
+
 def test_adversarial_training_trains_on_pgd_examples(splits):
     cfg = replace(TINY, adv_eps_255=8, adv_steps=2, augment="none", epochs=1)
     model, info = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
@@ -419,7 +439,9 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
                                                                                    "auto")
     assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing, ls_kw["initial"]) == ("cnn-pooled-ls0.1", 3, 0.1, "model")
     assert (ls.epochs, ls.learning_rate) == (profile.defence.finetune_epochs, profile.train.learning_rate / 10)
-    assert (noise_kw["name"], noise.noise_sigma, noise.validate_under_threat) == ("cnn-pooled-noise0.25", 0.25, True)
+    assert (noise_kw["name"], noise.noise_sigma, noise.validate_under_threat) == ("cnn-pooled-noise0.25-mix0.5", 0.25,
+                                                                                  True)
+    assert noise.noise_fraction == profile.defence.noise_fraction == 0.5
     assert (adv_kw["name"], adv.adv_eps_255, adv.adv_steps) == ("cnn-pooled-pgdat4", 4, profile.defence.adv_steps)
     assert (adv.epochs, adv.learning_rate, adv_kw["initial"]) == (profile.defence.finetune_epochs,
                                                                    profile.train.learning_rate / 10, "model")
