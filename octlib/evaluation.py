@@ -333,10 +333,9 @@ def answer_probes(target: Target, api, x, y, threat: ThreatModel, suite: SuiteCo
       fooled when the adversarial scan lies within ε and the target's answer is wrong.
 
     Both are scored through ``target.answer`` (in expectation for a randomized answer), beside the white-box suite,
-    which crafts on the logits: white-box robust accuracy <= black-box <= clean (:func:`octlib.checks.black_box_above_white_box`).
+    which crafts on the logits: white-box robust accuracy <= black-box <= clean
+    (:func:`octlib.checks.black_box_above_white_box`).
     The rows' ``settings["probe"]`` names the probe; their loss is the model's own cross-entropy."""
-    from art.attacks.evasion import SquareAttack
-
     from .attacks import hopskipjump
     from .estimators import check_xy
 
@@ -355,11 +354,9 @@ def answer_probes(target: Target, api, x, y, threat: ThreatModel, suite: SuiteCo
     t0 = time.perf_counter()
     idx = np.flatnonzero(correct)
     x_adv = x.copy()
-    if len(idx):
-        np.random.seed(seed)
-        square = SquareAttack(api, norm=np.inf, eps=eps, max_iter=suite.square_queries, nb_restarts=1,
-                              batch_size=suite.batch_size, verbose=False)
-        x_adv[idx] = square.generate(x[idx], np.eye(len(CLASSES), dtype=np.float32)[y[idx]]).astype(np.float32)
+    if len(idx):  # the suite's Square, with the API in place of the logits model
+        x_adv[idx] = registry.get("Square").craft(lambda loss: api, x[idx], y[idx], eps, norm="inf", suite=suite,
+                                                  seed=seed)[0]
     pred = np.asarray(target.answer(x_adv))
     loss = np.maximum(clean_loss, _ce(target.scores(x_adv), y))
     robust = correct & (pred == y)
