@@ -135,6 +135,61 @@ def black_box_above_white_box(rows) -> list[str]:
     return out
 
 
+def non_adaptive_overstates(rows, *, label: str = "non-adaptive", alpha: float = 0.05) -> dict:
+    """An input transform evaluated twice (:func:`octlib.evaluation.input_target`): by an attacker who ignores it
+    (rows ``suite (non-adaptive)``) and by the suite that crafts through it with BPDA, the two folded into the
+    model's ``suite`` rows (:meth:`octlib.evaluation.Evaluation.fold`). Per model and ε, on the same scans:
+
+    * ``masking``: where the non-adaptive robust accuracy is significantly above the suite's (exact McNemar on
+      the scans only the adaptive attacker fooled, p < ``alpha``): the transform hid the gradient from the
+      attacker who ignored it, and an evaluation that stopped there would have overstated the defence (Athalye et
+      al. 2018). Reported, not failed: it is what these defences are known to do.
+    * ``failed``: a scan the non-adaptive attacker fooled that the folded suite counts robust (folding makes this
+      impossible: a bug), or rows on different scans.
+
+    ``rows``: record rows (dicts or a DataFrame's rows) of one model or several. Returns ``{"masking", "failed"}``."""
+    from .stats import mcnemar
+
+    rows = [dict(r) for r in rows]
+    suite = {(r.get("model"), r.get("norm"), round(float(r["eps"]), 9)): r for r in rows if r["attack"] == "suite"}
+    masking, failed = [], []
+    for r in rows:
+        if r["attack"] != f"suite ({label})":
+            continue
+        s = suite.get((r.get("model"), r.get("norm"), round(float(r["eps"]), 9)))
+        if s is None:
+            failed.append(f"{r['model']}: no suite row at {r['eps_label']} beside the {label} one")
+            continue
+        if list(s["scan_ids"]) != list(r["scan_ids"]):
+            failed.append(f"{r['model']} at {r['eps_label']}: the {label} and suite rows are not on the same scans")
+            continue
+        na, ad = np.asarray(r["robust"], dtype=bool), np.asarray(s["robust"], dtype=bool)
+        if np.any(ad & ~na):
+            failed.append(f"{r['model']} at {r['eps_label']}: {int(np.sum(ad & ~na))} scans the {label} attacker "
+                          "fooled count as robust in the suite (it was not folded in)")
+        test = mcnemar(na, ad)
+        if test["a_only"] and test["p_value"] < alpha:
+            masking.append(f"{r['model']} at {r['eps_label']}: the {label} attacker leaves {na.mean():.3f}, the "
+                           f"suite through the transform (BPDA) {ad.mean():.3f}; {test['a_only']} scans only the "
+                           f"adaptive attacker fooled (exact McNemar p = {test['p_value']:.3g}): the transform hides "
+                           "the gradient from an attacker who ignores it")
+    return {"masking": masking, "failed": failed}
+
+
+def same_attack_suite(table, *, reference: str = "undefended") -> list[str]:
+    """Every deterministic model of a headline table (:func:`octlib.compare.headline_table`) faced at least the
+    attacks the ``reference`` faced: the same suite, plus what a model's evaluation folded in (an input transform's
+    non-adaptive attacks, :meth:`octlib.evaluation.Evaluation.fold`). Randomized and smoothed models face the
+    suite's randomized counterparts and are not compared here."""
+    deterministic = table[~table["kind"].isin(["randomized", "smoothing"])]
+    ref = deterministic[deterministic["model"] == reference]
+    if not len(ref):
+        return [f"no {reference} row to compare the suites with"]
+    suite = set(ref["attacks"].iloc[0].split(", "))
+    return [f"{m} did not face {sorted(suite - set(a.split(', ')))} of the {reference}'s suite"
+            for m, a in zip(deterministic["model"], deterministic["attacks"]) if not suite <= set(a.split(", "))]
+
+
 def blackbox_finds_little(fooled_by, attack: str = "Square", *, n_allowed: int = 0) -> list[str]:
     """Per scan: ``fooled_by`` names the first suite attack that fooled each scan. A score-based attack that fools
     scans every gradient attack before it missed is the per-scan form of :func:`whitebox_beats_blackbox`."""

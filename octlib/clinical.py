@@ -11,6 +11,8 @@ and every retrained defence, written as evaluation records (:mod:`octlib.records
   every scan, scored on any model (the victim's perturbation transferred to each defence).
 - :func:`corrupted_scans` and :func:`corruption_outcomes` (notebook 53): MedMNIST-C's OCT corruptions
   (:mod:`octlib.corruptions`) at each severity, the same corrupted scans for every model.
+- :func:`certified_referral` (notebook 54): randomized smoothing certified over the referral decision (urgent or
+  routine) beside the 4-class certificate from the same noisy copies, and a targeted L2 attack on the decision.
 
 Each returns :class:`Outcomes`: per-scan arrays over a grid of levels (ε, or a corruption's severity) whose
 :meth:`Outcomes.records` are rows in the records format. For the ε-ball threats a scan fooled at ε counts as fooled
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import SuiteConfig
-from .labels import CLASSES
+from .labels import CLASSES, ROUTINE_CLASSES, URGENT_CLASSES
 from .threat import ThreatModel, check_eps, to_255, to_unit
 
 #: The axis of a corruption's records: ``eps`` holds the severity, ``norm`` says so.
@@ -200,6 +202,121 @@ def referral_attacks(target, scans, eps_255, suite: SuiteConfig, *, seed: int = 
 
 
 # --- storage --------------------------------------------------------------------------------------------------
+
+#: The referral decision as groups of class indices: 0 = urgent referral (CNV, DME), 1 = routine (DRUSEN, NORMAL).
+REFERRAL_GROUPS = (tuple(CLASSES.index(c) for c in URGENT_CLASSES), tuple(CLASSES.index(c) for c in ROUTINE_CLASSES))
+
+
+def certified_referral(model, sigma: float, scans, *, n0: int, n: int, alpha: float, radii, empirical_radii=None,
+                       eot_samples: int = 8, pgd_steps: int = 20, seed: int = 0, batch_size: int = 1000,
+                       name: str | None = None) -> dict:
+    """Randomized smoothing of ``model`` (noise σ) certified for the **referral decision**, urgent (CNV, DME) or
+    routine (DRUSEN, NORMAL), beside the 4-class certificate of the same smoothed model, from the same noisy
+    copies (Cohen et al. 2019's CERTIFY with n0, n, α; :func:`octlib.defences.certify_from_counts`; the grouping
+    is this project's). The smoothed decision answers the group its noisy copies are most often classified into,
+    so its top probability is at least the top class's and its certified radius at least as large when both name
+    the same group. An abstention is a failure.
+
+    Per radius r of ``radii`` up to the largest that n samples can certify
+    (:func:`octlib.defences.max_certifiable_radius`), on every urgent scan: certified urgent within r (a provable
+    bound, each with probability 1 − α, on missed referrals under any L2 perturbation of norm ≤ r) and certified
+    at its own class within r; on every routine scan: certified routine within r (false referrals).
+
+    Empirically, at each radius of ``empirical_radii`` (increasing; ``None``: every certified radius; ``()``:
+    none), every urgent scan the smoothed decision still
+    refers is attacked by L2 PGD with EOT (``eot_samples`` draws per gradient, ``pgd_steps`` steps, on the log of
+    the averaged softmax: :func:`octlib.estimators.noise_classifier`) aimed at DRUSEN, then at NORMAL on the scans
+    not yet missed, and answered by the smoothed decision's CERTIFY (same n0, n, α). A scan missed at a smaller
+    radius is missed at every larger one (the perturbation is admissible there), and an urgent scan the smoothed
+    decision does not refer when clean counts as missed at every radius. A certificate is a lower bound: the
+    empirical share still referred must lie above the certified share at the same radius.
+
+    Returns ``{"outcomes": [Outcomes...] (L2 rows for the records), "curve": [{radius, n_urgent, referral,
+    four_class, n_routine, routine}], "empirical": [{radius, still_referred, missed, abstained, attacked}],
+    "max_radius", "certify_s", "empirical_s", "n0", "n", "alpha", "sigma"}``."""
+    from .attacks import pgd
+    from .defences import certify_from_counts, max_certifiable_radius
+    from .estimators import noise_classifier, smoothed_classifier
+
+    x, y, ids, patients = _scans(scans)
+    name = name or f"randomized smoothing σ={sigma:g}"
+    max_radius = max_certifiable_radius(sigma, n, alpha)
+    grid = [float(r) for r in radii if 0 < r <= max_radius]
+    empirical_radii = list(grid) if empirical_radii is None else [float(r) for r in empirical_radii]
+    if any(r <= 0 for r in empirical_radii) or empirical_radii != sorted(set(empirical_radii)):
+        raise ValueError(f"`empirical_radii` must be increasing positive L2 radii, got {empirical_radii}.")
+    if not grid:
+        raise ValueError(f"No radius of {list(radii)} is above 0 and within the {max_radius:.3f} that n = {n} "
+                         f"samples can certify at α = {alpha}: give smaller radii or a larger n.")
+    smoothed = smoothed_classifier(model, sigma, n0=n0, alpha=alpha)
+    urgent, routine = np.isin(y, REFERRAL_GROUPS[0]), np.isin(y, REFERRAL_GROUPS[1])
+    decision = np.where(urgent, 0, 1)
+
+    def certify(xs):
+        select, estimate = smoothed.certify_counts(xs, n, batch_size=batch_size)
+        return (certify_from_counts(select, estimate, sigma=sigma, n=n, alpha=alpha),
+                certify_from_counts(select, estimate, sigma=sigma, n=n, alpha=alpha, groups=REFERRAL_GROUPS))
+
+    np.random.seed(seed)  # ART's smoothing draws from NumPy's global generator
+    t0 = time.perf_counter()
+    (cls, cls_r), (grp, grp_r) = certify(x)
+    certify_s = time.perf_counter() - t0
+    settings = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "decision": "0 = urgent (CNV, DME), 1 = routine"
+                " (DRUSEN, NORMAL), -1 = abstained", "grouping": "this project's; certificate: Cohen et al. 2019"}
+
+    def rows(attack, mask, labels, answers, robust, levels):
+        k = int(mask.sum())
+        return Outcomes(name, "smoothing", attack, "2", tuple(levels), labels[mask], ids[mask], patients[mask],
+                        answers[mask], np.zeros(k), robust[:, mask], np.zeros((len(levels), k)),
+                        np.tile(answers[mask], (len(levels), 1)), settings=settings)
+
+    referral = np.array([(grp == 0) & (grp_r >= r) for r in grid])
+    four = np.array([(cls == y) & (cls_r >= r) for r in grid])
+    kept_routine = np.array([(grp == 1) & (grp_r >= r) for r in grid])
+    outcomes = [rows("certified referral · urgent scans", urgent, decision, grp, referral, grid),
+                rows("certified 4-class · urgent scans", urgent, y, cls, four, grid),
+                rows("certified referral · routine scans", routine, decision, grp, kept_routine, grid)]
+    curve = [{"radius": r, "n_urgent": int(urgent.sum()), "referral": float(referral[i][urgent].mean()),
+              "four_class": float(four[i][urgent].mean()), "n_routine": int(routine.sum()),
+              "routine": float(kept_routine[i][routine].mean()) if routine.any() else float("nan")}
+             for i, r in enumerate(grid)] if urgent.any() else []
+    t1 = time.perf_counter()
+    empirical, answer = [], grp.copy()
+    alive = urgent & (grp == 0)
+    robust_e, pred_e = np.zeros((len(empirical_radii), len(y)), bool), np.zeros((len(empirical_radii), len(y)), int)
+    attacked = []
+    for i, r in enumerate(empirical_radii):
+        idx = np.flatnonzero(alive)
+        attacked.append(len(idx))
+        for t, target in enumerate(c for g in REFERRAL_GROUPS[1:] for c in g):  # DRUSEN, then NORMAL
+            idx = np.flatnonzero(alive)
+            if not len(idx):
+                break
+            attacker = noise_classifier(model, sigma, eot_samples, seed=seed + 7919 * (i + 1) + t)
+            x_adv = pgd(attacker, x[idx], y[idx], r, norm="2", steps=pgd_steps, restarts=0, seed=seed,
+                        progress=False, target=target).x_adv
+            np.random.seed(seed + 104729 * (i + 1) + t)
+            got = certify(x_adv)[1][0]
+            answer[idx] = np.where(got != 0, got, answer[idx])
+            alive[idx] = got == 0
+        robust_e[i], pred_e[i] = alive & urgent, answer
+        still = alive[urgent]
+        empirical.append({"radius": r, "still_referred": float(still.mean()) if urgent.any() else float("nan"),
+                          "missed": float((answer[urgent] == 1).mean()) if urgent.any() else float("nan"),
+                          "abstained": int((answer[urgent] == -1).sum()), "attacked": attacked[-1]})
+    if empirical_radii and urgent.any():
+        o = rows("targeted L2 PGD + EOT · missed referral", urgent, decision, grp, robust_e, empirical_radii)
+        o.pred = pred_e[:, urgent]
+        o.settings = {**settings, "eot_samples": eot_samples, "pgd_steps": pgd_steps,
+                      "aimed at": "DRUSEN, then NORMAL", "attacked": attacked}
+        o.per_level = [{"missed_referral": e["missed"], "abstained": e["abstained"]} for e in empirical]
+        outcomes.append(o)
+    return {"outcomes": outcomes, "curve": curve, "empirical": empirical, "max_radius": max_radius,
+            "beyond_max_radius": [float(r) for r in radii if r > max_radius], "certify_s": certify_s,
+            "empirical_s": time.perf_counter() - t1, "n0": n0, "n": n, "alpha": alpha, "sigma": sigma,
+            "n_scans": int(len(y)), "class_pred": cls.tolist(), "class_radius": cls_r.tolist(),
+            "decision": grp.tolist(), "decision_radius": grp_r.tolist()}
+
 
 def storage_channels(qualities) -> dict:
     """The channels a scan may pass through before the model: name -> function on scans."""

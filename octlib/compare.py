@@ -35,10 +35,12 @@ PRODUCERS = {
     "46_defence_randomized_smoothing": "46_defence_randomized_smoothing.ipynb",
     "47_defence_adversarial_training_evasion": "47_defence_adversarial_training_evasion.ipynb",
     "48_defence_gaussian_noise_evasion": "48_defence_gaussian_noise_evasion.ipynb",
+    "49_defence_input_transforms": "49_defence_input_transforms.ipynb",
     "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
     "51_attack_storage": "51_attack_storage.ipynb",
     "52_attack_universal": "52_attack_universal.ipynb",
     "53_corruptions": "53_corruptions.ipynb",
+    "54_certified_referral": "54_certified_referral.ipynb",
 }
 
 
@@ -273,6 +275,71 @@ def probe_table(frame):
                     "black-box robust": r["robust_accuracy"], "95% CI": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
                     "white-box (same scans)": test["mean_b"], "clean": float(np.mean(_outcomes(r, "clean"))),
                     "p (black vs white)": test["p_value"]})
+    return pd.DataFrame(out, columns=columns)
+
+
+def transform_table(frame, eps_255: float, *, label: str = "non-adaptive"):
+    """The input transforms at ``eps_255`` (notebook 49), one row per model evaluated both ways: n, clean accuracy,
+    the robust accuracy an attacker who ignores the transform leaves (``suite (non-adaptive)`` rows), the suite's
+    (BPDA through the transform, with the non-adaptive attacks folded in), the scans only the adaptive attacker
+    fooled, the exact McNemar p of the two and ``masked``: p < :data:`ALPHA` (the non-adaptive number overstates the
+    defence; :func:`octlib.checks.non_adaptive_overstates`)."""
+    import pandas as pd
+
+    columns = ["model", "ε", "n", "clean acc", f"robust ({label})", "robust (suite, BPDA)",
+               "fooled by the adaptive attacker only", "p", "masked"]
+    suite = _at_eps(frame, eps_255)
+    out = []
+    for _, r in _at_eps(frame, eps_255, attack=f"suite ({label})").iterrows():
+        s = suite[suite["model"] == r["model"]]
+        if not len(s):
+            continue
+        test = _paired(r, s.iloc[0])
+        out.append({"model": r["model"], "ε": r["eps_label"], "n": int(r["n"]), "clean acc": r["clean_accuracy"],
+                    f"robust ({label})": r["robust_accuracy"], "robust (suite, BPDA)": s.iloc[0]["robust_accuracy"],
+                    "fooled by the adaptive attacker only": test["a_only"], "p": test["p_value"],
+                    "masked": bool(test["a_only"] and test["p_value"] < ALPHA)})
+    return pd.DataFrame(out, columns=columns)
+
+
+#: The record rows of notebook 54 (:func:`octlib.clinical.certified_referral`), by attack name.
+REFERRAL_CERTIFICATE = {"referral": "certified referral · urgent scans",
+                        "four_class": "certified 4-class · urgent scans", "routine": "certified referral · routine scans",
+                        "empirical": "targeted L2 PGD + EOT · missed referral"}
+
+
+def referral_certificate_table(frame, radius: float | None = None):
+    """The certified referral (notebook 54) per model and L2 radius (only ``radius`` if given): the urgent scans
+    (n) certified urgent with their Wilson interval, the same scans certified at their own class by the 4-class
+    certificate of the same smoothed model, the exact McNemar p of the two on those scans, the routine scans
+    certified routine, and, where the radius was attacked, the urgent scans the smoothed decision still refers and
+    misses under the targeted L2 attack (clean misses included)."""
+    import pandas as pd
+
+    columns = ["model", "L2 radius", "n urgent", "certified urgent", "95% CI", "certified own class (4-class)",
+               "p (referral vs 4-class)", "n routine", "certified routine", "still referred (attacked)",
+               "missed referral (attacked)"]
+    rows = frame[(frame["norm"] == "2") & frame["attack"].isin(list(REFERRAL_CERTIFICATE.values()))]
+    if radius is not None:
+        rows = rows[np.isclose(rows["eps"].astype(float), radius)]
+    out = []
+    for (model, eps), part in rows.groupby(["model", "eps"], sort=False):
+        by = {a: part[part["attack"] == name].iloc[0] for a, name in REFERRAL_CERTIFICATE.items()
+              if (part["attack"] == name).any()}
+        if "referral" not in by:
+            continue
+        ref = by["referral"]
+        four = by.get("four_class")
+        test = _paired(ref, four) if four is not None else None
+        emp = by.get("empirical")
+        out.append({"model": model, "L2 radius": float(eps), "n urgent": int(ref["n"]),
+                    "certified urgent": ref["robust_accuracy"], "95% CI": f"{ref['ci_low']:.3f}–{ref['ci_high']:.3f}",
+                    "certified own class (4-class)": np.nan if four is None else four["robust_accuracy"],
+                    "p (referral vs 4-class)": np.nan if test is None else test["p_value"],
+                    "n routine": int(by["routine"]["n"]) if "routine" in by else 0,
+                    "certified routine": by["routine"]["robust_accuracy"] if "routine" in by else np.nan,
+                    "still referred (attacked)": np.nan if emp is None else emp["robust_accuracy"],
+                    "missed referral (attacked)": np.nan if emp is None else emp.get("missed_referral", np.nan)})
     return pd.DataFrame(out, columns=columns)
 
 

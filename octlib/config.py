@@ -458,6 +458,9 @@ class DefenceConfig:
         rs_empirical_radii: L2 radii of the empirical check beside the certificate (an L2 PGD with EOT on the same
             smoothed classifier; each radius costs one more CERTIFY of n samples per scan still standing); ``None``:
             every radius of ``rs_radii`` up to the largest certifiable one.
+        jpeg_quality, squeeze_bits, median_window: the input transforms of notebook 49
+            (:func:`octlib.defences.input_transforms`): JPEG quality, bits kept by bit-depth reduction, median
+            window in pixels (Xu et al. 2018 keep 5 bits of natural images and use 2-3 px windows).
         adv_eps_255, adv_steps: PGD adversarial training: ε (/255) and PGD steps per training batch.
         adv_epochs: the most epochs of adversarial training (``None``: the profile's training setting).
         retrain_epochs: the most epochs of the other retrained victims, label smoothing and noise training
@@ -488,6 +491,9 @@ class DefenceConfig:
     rs_alpha: float = 0.001
     rs_radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     rs_empirical_radii: tuple[float, ...] | None = None
+    jpeg_quality: int = 75
+    squeeze_bits: int = 5
+    median_window: int = 3
     adv_eps_255: float = 4.0
     adv_steps: int = 7
     adv_epochs: int | None = None
@@ -517,6 +523,8 @@ class DefenceConfig:
                 not self.rs_empirical_radii or any(not r > 0 for r in self.rs_empirical_radii)
                 or list(self.rs_empirical_radii) != sorted(set(self.rs_empirical_radii))):
             bad.append("rs_empirical_radii (None, or increasing L2 radii > 0)")
+        if not 1 <= self.jpeg_quality <= 95 or not 1 <= self.squeeze_bits <= 7 or not 2 <= self.median_window <= 9:
+            bad.append("jpeg_quality (in [1, 95]) / squeeze_bits (in [1, 7]) / median_window (in [2, 9] px)")
         if not 0 < self.adv_eps_255 <= 64 or self.adv_steps < 1:
             bad.append("adv_eps_255 (in (0, 64], /255 units) / adv_steps (>= 1)")
         if not self.noise_sigmas or any(not s > 0 for s in self.noise_sigmas):

@@ -23,11 +23,17 @@ and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim,
 :func:`output_defences` builds the named set the notebooks compare; :func:`octlib.evaluation.api_target` scores
 the attack suite through one of them.
 
+**Input transforms** (notebook 49): :func:`input_transforms` builds JPEG compression, bit-depth reduction and
+median smoothing as ART pre-processors; :func:`octlib.evaluation.transform_evaluations` attacks them through the
+transform (BPDA) and ignoring it.
+
 **Input noise** (notebooks 43 and 44): :func:`~octlib.estimators.noise_classifier` classifies K noisy copies of each
 scan and gives plain (one draw) or EOT gradients; :class:`ExpectedNoiseAnswer` scores its answer in expectation;
 :func:`~octlib.estimators.smoothed_classifier`, :func:`smoothed_predictions`,
 :func:`certified_accuracy` and :func:`max_certifiable_radius` cover randomized smoothing (Cohen et al. 2019), and
-:func:`certify` puts them together: the certified curve next to an empirical L2 PGD + EOT at the same radii.
+:func:`certify` puts them together: the certified curve next to an empirical L2 PGD + EOT at the same radii;
+:func:`certify_from_counts` certifies any grouping of the classes from the same noisy copies (notebook 54's
+referral decision, :func:`octlib.clinical.certified_referral`).
 """
 
 from __future__ import annotations
@@ -90,6 +96,30 @@ def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed
         beta, gamma = reverse_sigmoid
         out[f"reverse-sigmoid β={beta:g},γ={gamma:g}"] = ("probabilities", [ReverseSigmoid(beta=beta, gamma=gamma)])
     return out
+
+
+def input_transforms(*, jpeg_quality: int = 75, squeeze_bits: int = 5, median_window: int = 3) -> dict:
+    """The input-transform defences of notebook 49, by name, as ART pre-processors on [0, 1] scans (channels last):
+    JPEG compression at ``jpeg_quality`` (Dziugaite et al. 2016; Das et al. 2017), bit-depth reduction to
+    ``squeeze_bits`` bits and median smoothing over a ``median_window`` square (the two squeezers of Xu et al. 2018,
+    "Feature Squeezing", NDSS). None is random, so none needs EOT; all are non-differentiable or nearly so, and
+    ART passes the gradient through them unchanged (BPDA, :func:`octlib.evaluation.input_target`)."""
+    from art.defences.preprocessor import FeatureSqueezing, JpegCompression, SpatialSmoothing
+
+    bad = []
+    if not isinstance(jpeg_quality, (int, np.integer)) or not 1 <= jpeg_quality <= 95:
+        bad.append(f"`jpeg_quality` must be an integer in [1, 95], got {jpeg_quality!r}")
+    if not isinstance(squeeze_bits, (int, np.integer)) or not 1 <= squeeze_bits <= 7:
+        bad.append(f"`squeeze_bits` must be an integer in [1, 7] (8 bits changes nothing), got {squeeze_bits!r}")
+    if not isinstance(median_window, (int, np.integer)) or not 2 <= median_window <= 9:
+        bad.append(f"`median_window` must be an integer in [2, 9] pixels, got {median_window!r}")
+    if bad:
+        raise ValueError("; ".join(bad) + ".")
+    return {f"JPEG q={jpeg_quality}": JpegCompression(clip_values=(0.0, 1.0), quality=int(jpeg_quality),
+                                                      channels_first=False),
+            f"bit depth {squeeze_bits}": FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=int(squeeze_bits)),
+            f"median {median_window}×{median_window}": SpatialSmoothing(window_size=int(median_window),
+                                                                       channels_first=False, clip_values=(0.0, 1.0))}
 
 
 def majority_vote(answers, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +253,37 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     from scipy.stats import norm
 
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
+
+
+def certify_from_counts(select, estimate, *, sigma: float, n: int, alpha: float, groups=None):
+    """Cohen et al.'s CERTIFY from the counts of :meth:`ChunkedSmoothing.certify_counts
+    <octlib.estimators.smoothed_classifier>` (``(N, classes)`` each): per scan, the group with the most of the
+    ``select`` votes, the one-sided (1 − α) Clopper-Pearson lower bound p_A of its share of the ``n`` ``estimate``
+    votes, and the L2 radius σ·Φ⁻¹(p_A); an abstention (``-1``, radius 0) where p_A < 0.5. ``groups``: a partition
+    of the classes into decisions, e.g. ``[(CNV, DME), (DRUSEN, NORMAL)]`` as indices; the smoothed classifier
+    then answers the group whose noisy copies are most often classified into it, and the certificate is for that
+    decision (Cohen et al.'s theorem holds for any base classifier, so for the grouped one too). ``None``: each
+    class its own group, which is ART's ``certify`` (tested). Returns ``(answer, radius)``: group (or class)
+    indices and radii."""
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import proportion_confint
+
+    select, estimate = np.asarray(select, dtype=np.int64), np.asarray(estimate, dtype=np.int64)
+    if select.shape != estimate.shape or select.ndim != 2:
+        raise ValueError(f"`select` {select.shape} and `estimate` {estimate.shape} must be (N, classes) counts.")
+    n_classes = select.shape[1]
+    groups = [(c,) for c in range(n_classes)] if groups is None else [tuple(int(c) for c in g) for g in groups]
+    members = sorted(c for g in groups for c in g)
+    if members != list(range(n_classes)):
+        raise ValueError(f"`groups` must split the classes 0..{n_classes - 1} into disjoint groups, got {groups}.")
+    if np.any(estimate.sum(axis=1) != n):
+        raise ValueError(f"Every row of `estimate` must count n = {n} noisy copies.")
+    pick = np.stack([select[:, list(g)].sum(axis=1) for g in groups], axis=1).argmax(axis=1)
+    top = np.stack([estimate[:, list(g)].sum(axis=1) for g in groups], axis=1)[np.arange(len(pick)), pick]
+    p_a = np.asarray(proportion_confint(top, n, alpha=2 * alpha, method="beta")[0], dtype=float).reshape(-1)
+    certified = p_a >= 0.5
+    radius = np.where(certified, sigma * norm.ppf(np.clip(p_a, 0.5, 1.0)), 0.0)
+    return np.where(certified, pick, -1), radius
 
 
 def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, eot_samples: int, pgd_steps: int,

@@ -294,6 +294,19 @@ def smoothed_classifier(model, sigma: float, *, n0: int = 100, alpha: float = 0.
                 counts += super()._prediction_counts(x, n=min(chunk, n - start), batch_size=batch_size)
             return counts
 
+        def certify_counts(self, x, n: int, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+            """The counts CERTIFY decides on, ``(select, estimate)``, each ``(N, classes)``: per scan, the top
+            classes of ``sample_size`` (n0) noisy copies, which pick the answer, then of ``n`` more, which certify
+            it, drawn in ART's order (from the same NumPy seed, :meth:`certify` decides on these very draws).
+            :func:`octlib.defences.certify_from_counts` certifies any grouping of the classes from them."""
+            select, estimate = [], []
+            for x_i in np.asarray(x, dtype=np.float32):
+                select.append(self._prediction_counts(x_i, n=self.sample_size, batch_size=batch_size))
+                estimate.append(self._prediction_counts(x_i, n=int(n), batch_size=batch_size))
+            shape = (0, self.nb_classes)
+            return (np.array(select, dtype=np.int64).reshape(shape if not select else (len(select), -1)),
+                    np.array(estimate, dtype=np.int64).reshape(shape if not estimate else (len(estimate), -1)))
+
     return ChunkedSmoothing(
         model=model, nb_classes=4, input_shape=tuple(model.input_shape[1:]),
         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True), sample_size=n0, scale=float(sigma),

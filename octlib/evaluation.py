@@ -26,6 +26,10 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
 * **Randomized defences** are attacked with EOT (Athalye et al. 2018): every gradient is that of the loss of the
   softmax averaged over ``eot_samples`` noise draws (:func:`octlib.estimators.noise_classifier`), and
   :func:`eot_convergence` grows the draws and steps until robust accuracy stops falling.
+* **Input transforms are attacked through them and around them** (Athalye et al. 2018): the suite crafts through a
+  non-differentiable pre-processor with BPDA (its gradient taken as the identity), and again on the bare model as
+  an attacker who ignores it would; the defence's rows are the worst case of both (:func:`transform_evaluations`,
+  :meth:`Evaluation.fold`), and where the two differ significantly the transform hid the gradient.
 * **A randomized answer is scored in expectation**: the majority of many draws of it, the draws fixed once so that
   the scored answer is a function of the scan (:class:`octlib.defences.ExpectedNoiseAnswer`,
   :func:`octlib.defences.api_expected_votes`); the share of draws answering right (the per-draw accuracy a single
@@ -137,12 +141,18 @@ def api_target(name: str, model, api, *, answer_draws: int = 100, seed: int = 0,
                             "answer_draws": answer_draws, "answer_seed": seed})
 
 
-def input_target(name: str, model, preprocessor, **settings) -> Target:
+def input_target(name: str, model, preprocessor, *, adaptive: bool = True, **settings) -> Target:
     """An input-transform defence: the model answers ``preprocessor(x)`` (an ART pre-processor such as
-    ``JpegCompression``, ``FeatureSqueezing`` or ``SpatialSmoothing``), and every attack crafts through the
-    transform with BPDA (ART passes the gradient through a non-differentiable pre-processor unchanged: Athalye et
-    al. 2018), so the transform cannot hide the gradient. Its loss is the cross-entropy of the model's logits on
-    the transformed scan."""
+    ``JpegCompression``, ``FeatureSqueezing`` or ``SpatialSmoothing``; :func:`octlib.defences.input_transforms`).
+    Its loss is the cross-entropy of the model's logits on the transformed scan.
+
+    ``adaptive=True`` (the defence's row): every attack crafts through the transform with BPDA (ART passes the
+    gradient through a non-differentiable pre-processor unchanged: Athalye et al. 2018), and the score-based attack
+    queries the defended model, so the transform cannot hide the gradient. ``adaptive=False``: the attacker who
+    does not know the transform (the evaluation such defences were first published with): every attack, the
+    score-based one included, crafts on the bare model and the crafted scans are answered through the transform
+    (such targets can share one :class:`CraftCache`). Fold the two (:meth:`Evaluation.fold`): a scan is robust only
+    if neither fooled it."""
     from .estimators import art_classifier
     from .metrics import predict_logits
     from .models import float32_model
@@ -152,10 +162,39 @@ def input_target(name: str, model, preprocessor, **settings) -> Target:
     def transformed(x):
         return np.asarray(preprocessor(np.asarray(x, dtype=np.float32))[0], dtype=np.float32)
 
+    settings = {"transform": type(preprocessor).__name__,
+                "attacker": "BPDA through the transform" if adaptive else "non-adaptive: crafted on the bare model",
+                **settings}
+    if not adaptive:  # crafted on the bare model's logits: shareable between transforms (CraftCache)
+        return Target(name, "input", model, scores=lambda x: predict_logits(model, transformed(x)), settings=settings)
     return Target(name, "input", model, scores=lambda x: predict_logits(model, transformed(x)),
                   crafting=lambda loss: art_classifier(model, loss="cross_entropy" if loss == "scores" else loss,
                                                        preprocessors=[preprocessor]),
-                  settings={"transform": type(preprocessor).__name__, **settings})
+                  settings=settings)
+
+
+def transform_evaluations(model, transforms: dict, scans, threat: ThreatModel, suite: SuiteConfig, *, seed: int = 0,
+                          converge: bool = True, label: str = "non-adaptive") -> dict:
+    """Every input transform of ``transforms`` (name -> ART pre-processor, :func:`octlib.defences.input_transforms`)
+    in front of ``model``, evaluated on ``scans`` twice (:func:`input_target`): by the suite through the transform
+    (BPDA; with ``converge``, also the convergence sweep at the headline ε) and by the attacker who ignores it (the
+    suite on the bare model, crafted once for every transform through one :class:`CraftCache`), the second folded
+    into the first (:meth:`Evaluation.fold`). Returns name -> ``(suite, non_adaptive)``: write
+    ``suite.records() + non_adaptive.records(label=label)``."""
+    from .estimators import quiet_retracing
+
+    cache, out = CraftCache(), {}
+    common = dict(scan_ids=scans.ids, patients=scans.patients, seed=seed, progress=False)
+    with quiet_retracing():  # ART traces each new classifier once, by design
+        for name, pre in transforms.items():
+            adaptive = evaluate(input_target(name, model, pre), scans.x, scans.y, threat, suite, converge=converge,
+                                **common)
+            blind = evaluate(input_target(name, model, pre, adaptive=False), scans.x, scans.y, threat, suite,
+                             cache=cache, **common)
+            adaptive.fold(blind, label)
+            adaptive.settings["crafts_shared"] = {"reused": cache.reused, "crafted": cache.crafted}
+            out[name] = (adaptive, blind)
+    return out
 
 
 def noise_target(name: str, model, sigma: float, samples: int, eot_samples: int, *, seed: int = 0,
@@ -258,6 +297,35 @@ class Evaluation:
                                   "turned": turned}
         return turned
 
+    def fold(self, other: "Evaluation", label: str) -> int:
+        """Add another evaluation of the same model's answers on the same scans and ε grid (e.g. the non-adaptive
+        attacker of an input transform, :func:`input_target`) to the worst case per scan: a scan ``other`` fooled
+        at ε is not robust there (named in ``fooled_by`` as ``label`` and the attack), and the loss is the higher of
+        the two. Returns how many (ε, scan) outcomes it turned; per ε, the robust count before and the scans turned
+        stay in ``settings["folded"][label]`` (many turned scans say the folded-in attacker found what this one
+        missed)."""
+        if list(map(str, other.scan_ids)) != list(map(str, self.scan_ids)) or other.threat.eps != self.threat.eps:
+            raise ValueError(f"Cannot fold {other.target!r} into {self.target!r}: not the same scans and ε grid.")
+        if not np.array_equal(other.clean_pred, self.clean_pred):
+            raise ValueError(f"Cannot fold {other.target!r} into {self.target!r}: their clean answers differ, so "
+                             "they are not the same model's answers.")
+        turned = self.robust & ~other.robust
+        before = self.robust.sum(axis=1)
+        names = np.array([f"{label} {f}" for f in other.fooled_by.ravel()], dtype=object).reshape(turned.shape)
+        self.fooled_by = np.where(turned, names, self.fooled_by)
+        self.pred = np.where(turned, other.pred, self.pred)
+        self.robust = self.robust & other.robust
+        self.loss = np.maximum(self.loss, other.loss)
+        self.settings.setdefault("folded", {})[label] = {
+            "robust_before": before.astype(int).tolist(), "turned": turned.sum(axis=1).astype(int).tolist(),
+            "attacker": other.settings.get("attacker", other.target)}
+        self.settings["attacks"] = [*self.settings.get("attacks", self.suite.attacks),
+                                    *(f"{label} {a}" for a in other.settings.get("attacks", other.suite.attacks))]
+        self.cost = {**self.cost, "gradients": self.cost.get("gradients", 0) + other.cost.get("gradients", 0),
+                     "queries": self.cost.get("queries", 0) + other.cost.get("queries", 0),
+                     f"{label} gradients": other.cost.get("gradients", 0)}
+        return int(turned.sum())
+
     def same_as(self, suite_rows) -> dict:
         """Whether this evaluation's per-scan outcomes and losses equal another model's suite ``rows`` (records in
         ε order, e.g. the undefended victim's): ``{"outcomes": bool, "loss": bool, "differing_outcomes": int}``,
@@ -270,9 +338,13 @@ class Evaluation:
         loss = comparable and bool(np.allclose(self.loss, np.array([r["loss"] for r in rows])))
         return {"outcomes": differing == 0, "loss": bool(loss), "differing_outcomes": differing}
 
-    def records(self) -> list[dict]:
+    def records(self, label: str | None = None) -> list[dict]:
         """Flat rows for :func:`octlib.records.write_records`: one per attack of :data:`OWN_CURVE` and one for the
-        suite, per ε, each with per-scan ``robust``, ``loss`` and ``pred`` lists and the scans' IDs and patients."""
+        suite, per ε, each with per-scan ``robust``, ``loss`` and ``pred`` lists and the scans' IDs and patients.
+        ``label`` (e.g. ``"non-adaptive"``) is appended to every attack name (``suite (non-adaptive)``), for rows
+        kept beside a model's own suite rows without being read as them."""
+        if label is not None:
+            return [{**r, "attack": f"{r['attack']} ({label})"} for r in self.records()]
         rows = []
         settings = {**self.settings, "eot_samples": self.settings.get("eot_samples", 1)}
         for attack, curve in self.own.items():

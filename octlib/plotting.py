@@ -303,6 +303,38 @@ def plot_rate_curve(ax, x, values, n, *, label: str = "", color=None, marker="o"
     return ax
 
 
+def referral_certificate_curves(frame, *, title: str = "Certified referral"):
+    """Notebook 54's records (:func:`octlib.clinical.certified_referral`) against the L2 radius, one panel per
+    model: urgent scans certified urgent, the same scans certified at their own class (4-class), routine scans
+    certified routine (each with its 95% Wilson band) and, where attacked, the urgent scans still referred under
+    the targeted L2 attack (markers). Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .compare import REFERRAL_CERTIFICATE
+
+    styles = {"referral": ("certified urgent (urgent scans)", "C0", "o", "-"),
+              "four_class": ("certified own class, 4-class (urgent scans)", "C1", "s", "--"),
+              "routine": ("certified routine (routine scans)", "C2", "^", ":"),
+              "empirical": ("still referred under targeted L2 PGD + EOT", "C3", "x", "none")}
+    rows = frame[(frame["norm"] == "2") & frame["attack"].isin(list(REFERRAL_CERTIFICATE.values()))]
+    models = list(dict.fromkeys(rows["model"]))
+    if not models:
+        raise ValueError("No certified-referral records (notebook 54) in the rows given.")
+    fig, axes = plt.subplots(1, len(models), figsize=figsize(2, 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        part = rows[rows["model"] == model]
+        for key, (label, color, marker, ls) in styles.items():
+            r = part[part["attack"] == REFERRAL_CERTIFICATE[key]].sort_values("eps")
+            if not len(r):
+                continue
+            plot_rate_curve(ax, r["eps"].astype(float), r["robust_accuracy"], r["n"].astype(int).to_numpy(),
+                            label=f"{label}, n = {int(r['n'].iloc[0])}", color=color, marker=marker, ls=ls)
+        ax.set(xlabel="L2 radius (pixels in [0, 1])", ylabel="share of scans", ylim=(0, 1.02), title=model)
+        ax.legend(fontsize=6)
+    fig.suptitle(title)
+    return fig, axes
+
+
 def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix: str = "", amplify=None):
     """Rows of [clean, perturbation (amplified to the full grey range), adversarial] with labels and confidence."""
     import matplotlib.pyplot as plt

@@ -197,3 +197,75 @@ def test_stored_universal_reads_one_perturbation_of_notebook_52_and_scores_it(se
     np.testing.assert_allclose(run.logits_clean, predict_logits(target.model, scans.x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="labels"):
         largest.run(target.model, scans.x, scans.y[:3])
+
+
+def _constant_model(bias, size=16):
+    """A model whose logits are ``bias`` whatever the scan: its smoothed answer is known exactly."""
+    return keras.Sequential([keras.Input((size, size, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(4, kernel_initializer="zeros",
+                                                bias_initializer=keras.initializers.Constant(list(bias)))])
+
+
+def test_certify_from_counts_is_arts_certify_and_groups_certify_the_decision(setup):
+    """Without groups, CERTIFY from the counts equals ART's ``certify`` on the same draws (same NumPy seed); with
+    the referral groups, a scan whose votes split between CNV and DME abstains as a class but is certified urgent,
+    with the radius the Clopper-Pearson bound on the urgent votes gives."""
+    from scipy.stats import beta, norm
+
+    from octlib import defences
+
+    target, scans = setup
+    smoothed = estimators.smoothed_classifier(target.model, 0.25, n0=20, alpha=0.01, chunk=64)
+    np.random.seed(3)
+    pred, radius = smoothed.certify(scans.x[:12], n=150, batch_size=64)
+    np.random.seed(3)
+    select, estimate = smoothed.certify_counts(scans.x[:12], 150, batch_size=64)
+    assert select.shape == estimate.shape == (12, 4) and (select.sum(1) == 20).all() and (estimate.sum(1) == 150).all()
+    mine, mine_r = defences.certify_from_counts(select, estimate, sigma=0.25, n=150, alpha=0.01)
+    np.testing.assert_array_equal(mine, pred)
+    assert (pred >= 0).sum() >= 6 and len(set(pred.tolist())) >= 2  # certified scans of more than one class
+    np.testing.assert_allclose(mine_r, radius, rtol=1e-9)
+    split = np.array([[10, 9, 1, 0]]), np.array([[40, 40, 10, 10]])
+    cls, _ = defences.certify_from_counts(*split, sigma=0.5, n=100, alpha=0.001)
+    grp, grp_r = defences.certify_from_counts(*split, sigma=0.5, n=100, alpha=0.001, groups=clinical.REFERRAL_GROUPS)
+    assert cls.tolist() == [-1] and grp.tolist() == [0]  # 40 % for CNV cannot be certified; 80 % urgent can
+    np.testing.assert_allclose(grp_r, 0.5 * norm.ppf(beta.ppf(0.001, 80, 21)), rtol=1e-9)
+    # the group the selection votes pick is certified, not the one with the top class
+    grp, _ = defences.certify_from_counts(np.array([[6, 0, 5, 5]]), np.array([[10, 0, 45, 45]]), sigma=0.5, n=100,
+                                          alpha=0.001, groups=clinical.REFERRAL_GROUPS)
+    assert grp.tolist() == [1]
+    with pytest.raises(ValueError, match="groups"):
+        defences.certify_from_counts(*split, sigma=0.5, n=100, alpha=0.001, groups=[(0, 1), (2,)])
+    with pytest.raises(ValueError, match="n = 99"):
+        defences.certify_from_counts(*split, sigma=0.5, n=99, alpha=0.001)
+
+
+@pytest.mark.parametrize("bias, referred", [((5.0, 0, 0, 0), True), ((0, 0, 0, 5.0), False)])
+def test_certified_referral_of_a_constant_answer_is_known_exactly(bias, referred):
+    """A model answering CNV for every scan refers every urgent scan, certified up to the largest radius n samples
+    can certify, and no attack can change it; one answering NORMAL misses every urgent scan before any attack
+    (counted as missed at every radius) and certifies every routine one."""
+    from octlib import defences
+
+    y = np.arange(8) % 4
+    scans = Scans(np.full((8, 16, 16, 1), 0.5, np.float32), y, np.array([f"s{i}" for i in range(8)]),
+                  np.arange(8), 8)
+    out = clinical.certified_referral(_constant_model(bias), 0.25, scans, n0=20, n=200, alpha=0.01,
+                                      radii=(0.0, 0.1, 0.25, 2.0), empirical_radii=(0.25,), eot_samples=2,
+                                      pgd_steps=2, batch_size=64)
+    assert out["max_radius"] == pytest.approx(defences.max_certifiable_radius(0.25, 200, 0.01))
+    assert [c["radius"] for c in out["curve"]] == [0.1, 0.25] and out["beyond_max_radius"] == [2.0]
+    urgent = np.isin(y, [0, 1])
+    for c in out["curve"]:
+        assert c["n_urgent"] == 4 and c["n_routine"] == 4
+        assert c["referral"] == (1.0 if referred else 0.0) and c["routine"] == (0.0 if referred else 1.0)
+        assert c["four_class"] == (0.5 if referred else 0.0)  # CNV scans only: DME is urgent but not CNV
+    (e,) = out["empirical"]
+    assert e["still_referred"] == (1.0 if referred else 0.0) and e["missed"] == (0.0 if referred else 1.0)
+    assert e["attacked"] == (4 if referred else 0)
+    rows = {o.attack: o for o in out["outcomes"]}
+    assert list(rows) == ["certified referral · urgent scans", "certified 4-class · urgent scans",
+                          "certified referral · routine scans", "targeted L2 PGD + EOT · missed referral"]
+    np.testing.assert_array_equal(rows["certified referral · urgent scans"].scan_ids, scans.ids[urgent])
+    assert rows["targeted L2 PGD + EOT · missed referral"].records()[0]["missed_referral"] == e["missed"]
+    _check(out["outcomes"])

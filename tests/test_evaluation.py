@@ -186,6 +186,113 @@ def test_input_transform_is_attacked_through_the_transform_with_bpda(scans, resu
     np.testing.assert_array_equal(ev.robust, result.robust)
 
 
+def _inversion():
+    """An ART pre-processor ``x -> 1 - x`` that knows its own gradient (-1): BPDA through it is the exact gradient."""
+    from art.defences.preprocessor import Preprocessor
+
+    class Invert(Preprocessor):
+        def __init__(self):
+            super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+
+        def __call__(self, x, y=None):
+            return 1.0 - np.asarray(x, dtype=np.float32), y
+
+        def estimate_gradient(self, x, grad):
+            return -grad
+
+    return Invert()
+
+
+def test_non_adaptive_attacker_misses_what_bpda_finds_and_the_fold_keeps_both():
+    """Inverted scans (mean 1 - v) in front of the linear model: the defended model answers class 0 exactly as the
+    plain model does on the original scans, so BPDA through the inversion fools exactly the scans the suite fools
+    there (``EXPECTED_ROBUST``). The attacker who ignores the inversion ascends the bare model's loss, which the
+    inversion turns into a *more* confident right answer: it fools none. Folding keeps the worst case of both."""
+    x = np.stack([np.full((S, S, 1), 1.0 - v, dtype=np.float32) for v in LEVELS])
+    y = np.zeros(4, int)
+    ids, patients = [f"s{i}" for i in range(4)], [0, 1, 2, 3]
+    suite = replace(SUITE, attacks=("FGSM", "PGD"), loss_attack=False)
+    threat = suite.threat()
+    run = {}
+    for adaptive in (True, False):
+        invert = _inversion()
+        target = evaluation.input_target("inverted", linear_model(), invert, adaptive=adaptive)
+        crafted_through = target.crafting("cross_entropy").preprocessing_defences or []
+        assert crafted_through == ([invert] if adaptive else [])
+        run[adaptive] = evaluation.evaluate(target, x, y, threat, suite, scan_ids=ids, patients=patients,
+                                            progress=False)
+    bpda, blind = run[True], run[False]
+    scans_ = evaluation.Scans(x, y, np.array(ids), np.array(patients), 4)
+    both = evaluation.transform_evaluations(linear_model(), {"inverted": _inversion(), "again": _inversion()}, scans_,
+                                            threat, suite, converge=False)
+    for folded, ignored in both.values():  # the notebook's call: the same outcomes, folded already
+        np.testing.assert_array_equal(folded.robust, EXPECTED_ROBUST)
+        assert ignored.robust.all() and folded.settings["folded"]["non-adaptive"]["turned"] == [0, 0, 0, 0]
+    assert both["again"][0].settings["crafts_shared"]["reused"] > 0  # the blind attacker crafted once for both
+    np.testing.assert_array_equal(bpda.clean_pred, np.zeros(4))
+    np.testing.assert_array_equal(bpda.robust, EXPECTED_ROBUST)
+    assert blind.robust.all() and blind.settings["attacker"].startswith("non-adaptive")
+    before = bpda.robust.copy()
+    turned = bpda.fold(blind, "non-adaptive")
+    assert turned == 0 and np.array_equal(bpda.robust, before)  # nothing only the blind attacker fooled
+    assert bpda.settings["folded"]["non-adaptive"]["turned"] == [0, 0, 0, 0]
+    assert "non-adaptive PGD" in bpda.settings["attacks"]
+    # folded the other way round, every scan BPDA fooled turns, named by the folded-in attack
+    turned = blind.fold(run[True], "BPDA")
+    assert turned == int((~EXPECTED_ROBUST).sum()) and np.array_equal(blind.robust, EXPECTED_ROBUST)
+    assert set(blind.fooled_by[~EXPECTED_ROBUST]) <= {"BPDA FGSM", "BPDA PGD"}
+    rows = bpda.records() + run[False].records(label="non-adaptive")
+    assert {r["attack"] for r in rows} == {"FGSM", "PGD", "suite", "FGSM (non-adaptive)", "PGD (non-adaptive)",
+                                           "suite (non-adaptive)"}
+    with pytest.raises(ValueError, match="same scans"):
+        bpda.fold(evaluation.evaluate(evaluation.input_target("inverted", linear_model(), _inversion()), x[:3],
+                                      y[:3], threat, suite, progress=False), "other")
+
+
+def test_non_adaptive_overstates_flags_only_a_supported_difference():
+    n = 40
+    adaptive = np.zeros(n, bool)
+    adaptive[:10] = True
+    blind = adaptive.copy()
+    blind[10:20] = True  # 10 scans only the adaptive attacker fooled: p = 0.002
+    close = adaptive.copy()
+    close[10:12] = True  # 2 scans: p = 0.5
+    rows = []
+    for model, na in (("masked", blind), ("close", close)):
+        suite = _rows(model, adaptive, kind="input")
+        other = _rows(model, na, kind="input")
+        other[0]["attack"] = "suite (non-adaptive)"
+        rows += suite + other
+    found = checks.non_adaptive_overstates(rows)
+    assert not found["failed"] and len(found["masking"]) == 1 and found["masking"][0].startswith("masked at 2/255")
+    table = compare.transform_table(_frame(rows), 2).set_index("model")
+    assert table.loc["masked", "fooled by the adaptive attacker only"] == 10 and table.loc["masked", "masked"]
+    assert table.loc["close", "robust (non-adaptive)"] == 0.3 and not table.loc["close", "masked"]
+    unfolded = _rows("bug", blind, kind="input") + _rows("bug", adaptive, kind="input")
+    unfolded[1]["attack"] = "suite (non-adaptive)"  # the suite row counts robust what the blind attacker fooled
+    assert "was not folded in" in checks.non_adaptive_overstates(unfolded)["failed"][0]
+
+
+def test_input_transforms_are_arts_preprocessors_with_the_identity_gradient():
+    from octlib import defences
+    from octlib.config import DefenceConfig
+
+    transforms = defences.input_transforms()
+    assert list(transforms) == ["JPEG q=75", "bit depth 5", "median 3×3"]
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype(np.float32)
+    for name, pre in transforms.items():
+        out = np.asarray(pre(x)[0])
+        assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1 and not np.allclose(out, x), name
+        np.testing.assert_array_equal(pre.estimate_gradient(x, np.ones_like(x)), np.ones_like(x))  # BPDA
+    np.testing.assert_allclose(np.asarray(transforms["bit depth 5"](x)[0]) * 31, np.rint(x * 31), atol=1e-5)
+    for bad, what in (({"jpeg_quality": 0}, "jpeg_quality"), ({"squeeze_bits": 8}, "squeeze_bits"),
+                      ({"median_window": 1}, "median_window")):
+        with pytest.raises(ValueError, match=what):
+            defences.input_transforms(**bad)
+        with pytest.raises(ValueError, match=what):
+            DefenceConfig(**bad)
+
+
 @pytest.mark.parametrize("answers", ["probabilities", "labels"])
 def test_black_box_probes_query_the_answers_and_cannot_beat_what_no_attack_can(scans, result, answers):
     """Square and HopSkipJump through what an API answers, on the linear model at 4/255: the scans whose mean is at
@@ -814,3 +921,12 @@ def test_evaluate_with_converge_runs_the_sweep_on_the_standing_scans(scans, resu
     np.testing.assert_array_equal(ev.robust, result.robust)
     assert [r for r in ev.records() if r["attack"] == "suite"][h]["settings"]["sweep"]["attacks"] == [
         "PGD", "PGD-margin"]
+
+
+def test_same_attack_suite_allows_folded_in_attacks_only_on_top():
+    rows = _rows("undefended", np.ones(4, bool), kind="none") + _rows("jpeg", np.ones(4, bool), kind="input") \
+        + _rows("short", np.ones(4, bool))
+    rows[1]["attacks"], rows[2]["attacks"] = ["PGD", "non-adaptive PGD"], ["FGSM"]
+    frame = _frame(rows)
+    problems = checks.same_attack_suite(compare.headline_table(frame, 2))
+    assert problems == ["short did not face ['PGD'] of the undefended's suite"]
