@@ -19,10 +19,10 @@ import os
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import TrainConfig, artifacts_dir
+from .config import TrainConfig, artifacts_dir, trades_label
 from .digests import file_digest, stored_weights_digest, weights_digest
 from .provenance import hardware, library_versions
 from .results import to_jsonable
@@ -48,6 +48,17 @@ class TrainedModel:
     @property
     def key(self) -> str:
         return self.sidecar["key"]
+
+    def training_summary(self) -> dict:
+        """How it was trained, from its sidecar: epochs run, the epoch kept and what selected it, the validation
+        accuracy there (robust validation accuracy for a model validated under attack), training seconds, optimizer
+        throughput in training images per second."""
+        t = self.sidecar["training"]
+        history, best = t.get("history", {}), t.get("best_epoch")
+        val = history.get("val_accuracy") or []
+        return {"epochs": t["epochs_run"], "kept epoch": best, "selected on": t.get("selected_on", "validation loss"),
+                "validation accuracy (kept epoch)": float(val[best - 1]) if best and len(val) >= best else None,
+                "training s": t["train_seconds"], "images/s": t.get("images_per_second")}
 
 
 def split_hash(splits) -> str:
@@ -244,20 +255,23 @@ def get_or_train_seeds(splits, cfg: TrainConfig, seeds, *, name: str, retrain: s
                                                                  verbose=verbose) for s in seeds}
 
 
+#: The retrained defence models' kinds (:func:`get_or_train_defence`).
+DEFENCE_KINDS = ("label_smoothing", "noise", "adversarial", "trades")
+
+
 def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int = 0, retrain: str = "auto",
                          verbose: int = 0):
     """A retrained (defended) victim, one recipe for every notebook that uses it, cached like the victim.
 
     ``kind`` is ``label_smoothing`` (``value``: the factor), ``noise`` (Gaussian input noise of σ ``value`` in [0, 1]
-    pixel units, validated under that noise) or ``adversarial`` (PGD adversarial training at ε ``value``/255 with
-    the profile's ``adv_steps``, selected on robust validation accuracy). Everything else is the victim's recipe;
-    the epochs are ``defence.retrain_epochs`` (``adv_epochs`` for adversarial training), else the victim's. A kind
+    pixel units, validated under that noise), ``adversarial`` (PGD adversarial training at ε ``value``/255 with
+    the profile's ``adv_steps``, selected on robust validation accuracy) or ``trades`` (TRADES with the profile's
+    ``trades_beta`` at the same ε and steps, selected the same way). Everything else is the victim's recipe;
+    the epochs are ``defence.retrain_epochs`` (``adv_epochs`` for adversarial training and TRADES), else the victim's. A kind
     in ``defence.finetune`` starts from the study victim's weights instead (loaded, or trained if missing) and
     trains ``defence.finetune_epochs`` at ``defence.finetune_learning_rate`` (else a tenth of the victim's). The
-    artifact is named ``cnn-<policy>-ls<v>``, ``-noise<v>`` or ``-pgdat<v>``.
+    artifact is named ``cnn-<policy>-ls<v>``, ``-noise<v>``, ``-pgdat<v>`` or ``-trades<v>-b<β>``.
     """
-    from dataclasses import replace
-
     d, train, policy = profile.defence, profile.train, splits.info["policy"]
     initial = None
     if kind in d.finetune:
@@ -274,8 +288,12 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     elif kind == "adversarial":
         cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, validate_under_threat=True, epochs=epochs)
         tag = f"pgdat{value:g}"
+    elif kind == "trades":
+        cfg = replace(train, adv_eps_255=value, adv_steps=d.adv_steps, trades_beta=d.trades_beta,
+                      validate_under_threat=True, epochs=epochs)
+        tag = f"trades{value:g}-b{d.trades_beta:g}"
     else:
-        raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")
+        raise ValueError(f"Unknown defence model kind {kind!r}: use {DEFENCE_KINDS}.")
     return get_or_train(splits, cfg, name=f"{victim_name(policy)}-{tag}", seed=seed, retrain=retrain,
                         verbose=verbose, initial=initial)
 
@@ -289,15 +307,18 @@ def defence_label(kind: str, value: float, profile) -> str:
     if kind == "adversarial":
         steps = profile.defence.adv_steps
         return f"{'FGSM-RS' if steps == 1 else f'PGD-{steps}'} adversarial training ε={value:g}/255"
-    raise ValueError(f"Unknown defence model kind {kind!r}: use 'label_smoothing', 'noise' or 'adversarial'.")
+    if kind == "trades":
+        return trades_label(replace(profile.defence, adv_eps_255=value))
+    raise ValueError(f"Unknown defence model kind {kind!r}: use {DEFENCE_KINDS}.")
 
 
 def defence_models(splits, profile, *, seed: int = 0, retrain: str = "auto", verbose: int = 0) -> dict:
     """Every retrained defence model of the profile, name -> artifact (:func:`get_or_train_defence`): label
-    smoothing at each factor, noise training at each input-noise σ, adversarial training; trained if missing."""
+    smoothing at each factor, noise training at each input-noise σ, PGD adversarial training and TRADES; trained if
+    missing."""
     d = profile.defence
     specs = ([("label_smoothing", v) for v in d.label_smoothing] + [("noise", s) for s in d.input_noise_sigmas]
-             + [("adversarial", d.adv_eps_255)])
+             + [("adversarial", d.adv_eps_255), ("trades", d.adv_eps_255)])
     return {defence_label(kind, value, profile): get_or_train_defence(splits, profile, kind, value, seed=seed,
                                                                       retrain=retrain, verbose=verbose)
             for kind, value in specs}

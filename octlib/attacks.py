@@ -152,24 +152,30 @@ def pgd(classifier, x, y, eps: float, *, steps: int = 20, step_size: float | Non
                 progress, logits_clean, attack_labels=targets)
 
 
-def pgd_linf_steps(model, x, y, x_start, eps: float, steps: int, step_size: float):
+def pgd_linf_steps(model, x, y, x_start, eps: float, steps: int, step_size: float, *, loss: str = "cross_entropy"):
     """PGD's L∞ iteration in TensorFlow ops, for use inside a traced training step: from ``x_start``, ``steps``
     sign-gradient ascents of ``step_size`` on the cross-entropy of ``model``'s logits (cast to float32, so a
     mixed-precision model is attacked in float32 on every device) against one-hot ``y``, each projected on the
     ε-ball around ``x`` and on [0, 1]. It is the iteration :func:`pgd` runs through ART's
     ``ProjectedGradientDescent`` (from the same start they agree: ``tests/test_training.py``), used by the PGD
-    adversarial trainer (:func:`octlib.training.adversarial_trainer`). Returns the adversarial batch (no gradient
-    flows back through it)."""
+    adversarial trainer (:func:`octlib.training.adversarial_trainer`). With ``loss="kl"``, ``y`` holds the clean
+    scans' probabilities and the ascent is on KL(y ‖ softmax(logits)), TRADES' inner maximisation
+    (:func:`octlib.training.trades_trainer`). Returns the adversarial batch (no gradient flows back through it)."""
     import keras
     import tensorflow as tf
 
+    if loss not in ("cross_entropy", "kl"):
+        raise ValueError(f"`loss` must be 'cross_entropy' or 'kl', got {loss!r}.")
     x_adv = x_start
     for _ in range(steps):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             logits = tf.cast(model(x_adv, training=False), tf.float32)
-            loss = keras.losses.categorical_crossentropy(y, logits, from_logits=True)
-        x_adv = x_adv + step_size * tf.sign(tape.gradient(loss, x_adv))
+            if loss == "kl":
+                value = keras.losses.kl_divergence(y, tf.nn.softmax(logits))
+            else:
+                value = keras.losses.categorical_crossentropy(y, logits, from_logits=True)
+        x_adv = x_adv + step_size * tf.sign(tape.gradient(value, x_adv))
         x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
     return tf.stop_gradient(x_adv)
 

@@ -429,23 +429,30 @@ def narrow(table):
     return table[[c for c in NARROW if c in table.columns]]
 
 
-def paired_tests(frame, eps_255: float, *, reference: str = "undefended"):
-    """Exact McNemar tests on the paired robust outcomes at ``eps_255``: every model against ``reference``, and
-    each model against its neighbour in the robust-accuracy ranking. ``robust a`` and ``robust b`` are on the
-    scans both saw (a randomized defence may have been attacked on fewer). ``supported`` is ``p < ALPHA``."""
+def paired_tests(frame, eps_255: float, *, reference: str = "undefended", pairs=()):
+    """Exact McNemar tests on the paired robust outcomes at ``eps_255``: every model against ``reference``, each
+    model against its neighbour in the robust-accuracy ranking, and the ``pairs`` ``(a, b)`` asked for (e.g. two
+    trainings at equal compute). ``robust a`` and ``robust b`` are on the scans both saw (a randomized defence may
+    have been attacked on fewer). ``supported`` is ``p < ALPHA``; ``clean p`` is the same test on the clean
+    outcomes (what one costs on clean scans against the other)."""
     import pandas as pd
 
     rows = _at_eps(frame, eps_255).sort_values("robust_accuracy", ascending=False)
     by = {r["model"]: r for _, r in rows.iterrows()}
-    pairs = [(m, reference) for m in by if m != reference and reference in by]
+    missing = sorted({m for pair in pairs for m in pair} - set(by))
+    if missing:
+        raise ValueError(f"No suite rows at {eps_255:g}/255 for {missing}; models there: {sorted(by)}.")
+    todo = [(m, reference) for m in by if m != reference and reference in by]
     ranked = list(by)
-    pairs += [(a, b) for a, b in zip(ranked, ranked[1:]) if (a, b) not in pairs and (b, a) not in pairs]
+    for a, b in [*zip(ranked, ranked[1:]), *pairs]:
+        if (a, b) not in todo and (b, a) not in todo:
+            todo.append((a, b))
     out = []
-    for a, b in pairs:
-        t = _paired(by[a], by[b])
+    for a, b in todo:
+        t, c = _paired(by[a], by[b]), _paired(by[a], by[b], "clean")
         out.append({"a": a, "b": b, "robust a": t["mean_a"], "robust b": t["mean_b"], "n paired": t["n"],
-                    "a only": t["a_only"],
-                    "b only": t["b_only"], "p": t["p_value"], "supported": t["p_value"] < ALPHA})
+                    "a only": t["a_only"], "b only": t["b_only"], "p": t["p_value"], "supported": t["p_value"] < ALPHA,
+                    "clean a": c["mean_a"], "clean b": c["mean_b"], "clean p": c["p_value"]})
     return pd.DataFrame(out)
 
 

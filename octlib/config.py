@@ -131,6 +131,9 @@ class TrainConfig:
             L-infinity PGD adversarial examples within ε = ``adv_eps_255``/255 (0: none).
         adv_steps: PGD steps per training batch (random start, step 2.5 ε / steps); 1 step is FGSM with a
             random start ("FGSM-RS", Wong et al. 2020), prone to catastrophic overfitting.
+        trades_beta: with ``adv_eps_255``, train with TRADES (Zhang et al. 2019) instead of on the PGD examples:
+            the clean batch's loss plus β × KL(clean ‖ adversarial), the adversarial batch found by ``adv_steps``
+            ascents of that KL (:func:`octlib.training.trades_trainer`; 0: PGD adversarial training).
         validate_under_threat: validate under the defence's own threat: a noise-trained model on noisy validation
             scans (same σ), an adversarially trained one on PGD validation scans (same ε and steps), and select
             the epoch on that (robust validation accuracy for adversarial training, noisy validation loss for
@@ -156,12 +159,14 @@ class TrainConfig:
     noise_fraction: float = 1.0
     adv_eps_255: float = 0.0
     adv_steps: int = 0
+    trades_beta: float = 0.0
     validate_under_threat: bool = False
     lr_schedule: str = "plateau"
 
     # Settings added after artifact keys existed: they enter the key only when they differ from these defaults,
     # so models trained before they existed keep their keys.
-    _KEY_OPTIONAL = {"noise_sigma": 0.0, "noise_fraction": 1.0, "adv_eps_255": 0.0, "adv_steps": 0, "validate_under_threat": False,
+    _KEY_OPTIONAL = {"noise_sigma": 0.0, "noise_fraction": 1.0, "adv_eps_255": 0.0, "adv_steps": 0, "trades_beta": 0.0,
+                     "validate_under_threat": False,
                      "lr_schedule": "plateau"}
 
     def __post_init__(self):
@@ -179,6 +184,7 @@ class TrainConfig:
             "noise_sigma": 0 <= self.noise_sigma <= 1, "noise_fraction": 0 < self.noise_fraction <= 1,
             "adv_eps_255": 0 <= self.adv_eps_255 <= 64,
             "adv_steps": self.adv_steps >= 0 and (self.adv_steps >= 1) == (self.adv_eps_255 > 0),
+            "trades_beta": self.trades_beta >= 0 and (self.trades_beta == 0 or self.adv_eps_255 > 0),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -462,6 +468,8 @@ class DefenceConfig:
             (:func:`octlib.defences.input_transforms`): JPEG quality, bits kept by bit-depth reduction, median
             window in pixels (Xu et al. 2018 keep 5 bits of natural images and use 2-3 px windows).
         adv_eps_255, adv_steps: PGD adversarial training: ε (/255) and PGD steps per training batch.
+        trades_beta: β of the TRADES model trained beside PGD adversarial training (same ε, steps, epochs and
+            fine-tuning: equal compute; Zhang et al. 2019 use 6).
         adv_epochs: the most epochs of adversarial training (``None``: the profile's training setting).
         retrain_epochs: the most epochs of the other retrained victims, label smoothing and noise training
             (``None``: the profile's training setting).
@@ -496,6 +504,7 @@ class DefenceConfig:
     median_window: int = 3
     adv_eps_255: float = 4.0
     adv_steps: int = 7
+    trades_beta: float = 6.0
     adv_epochs: int | None = None
     retrain_epochs: int | None = None
     finetune: tuple[str, ...] = ()
@@ -504,8 +513,10 @@ class DefenceConfig:
 
     def __post_init__(self):
         bad = []
-        if any(k not in ("label_smoothing", "noise", "adversarial") for k in self.finetune):
-            bad.append("finetune (kinds 'label_smoothing', 'noise', 'adversarial')")
+        if any(k not in ("label_smoothing", "noise", "adversarial", "trades") for k in self.finetune):
+            bad.append("finetune (kinds 'label_smoothing', 'noise', 'adversarial', 'trades')")
+        if not self.trades_beta > 0:
+            bad.append("trades_beta (> 0)")
         if self.finetune_epochs < 1 or (self.finetune_learning_rate is not None and not self.finetune_learning_rate > 0):
             bad.append("finetune_epochs (>= 1) / finetune_learning_rate (None or > 0)")
         if not self.input_noise_sigmas or any(not 0 < s <= 1 for s in self.input_noise_sigmas):
@@ -554,7 +565,8 @@ class DefenceConfig:
             kinds = kinds | {kind} if finetune else kinds - {kind}
         changes = {"finetune": tuple(sorted(kinds))}
         if epochs is not None:
-            name = "finetune_epochs" if kind in kinds else "adv_epochs" if kind == "adversarial" else "retrain_epochs"
+            name = ("finetune_epochs" if kind in kinds else "adv_epochs" if kind in ("adversarial", "trades")
+                    else "retrain_epochs")
             changes[name] = epochs
         return replace(self, **changes)
 
@@ -562,46 +574,58 @@ class DefenceConfig:
         """The most epochs the ``kind`` defence model trains (``train_epochs``: the victim's)."""
         if kind in self.finetune:
             return self.finetune_epochs
-        return (self.adv_epochs if kind == "adversarial" else self.retrain_epochs) or train_epochs
+        return (self.adv_epochs if kind in ("adversarial", "trades") else self.retrain_epochs) or train_epochs
 
 
 @dataclass(frozen=True)
 class AdversarialTraining:
-    """The adversarially trained victim's settings as notebooks 45 and 47 resolve them (:func:`adversarial_training`):
-    both must ask the model store for the same model.
+    """The adversarially trained victims' settings as notebooks 45 and 47 resolve them (:func:`adversarial_training`):
+    both must ask the model store for the same models.
 
     Attributes:
         profile: the profile with these settings in its ``defence`` (pass it to
             :func:`octlib.artifacts.get_or_train_defence`).
-        name: the model's name in tables and figures, e.g. ``PGD-5 adversarial training ε=4/255``.
-        finetuned: fine-tuned from the victim's weights (else trained from scratch).
-        epochs: the most epochs it trains.
+        name: the PGD-trained model's name in tables and figures, e.g. ``PGD-5 adversarial training ε=4/255``.
+        trades_name: the TRADES model's (same ε, steps, epochs and fine-tuning: equal compute), e.g.
+            ``TRADES β=6 (5 steps) ε=4/255``.
+        finetuned: fine-tuned from the victim's weights (else trained from scratch), both models.
+        epochs: the most epochs each trains.
     """
 
     profile: Profile
     name: str
+    trades_name: str
     finetuned: bool
     epochs: int
 
     def describe(self) -> str:
         eps_255 = self.profile.defence.adv_eps_255
-        return (f"{self.name}, {'fine-tuned from the victim' if self.finetuned else 'from scratch'}, at most "
-                f"{self.epochs} epochs (ε = {eps_label(to_unit(eps_255))})")
+        return (f"{self.name} and {self.trades_name}, {'fine-tuned from the victim' if self.finetuned else 'from scratch'}"
+                f", at most {self.epochs} epochs each (ε = {eps_label(to_unit(eps_255))})")
 
 
 def adversarial_training(profile: Profile, eps_255: float | None = None, steps: int | None = None,
-                         epochs: int | None = None, finetune: bool | None = None) -> AdversarialTraining:
+                         epochs: int | None = None, finetune: bool | None = None,
+                         trades_beta: float | None = None) -> AdversarialTraining:
     """Resolve the adversarial-training parameters of notebooks 45 and 47 (``None``: the profile's): training ε in
     /255, PGD steps per batch (1 is FGSM-RS, Wong et al. 2020), the most epochs, fine-tuned from the victim or
-    trained from scratch. Bad values raise :class:`ValueError` naming the setting (:class:`DefenceConfig`)."""
-    overrides = {"adv_eps_255": eps_255, "adv_steps": steps}
+    trained from scratch, and TRADES' β; the TRADES model gets the PGD model's ε, steps, epochs and fine-tuning.
+    Bad values raise :class:`ValueError` naming the setting (:class:`DefenceConfig`)."""
+    overrides = {"adv_eps_255": eps_255, "adv_steps": steps, "trades_beta": trades_beta}
     dcfg = replace(profile.defence, **{k: v for k, v in overrides.items() if v is not None})
     dcfg = dcfg.with_finetune("adversarial", finetune, epochs=epochs)
+    tuned = "adversarial" in dcfg.finetune
+    dcfg = replace(dcfg, finetune=tuple(sorted(set(dcfg.finetune) - {"trades"} | ({"trades"} if tuned else set()))))
     kind = "FGSM-RS" if dcfg.adv_steps == 1 else f"PGD-{dcfg.adv_steps}"
     return AdversarialTraining(profile=replace(profile, defence=dcfg),
                                name=f"{kind} adversarial training ε={dcfg.adv_eps_255:g}/255",
-                               finetuned="adversarial" in dcfg.finetune,
+                               trades_name=trades_label(dcfg), finetuned=tuned,
                                epochs=dcfg.epochs_of("adversarial", profile.train.epochs))
+
+
+def trades_label(dcfg: DefenceConfig) -> str:
+    """The TRADES model's name in tables: β, the steps of its KL ascent, ε."""
+    return f"TRADES β={dcfg.trades_beta:g} ({dcfg.adv_steps} steps) ε={dcfg.adv_eps_255:g}/255"
 
 
 @dataclass(frozen=True)
@@ -713,7 +737,7 @@ PROFILES: dict[str, Profile] = {
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
                                            adv_steps=1, adv_epochs=6, retrain_epochs=6,
-                                           finetune=("label_smoothing", "adversarial"), finetune_epochs=3),
+                                           finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=3),
                      # PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own classifier on
                      # every call, which dominates a small suite)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
@@ -752,7 +776,7 @@ PROFILES: dict[str, Profile] = {
                                           input_noise_sigmas=(0.12,), noise_samples=8, rs_n=10000,
                                           rs_empirical_radii=(0.25,),
                                           adv_eps_255=4.0, adv_steps=5, adv_epochs=20,
-                                          finetune=("label_smoothing", "adversarial"), finetune_epochs=10),
+                                          finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=10),
                     # one PGD start (the suite's worst case over its attacks stands in for restarts); randomized
                     # defences: 50 scans, EOT up to 16 draws x 20 steps, Square with 200 queries of K copies; the grid
                     # starts at 0.5/255 (0.25/255, under half a grey level, does not survive saving a scan in 8 bits)

@@ -180,6 +180,65 @@ def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: 
     return PGDAdversarialTraining(model, name=f"{model.name}_pgd_at")
 
 
+def trades_trainer(model, eps: float, steps: int, beta: float, *, validate_adversarial: bool = False):
+    """Wrap ``model`` so that ``fit`` trains with TRADES (Zhang et al. 2019, "Theoretically Principled Trade-off
+    between Robustness and Accuracy", ICML; ART ships it for PyTorch only).
+
+    Per batch: the clean probabilities p = softmax(f(x)) with the model in inference mode; the adversarial batch x'
+    from x + 0.001·N(0, 1) by ``steps`` sign-gradient ascents of 2.5 ε / steps on KL(p ‖ softmax(f(x'))) in the
+    ε-ball (:func:`octlib.attacks.pgd_linf_steps` with ``loss="kl"``; the PGD adversarial trainer's step size, so
+    the two spend the same gradients per batch); then one optimizer step on the model's own loss on the **clean**
+    batch plus ``beta`` × the batch-mean KL(softmax(f(x)) ‖ softmax(f(x'))), both forward passes in training mode.
+    β trades clean accuracy for robustness (Zhang et al. use 6 on CIFAR-10); with β = 0 it is clean training on the
+    same batches (tested). Metrics are the clean batch's. ``validate_adversarial`` attacks the validation batches
+    with the cross-entropy PGD of :func:`adversarial_trainer` (the same robust selection for both trainers). The
+    wrapper shares its weights with ``model``; save ``model``. ε is in [0, 1] pixel units."""
+    import keras
+    import tensorflow as tf
+
+    from .attacks import pgd_linf_steps
+
+    if not 0 < eps <= 1 or steps < 1 or not beta >= 0:
+        raise ValueError(f"TRADES needs 0 < eps <= 1 (pixel units), steps >= 1 and beta >= 0, got {eps}, {steps}, "
+                         f"{beta}.")
+    step_size = 2.5 * eps / steps
+    validation = adversarial_trainer(model, eps, steps)
+
+    class TRADES(_wrapper_class()):
+        def attack(self, x):
+            """TRADES' adversarial batch for clean batch ``x``: the KL ascent from a small Gaussian start."""
+            clean = tf.stop_gradient(tf.nn.softmax(tf.cast(self.inner(x, training=False), tf.float32)))
+            start = tf.clip_by_value(x + 0.001 * tf.random.normal(tf.shape(x)), 0.0, 1.0)
+            return pgd_linf_steps(self.inner, x, clean, start, eps, steps, step_size, loss="kl")
+
+        def test_step(self, data):
+            if not validate_adversarial:
+                return super().test_step(data)
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            return super().test_step((validation.attack(x, y), y, sample_weight))
+
+        def train_step(self, data):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            x_adv = self.attack(x)
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                adv_pred = self(x_adv, training=True)
+                natural = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+                kl = tf.reduce_mean(keras.losses.kl_divergence(tf.nn.softmax(tf.cast(y_pred, tf.float32)),
+                                                               tf.nn.softmax(tf.cast(adv_pred, tf.float32))))
+                loss = natural + tf.cast(beta, natural.dtype) * tf.cast(kl, natural.dtype)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred, sample_weight=sample_weight)
+            return {m.name: m.result() for m in self.metrics}
+
+    return TRADES(model, name=f"{model.name}_trades")
+
+
 def noisy_validator(model, sigma: float, seed: int = 0, *, with_clean: bool = False):
     """Wrap ``model`` so that validation scans get the training noise N(0, σ²) (not clipped), and the epoch is
     selected on how the model does under the noise it will be used with; training is the model's own. With
@@ -287,7 +346,10 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TrainConfig, 
                 except ValueError as exc:
                     raise ValueError(f"`initial` must have this recipe's architecture to fine-tune from: {exc}") from None
             fitted = model
-            if cfg.adv_eps_255:
+            if cfg.adv_eps_255 and cfg.trades_beta:
+                fitted = trades_trainer(model, to_unit(cfg.adv_eps_255), cfg.adv_steps, cfg.trades_beta,
+                                        validate_adversarial=cfg.validate_under_threat)
+            elif cfg.adv_eps_255:
                 fitted = adversarial_trainer(model, to_unit(cfg.adv_eps_255), cfg.adv_steps,
                                              validate_adversarial=cfg.validate_under_threat)
             elif cfg.noise_sigma and cfg.validate_under_threat:

@@ -128,3 +128,9 @@ def test_adversarial_training_settings_are_resolved_once_for_notebooks_45_and_47
     assert one.profile.train == full.train and "label_smoothing" in one.profile.defence.finetune
     with pytest.raises(ValueError, match="adv_steps"):
         adversarial_training(full, steps=0)
+    # TRADES follows the PGD model's ε, steps, epochs and fine-tuning: equal compute
+    assert at.trades_name == "TRADES β=6 (5 steps) ε=4/255" and "trades" in at.profile.defence.finetune
+    assert "trades" not in one.profile.defence.finetune and one.profile.defence.epochs_of("trades", 50) == 20
+    assert adversarial_training(full, trades_beta=1).trades_name.startswith("TRADES β=1 ")
+    with pytest.raises(ValueError, match="trades_beta"):
+        adversarial_training(full, trades_beta=0)

@@ -598,6 +598,11 @@ def test_headline_table_puts_robust_accuracy_first_and_tests_on_paired_scans():
     assert "**close**" not in text and "close (0.133, p = 0.5)" in text
     tests = compare.paired_tests(frame, 2)
     assert set(zip(tests["a"], tests["b"])) >= {("adv", "undefended"), ("close", "undefended"), ("adv", "close")}
+    assert len(compare.paired_tests(frame, 2, pairs=[("close", "adv")])) == len(tests)  # asked for, tested once
+    clean = tests.set_index(["a", "b"]).loc[("adv", "close")]
+    assert clean["clean a"] == clean["clean b"] == 1.0 and clean["clean p"] == 1.0  # all right when clean
+    with pytest.raises(ValueError, match="missing"):
+        compare.paired_tests(frame, 2, pairs=[("adv", "missing")])
 
 
 def test_paired_test_matches_scans_by_id():

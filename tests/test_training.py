@@ -91,6 +91,10 @@ def test_second_request_reuses_the_cached_model(splits, tmp_path, capsys):
     assert side["metrics"]["test"]["accuracy"]["n"] == len(splits.test)
     assert side["data"]["fingerprint"] == splits.info["fingerprint"] and side["training"]["epochs_run"] >= 1
     assert side["versions"]["keras"] and side["training"]["device"]["device"]
+    summary = second.training_summary()
+    kept = side["training"]["best_epoch"]
+    assert summary["epochs"] == side["training"]["epochs_run"] and summary["selected on"] == "validation loss"
+    assert summary["validation accuracy (kept epoch)"] == side["training"]["history"]["val_accuracy"][kept - 1]
 
 
 def test_the_weights_digest_names_the_trained_weights_not_the_file(splits, tmp_path):
@@ -451,3 +455,57 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
     assert noise.learning_rate == profile.train.learning_rate
     with pytest.raises(ValueError, match="Unknown defence model kind 'dropout'.*'label_smoothing', 'noise'"):
         artifacts.get_or_train_defence(splits, profile, "dropout", 0.5)
+
+
+def test_trades_with_beta_zero_is_clean_training_on_the_same_batches(splits):
+    """β = 0: the TRADES step on a batch from some weights lands where a plain step on the clean batch does (the KL
+    term's gradient is multiplied by 0); β > 0 moves elsewhere. Its adversarial batch ascends the KL from the clean
+    answer inside the ε-ball."""
+    keras.utils.set_random_seed(0)
+    cfg = replace(TINY, dropout=0.0)
+    inner = build_cnn(16, cfg)
+    x, y = splits.val.x[:16], splits.val.labels[:16]
+    onehot = keras.utils.to_categorical(y, 4).astype(np.float32)
+    start = [w.numpy().copy() for w in inner.trainable_variables]
+
+    def sgd(model):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        return model
+
+    def step(model):
+        for w, v in zip(inner.trainable_variables, start):
+            w.assign(v)
+        sgd(model).fit(x, onehot, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        return [w.numpy().copy() for w in inner.trainable_variables]
+
+    eps = 8 / 255
+    plain = step(inner)
+    zero = step(training.trades_trainer(inner, eps, 3, beta=0.0))
+    six = step(training.trades_trainer(inner, eps, 3, beta=6.0))
+    for a, b in zip(zero, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(six, plain))
+    for w, v in zip(inner.trainable_variables, start):
+        w.assign(v)
+    trainer = training.trades_trainer(inner, eps, 3, beta=6.0)
+    x_adv = trainer.attack(tf.constant(x)).numpy()
+    assert np.abs(x_adv - x).max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    clean = tf.nn.softmax(inner(x)).numpy()
+    kl = keras.losses.kl_divergence
+    assert float(tf.reduce_mean(kl(clean, tf.nn.softmax(inner(x_adv))))) > 10 * float(
+        tf.reduce_mean(kl(clean, tf.nn.softmax(inner(np.clip(x + 0.001, 0, 1))))))
+    with pytest.raises(ValueError, match="beta"):
+        training.trades_trainer(inner, eps, 3, beta=-1.0)
+
+
+def test_trades_is_a_training_setting_selected_under_attack(splits):
+    cfg = replace(TINY, adv_eps_255=8, adv_steps=2, trades_beta=6.0, augment="none", epochs=1,
+                  validate_under_threat=True)
+    model, info = training.train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
+                                 image_size=16, seed=0, verbose=0)
+    assert model.name == "oct_cnn" and info["selected_on"] == "robust validation accuracy"
+    assert np.isfinite(info["history"]["loss"]).all()
+    assert "trades_beta" not in replace(TINY, adv_eps_255=8, adv_steps=2).key_dict()  # old keys unchanged
+    assert cfg.key_dict()["trades_beta"] == 6.0
+    with pytest.raises(ValueError, match="trades_beta"):
+        TrainConfig(trades_beta=6.0)  # TRADES needs its ε
