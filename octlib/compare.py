@@ -24,6 +24,7 @@ PRODUCERS = {
     "11_release_shift": "11_release_shift.ipynb",
     "20_attack_fgsm": "20_attack_fgsm.ipynb",
     "21_attack_deepfool": "21_attack_deepfool.ipynb",
+    "22_evasion_detectors": "22_evasion_detectors.ipynb",
     "30_attack_copycat": "30_attack_copycat.ipynb",
     "31_attack_knockoffnets": "31_attack_knockoffnets.ipynb",
     "40_defence_class_labels": "40_defence_class_labels.ipynb",
@@ -302,9 +303,51 @@ def transform_table(frame, eps_255: float, *, label: str = "non-adaptive"):
     return pd.DataFrame(out, columns=columns)
 
 
+def detector_table(frame, eps_255: float, *, reference: str = "undefended"):
+    """The detectors of notebook 22 at ``eps_255``, one row per detector: n, the share of clean evaluation scans it
+    flags (false alarms), detection AUC (95% bootstrap CI) against the suite's adversarial scans and against the
+    adaptive attacker's, the scans defended (right clean, and no attack both fools the classifier and passes the
+    detector) under each attacker, the exact McNemar p of adaptive vs non-adaptive, and of the non-adaptive row vs
+    the ``reference``'s suite robustness without a detector (notebook 20, on the scans both saw)."""
+    import pandas as pd
+
+    from .detectors import ADAPTIVE, NON_ADAPTIVE
+
+    columns = ["detector", "n", "false alarms", "AUC (suite's scans)", "AUC (adaptive)", "robust, no detector",
+               "defended (non-adaptive)", "defended (adaptive)", "p (adaptive vs non-adaptive)",
+               "p (non-adaptive vs no detector)"]
+    rows = frame[(frame["kind"] == "detector") & (frame["norm"] == "inf")]
+    rows = rows[np.isclose(rows["eps_255"].astype(float), eps_255)]
+    ref = _at_eps(frame, eps_255)
+    ref = ref[ref["model"] == reference]
+
+    def auc(r):
+        a = (r["settings"] or {}).get("auc") or {}
+        if not a or a.get("auc") != a.get("auc"):  # none, or NaN (no adversarial scan to score)
+            return "–"
+        return f"{a['auc']:.3f} ({a['ci_low']:.3f}–{a['ci_high']:.3f})"
+
+    out = []
+    for model, part in rows.groupby("model", sort=False):
+        by = {a: part[part["attack"] == a].iloc[0] for a in (NON_ADAPTIVE, ADAPTIVE) if (part["attack"] == a).any()}
+        if len(by) < 2:
+            continue
+        plain, adaptive = by[NON_ADAPTIVE], by[ADAPTIVE]
+        vs_ref = _paired(plain, ref.iloc[0]) if len(ref) else None
+        out.append({"detector": model, "n": int(plain["n"]), "false alarms": plain["settings"]["false_alarms"],
+                    "AUC (suite's scans)": auc(plain), "AUC (adaptive)": auc(adaptive),
+                    "robust, no detector": np.nan if vs_ref is None else vs_ref["mean_b"],
+                    "defended (non-adaptive)": plain["robust_accuracy"],
+                    "defended (adaptive)": adaptive["robust_accuracy"],
+                    "p (adaptive vs non-adaptive)": _paired(adaptive, plain)["p_value"],
+                    "p (non-adaptive vs no detector)": np.nan if vs_ref is None else vs_ref["p_value"]})
+    return pd.DataFrame(out, columns=columns)
+
+
 #: The record rows of notebook 54 (:func:`octlib.clinical.certified_referral`), by attack name.
 REFERRAL_CERTIFICATE = {"referral": "certified referral · urgent scans",
-                        "four_class": "certified 4-class · urgent scans", "routine": "certified referral · routine scans",
+                        "four_class": "certified 4-class · urgent scans",
+                        "routine": "certified referral · routine scans",
                         "empirical": "targeted L2 PGD + EOT · missed referral"}
 
 

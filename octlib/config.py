@@ -467,6 +467,11 @@ class DefenceConfig:
         jpeg_quality, squeeze_bits, median_window: the input transforms of notebook 49
             (:func:`octlib.defences.input_transforms`): JPEG quality, bits kept by bit-depth reduction, median
             window in pixels (Xu et al. 2018 keep 5 bits of natural images and use 2-3 px windows).
+        detector_false_alarm: the share of clean validation scans a detector may flag (its threshold, notebook 22).
+        detector_weights: the adaptive attacker's weights w on the detector's standardised score (PGD on the
+            cross-entropy minus w × score; :func:`octlib.detectors.joint_pgd`).
+        detector_epochs, detector_train_scans: epochs of ART's binary input detector and the training scans it is
+            trained on (with their PGD examples; ``None``: all of the training split).
         adv_eps_255, adv_steps: PGD adversarial training: ε (/255) and PGD steps per training batch.
         trades_beta: β of the TRADES model trained beside PGD adversarial training (same ε, steps, epochs and
             fine-tuning: equal compute; Zhang et al. 2019 use 6).
@@ -499,6 +504,10 @@ class DefenceConfig:
     rs_alpha: float = 0.001
     rs_radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
     rs_empirical_radii: tuple[float, ...] | None = None
+    detector_false_alarm: float = 0.05
+    detector_weights: tuple[float, ...] = (0.1, 1.0, 10.0)
+    detector_epochs: int = 10
+    detector_train_scans: int | None = None
     jpeg_quality: int = 75
     squeeze_bits: int = 5
     median_window: int = 3
@@ -534,6 +543,11 @@ class DefenceConfig:
                 not self.rs_empirical_radii or any(not r > 0 for r in self.rs_empirical_radii)
                 or list(self.rs_empirical_radii) != sorted(set(self.rs_empirical_radii))):
             bad.append("rs_empirical_radii (None, or increasing L2 radii > 0)")
+        if not 0 < self.detector_false_alarm < 1 or not self.detector_weights or any(
+                not w > 0 for w in self.detector_weights) or self.detector_epochs < 1 or (
+                self.detector_train_scans is not None and self.detector_train_scans < 2):
+            bad.append("detector_false_alarm (in (0, 1)) / detector_weights (> 0) / detector_epochs (>= 1) / "
+                       "detector_train_scans (None or >= 2)")
         if not 1 <= self.jpeg_quality <= 95 or not 1 <= self.squeeze_bits <= 7 or not 2 <= self.median_window <= 9:
             bad.append("jpeg_quality (in [1, 95]) / squeeze_bits (in [1, 7]) / median_window (in [2, 9] px)")
         if not 0 < self.adv_eps_255 <= 64 or self.adv_steps < 1:
@@ -600,8 +614,9 @@ class AdversarialTraining:
 
     def describe(self) -> str:
         eps_255 = self.profile.defence.adv_eps_255
-        return (f"{self.name} and {self.trades_name}, {'fine-tuned from the victim' if self.finetuned else 'from scratch'}"
-                f", at most {self.epochs} epochs each (ε = {eps_label(to_unit(eps_255))})")
+        start = "fine-tuned from the victim" if self.finetuned else "from scratch"
+        return (f"{self.name} and {self.trades_name}, {start}, at most {self.epochs} epochs each "
+                f"(ε = {eps_label(to_unit(eps_255))})")
 
 
 def adversarial_training(profile: Profile, eps_255: float | None = None, steps: int | None = None,
@@ -737,7 +752,8 @@ PROFILES: dict[str, Profile] = {
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
                                            adv_steps=1, adv_epochs=6, retrain_epochs=6,
-                                           finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=3),
+                                           finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=3,
+                                           detector_epochs=3, detector_train_scans=400),
                      # PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own classifier on
                      # every call, which dominates a small suite)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),

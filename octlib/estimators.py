@@ -10,6 +10,7 @@ classifiers they attack with EOT, the victim as a client queries it, and the thi
 * :func:`victim_api`: the victim behind a query-only API answering probabilities (:class:`Softmax`) or labels
   (:class:`LabelOnly`), with further post-processors (:mod:`octlib.defences`), counting queries
   (:func:`query_counting_class`). :func:`thief_classifier_class`: a thief's classifier with a batched ``fit``.
+  :func:`detector_classifier`: the two-class network of ART's binary input detector.
 * :func:`check_xy`: the check every attack and evaluation makes of its scans and labels.
 
 ART and TensorFlow are imported when a classifier is first built (the ``*_class`` factories), not when octlib is
@@ -406,6 +407,18 @@ def victim_api(model, answers: str = "probabilities", *, defences=(), repeats: i
         postprocessing_defences=chain)
     api.repeats = int(repeats)
     return api
+
+
+def detector_classifier(network, *, learning_rate: float = 1e-3):
+    """A two-class Keras logits ``network`` (clean, adversarial) as the trainable ART classifier that ART's
+    ``BinaryInputDetector`` fits and queries (:class:`octlib.detectors.BinaryDetector`): cross-entropy from logits,
+    Adam at ``learning_rate``, inputs in [0, 1]."""
+    import keras
+
+    return fast_classifier_class()(
+        model=network, nb_classes=2, input_shape=tuple(network.input_shape[1:]),
+        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(learning_rate), clip_values=(0.0, 1.0))
 
 
 def thief_classifier_class():

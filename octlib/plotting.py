@@ -335,6 +335,41 @@ def referral_certificate_curves(frame, *, title: str = "Certified referral"):
     return fig, axes
 
 
+def detector_curves(rocs: dict, table, *, title: str = "Detectors and the attacker who knows them"):
+    """Notebook 22: left, each detector's ROC curve against the suite's adversarial scans (solid) and against the
+    adaptive attacker's (dashed), chance dotted; right, per detector the scans robust without a detector and
+    defended under each attacker (:func:`octlib.compare.detector_table`), with 95% Wilson intervals.
+    ``rocs``: detector -> ``{"non-adaptive": {"fpr", "tpr"}, "adaptive": ...}`` (:func:`octlib.detectors.roc_points`).
+    Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import wilson_interval
+
+    fig, (roc_ax, bar_ax) = plt.subplots(1, 2, figsize=figsize(2, 3.4))
+    for k, (name, curves) in enumerate(rocs.items()):
+        for attacker, ls in (("non-adaptive", "-"), ("adaptive", "--")):
+            if curves.get(attacker):
+                roc_ax.plot(curves[attacker]["fpr"], curves[attacker]["tpr"], ls=ls, color=f"C{k}",
+                            label=f"{name}, {attacker}")
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="chance")
+    roc_ax.set(xlabel="false alarms (clean scans flagged)", ylabel="adversarial scans flagged", title="ROC")
+    roc_ax.legend(fontsize=6)
+    columns = ("robust, no detector", "defended (non-adaptive)", "defended (adaptive)")
+    width = 0.8 / len(columns)
+    for j, col in enumerate(columns):
+        values = table[col].astype(float).to_numpy()
+        n = table["n"].astype(int).to_numpy()
+        low, high = np.array([wilson_interval(int(round(v * m)), int(m)) for v, m in zip(values, n)]).T
+        pos = np.arange(len(table)) + (j - 1) * width
+        bar_ax.bar(pos, values, width, color=f"C{j + 3}", label=col)
+        bar_ax.errorbar(pos, values, yerr=[values - low, high - values], fmt="none", color="black", lw=0.8)
+    bar_ax.set_xticks(np.arange(len(table)), table["detector"], fontsize=7)
+    bar_ax.set(ylim=(0, 1), ylabel="share of evaluation scans", title="defended scans")
+    bar_ax.legend(fontsize=6)
+    fig.suptitle(title)
+    return fig, (roc_ax, bar_ax)
+
+
 def adversarial_examples(x, x_adv, y, logits_clean, logits_adv, *, titles_prefix: str = "", amplify=None):
     """Rows of [clean, perturbation (amplified to the full grey range), adversarial] with labels and confidence."""
     import matplotlib.pyplot as plt
