@@ -27,6 +27,7 @@ PRODUCERS = {
     "22_evasion_detectors": "22_evasion_detectors.ipynb",
     "30_attack_copycat": "30_attack_copycat.ipynb",
     "31_attack_knockoffnets": "31_attack_knockoffnets.ipynb",
+    "32_attack_augmented_thieves": "32_attack_augmented_thieves.ipynb",
     "40_defence_class_labels": "40_defence_class_labels.ipynb",
     "41_defence_class_labels_evasion": "41_defence_class_labels_evasion.ipynb",
     "42_defence_label_smoothing": "42_defence_label_smoothing.ipynb",
@@ -560,6 +561,48 @@ def reading(frame, eps_255: float, *, reference: str = "undefended") -> str:
                                                    for _, t in sup.iterrows())
                 if len(sup) else "no difference is supported") + ".")
     return " ".join(parts)
+
+
+def theft_gain_table(frame, *, baseline: str = "no-query (own labels) · augmented", alpha: float | None = None):
+    """Theft measured as a gain over the thief that never queries (issue 39): from flat extraction records (one
+    per defence × pool × thief × answers × budget × seed, with per-scan ``agreement`` with the victim), per
+    defence, pool, thief, answers and budget: the copy's fidelity (mean and sd over seeds), the share of the
+    victim's commonest answer (``majority``: a copy that always answers it), the ``baseline`` thief's fidelity at
+    the same budget and seeds (trained on the attacker's own labels, the same augmentation, architecture and
+    optimizer steps), the gain (mean and sd over seeds), and per seed an exact McNemar test of the copy's per-scan
+    agreement against the baseline's on the same evaluation scans: ``p (max over seeds)``; ``supported`` when
+    every seed's p < ``alpha`` and the mean gain is positive."""
+    import pandas as pd
+
+    from .stats import mcnemar
+
+    alpha = ALPHA if alpha is None else alpha
+    columns = ["defence", "pool", "thief", "answers", "budget", "queries", "seeds", "fidelity", "fidelity sd",
+               "majority", "baseline fidelity", "gain", "gain sd", "p (max over seeds)", "supported"]
+    ok = frame[(frame["status"] == "ok") & frame["agreement"].notna()] if len(frame) else frame
+    if not len(ok):
+        return pd.DataFrame(columns=columns)
+    base = ok[ok["thief"] == baseline]
+    base = {(r["defence"], r["pool"], int(r["budget"]), int(r["seed"])): r for _, r in base.iterrows()}
+    out = []
+    keys = ["defence", "pool", "thief", "answers", "budget"]
+    thieves = ok[(ok["thief"] != baseline) & (ok["queries"] > 0)]  # a thief that never queried stole nothing
+    for key, part in thieves.groupby(keys, sort=False):
+        pairs = [(r, base.get((r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))))
+                 for _, r in part.iterrows()]
+        pairs = [(r, b) for r, b in pairs if b is not None]
+        if not pairs:
+            continue
+        gains = np.array([r["fidelity"] - b["fidelity"] for r, b in pairs])
+        ps = [mcnemar(np.asarray(r["agreement"], bool), np.asarray(b["agreement"], bool))["p_value"] for r, b in pairs]
+        out.append({**dict(zip(keys, key)), "queries": float(np.mean([r["queries"] for r, _ in pairs])),
+                    "seeds": len(pairs), "fidelity": float(np.mean([r["fidelity"] for r, _ in pairs])),
+                    "fidelity sd": float(np.std([r["fidelity"] for r, _ in pairs], ddof=1)) if len(pairs) > 1
+                    else float("nan"), "majority": float(pairs[0][0]["victim_majority"]),
+                    "baseline fidelity": float(np.mean([b["fidelity"] for _, b in pairs])),
+                    "gain": float(gains.mean()), "gain sd": float(gains.std(ddof=1)) if len(gains) > 1 else float("nan"),
+                    "p (max over seeds)": float(max(ps)), "supported": bool(max(ps) < alpha and gains.mean() > 0)})
+    return pd.DataFrame(out, columns=columns)
 
 
 def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "oct"):

@@ -384,6 +384,8 @@ class ExtractionConfig:
             and probabilities alike, so answer type and reward are not confounded).
         noise_repeats: how often the averaging thief repeats each scan against output noise (each repeat a query).
         arch_seeds: seeds of the thief-architecture comparison (``None``: ``seeds``).
+        augmented_budgets: budgets of the thieves that query augmented variants of the pool scans (notebook 32;
+            a budget above the pool's size buys that many distinct queries).
     """
 
     pool_fraction: float = 0.5
@@ -404,6 +406,7 @@ class ExtractionConfig:
     adaptive_reward: str = "loss"
     noise_repeats: int = 4
     arch_seeds: tuple[int, ...] | None = None
+    augmented_budgets: tuple[int, ...] = (250, 500, 1000, 2500, 5000)
 
     def __post_init__(self):
         bad = []
@@ -417,7 +420,7 @@ class ExtractionConfig:
             bad.append("transfer_pgd_steps (>= 1) / transfer_pgd_restarts (>= 0)")
         if self.arch_seeds is not None and (not self.arch_seeds or any(int(v) != v or v < 0 for v in self.arch_seeds)):
             bad.append("arch_seeds (None or non-negative integers)")
-        for name in ("budgets", "adaptive_budgets"):
+        for name in ("budgets", "adaptive_budgets", "augmented_budgets"):
             values = getattr(self, name)
             if not values or any(int(b) != b or b < 1 for b in values) or list(values) != sorted(set(values)):
                 bad.append(f"{name} (increasing positive integers)")
@@ -744,6 +747,7 @@ PROFILES: dict[str, Profile] = {
                                        reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
                      extraction=ExtractionConfig(proxy_size=400, budgets=(20, 40), adaptive_budgets=(20, 40),
+                                                 augmented_budgets=(40, 200),
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
                                                  thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.3,), label_smoothing=(0.1,),

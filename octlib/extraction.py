@@ -40,6 +40,9 @@ ART_MNIST_DEMO = {"victim_accuracy": 0.959, "budgets": (250, 500, 1000, 2000, 40
                   "copycat": (0.19, 0.39, 0.65, 0.83, 0.90, 0.91),
                   "knockoff-random": (0.16, 0.32, 0.63, 0.84, 0.89, 0.91)}
 THIEVES = ("copycat", "knockoff-random", "knockoff-adaptive")
+#: Where a thief's weights start: a fresh initialisation, or the no-query thief trained on the attacker's own
+#: labelled scans (half the optimizer steps), then fine-tuned on the answers (the other half).
+STARTS = ("scratch", "own-labels")
 READS = ("answers", "argmax")
 REWARDS = ("cert", "div", "loss", "all")
 NAN_REASON = ("adaptive KnockoffNets normalises each reward by its running variance; against label-only answers "
@@ -118,12 +121,18 @@ class Thief:
     ``reads``: trains on the ``answers`` as they come (probabilities where the API gives them) or on their
     ``argmax`` (what defeats a post-processor that keeps the top class); ``repeats``: sends each scan k times
     and averages the answers (what defeats fresh output noise; every repeat is a counted query, so a budget
-    buys budget // k distinct scans); ``reward``: adaptive KnockoffNets' reward."""
+    buys budget // k distinct scans); ``reward``: adaptive KnockoffNets' reward; ``augment``: queries (or, for the
+    no-query thief, trains on) label-preserving variants of the pool scans (:func:`augment_queries`), so that a
+    budget larger than the pool buys that many distinct queries; ``start``: ``own-labels`` first trains the thief
+    on the attacker's own labelled scans (augmented like its queries) for half its optimizer steps, then
+    fine-tunes it on the answers for the other half (a competitor with its own clinicians' labels)."""
 
     attack: str = "copycat"
     reads: str = "answers"
     repeats: int = 1
     reward: str | None = None
+    augment: bool = False
+    start: str = "scratch"
 
     def __post_init__(self):
         if self.attack not in (*THIEVES, "no-query"):
@@ -136,17 +145,80 @@ class Thief:
                 self.reward is not None and self.reward not in REWARDS):
             raise ValueError(f"`reward` (one of {REWARDS}) is set for knockoff-adaptive and only for it, got "
                              f"{self.reward!r} for {self.attack!r}.")
+        if self.augment and self.attack not in ("copycat", "no-query"):
+            raise ValueError(f"`augment` (augmented queries, :func:`augment_queries`) is for copycat and no-query "
+                             f"thieves, got {self.attack!r}.")
+        if self.start not in STARTS or (self.start == "own-labels" and self.attack != "copycat"):
+            raise ValueError(f"`start` must be one of {STARTS} ('own-labels' only for copycat: the no-query thief "
+                             f"fine-tuned on the answers), got {self.start!r} for {self.attack!r}.")
 
     @property
     def name(self) -> str:
         if self.attack == "no-query":
-            return "no-query (own labels)"
-        name = self.attack + (f" ({self.reward})" if self.reward else "")
+            return "no-query (own labels)" + (" · augmented" if self.augment else "")
+        name = ("own labels → " if self.start == "own-labels" else "") + self.attack
+        name += f" ({self.reward})" if self.reward else ""
+        name += " · augmented" if self.augment else ""
         if self.reads == "argmax" and self.attack != "knockoff-adaptive":
             name += " · argmax"
         if self.repeats > 1:
             name += f" · mean of {self.repeats}"
         return name
+
+
+def augment_queries(x, n: int, *, labels=None, seed: int = 0, mixup: float = 0.2, shift: float = 0.05,
+                    zoom: float = 0.1, intensity: float = 0.1, gamma: float = 0.2, speckle: float = 0.05):
+    """``n`` label-preserving variants of the scans ``x`` (``(N, S, S, 1)`` in [0, 1]), each a new query: for the
+    i-th, scan ``i mod N`` (every scan used as evenly as ``n`` allows, in a seeded order) with, drawn per query, a
+    left-right flip (the other eye; never up-down: the retina has an up), a shift of up to ``shift`` of the side and
+    a zoom of up to ``zoom`` (one scikit-image affine warp, zero fill, as a B-scan's edge), an intensity scale of up
+    to ±``intensity``, a gamma of up to ±``gamma`` (scikit-image) and multiplicative speckle of sd ``speckle``
+    (OCT's noise); with probability ``mixup`` it is then mixed with another scan's variant, λ ~ Beta(0.4, 0.4)
+    (Zhang et al. 2018's mixup: a query too).
+
+    Returns ``(queries, soft_labels, source)``: float32 queries in [0, 1]; with ``labels`` (one class per scan),
+    their one-hot labels mixed with the same λ (``None`` without); the index of each query's (first) scan."""
+    from skimage.exposure import adjust_gamma
+    from skimage.transform import AffineTransform, warp
+
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 1 or not len(x):
+        raise ValueError(f"`x` must be (N, S, S, 1) scans, got shape {x.shape}.")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` (queries to make) must be a positive integer, got {n!r}.")
+    if not 0 <= mixup <= 1:
+        raise ValueError(f"`mixup` (share of mixed queries) must be in [0, 1], got {mixup!r}.")
+    rng = np.random.default_rng(seed)
+    side = x.shape[1]
+    source = np.concatenate([rng.permutation(len(x)) for _ in range(-(-n // len(x)))])[:n]
+    onehot = None if labels is None else np.eye(len(CLASSES), dtype=np.float32)[np.asarray(labels, dtype=int)]
+
+    def variant(img):
+        img = img[:, ::-1] if rng.random() < 0.5 else img
+        scale = 1 + rng.uniform(-zoom, zoom)
+        move = rng.uniform(-shift, shift, 2) * side
+        centre = (side - 1) / 2
+        tf = AffineTransform(scale=scale, translation=(centre - scale * centre + move[0], centre - scale * centre
+                                                       + move[1]))
+        img = warp(img, tf.inverse, order=1, mode="constant", cval=0.0, preserve_range=True)
+        img = np.clip(img * (1 + rng.uniform(-intensity, intensity)), 0, 1)
+        img = adjust_gamma(img, 1 + rng.uniform(-gamma, gamma))
+        return np.clip(img * (1 + speckle * rng.standard_normal(img.shape)), 0, 1)
+
+    queries = np.empty((n, side, side, 1), np.float32)
+    soft = None if onehot is None else np.empty((n, len(CLASSES)), np.float32)
+    for i, j in enumerate(source):
+        q = variant(x[j, :, :, 0])
+        lab = None if onehot is None else onehot[j]
+        if rng.random() < mixup:
+            k = int(rng.integers(len(x)))
+            lam = float(rng.beta(0.4, 0.4))
+            q = lam * q + (1 - lam) * variant(x[k, :, :, 0])
+            lab = None if onehot is None else lam * onehot[j] + (1 - lam) * onehot[k]
+        queries[i, :, :, 0] = q
+        if soft is not None:
+            soft[i] = lab
+    return queries, soft, source
 
 
 _TEMPLATES: dict = {}
@@ -298,18 +370,25 @@ class ExtractionRun:
         """:meth:`row` plus :func:`octlib.metrics.extraction_report` of the thief on ``(x_eval, y_eval)`` (the
         metrics are NaN for a failed run). With the attacker's validation scans ``x_val`` and the victim's top
         class on them (``victim_val``, answers the attacker paid for), also ``val_fidelity``: what the attacker
-        can know about its copy without the evaluation scans."""
+        can know about its copy without the evaluation scans. ``victim_majority``: the share of the victim's
+        commonest answer on the evaluation scans (what a copy that always answers it agrees on); ``agreement``: per
+        evaluation scan, 1 where the copy's top class is the victim's (paired tests between thieves,
+        :func:`octlib.compare.theft_gain_table`)."""
         from .metrics import extraction_report, predict_logits
 
         nan = float("nan")
+        victim_pred = np.asarray(logits_victim).argmax(1)
+        majority = float(np.bincount(victim_pred, minlength=len(CLASSES)).max() / max(len(victim_pred), 1))
         if self.thief is None:
             return {**self.row(), "n": len(y_eval), "accuracy": {"value": nan}, "loss": nan, "fidelity": {"value": nan},
-                    "relative_accuracy": nan, "urgent_agreement": nan, "val_fidelity": nan}
+                    "relative_accuracy": nan, "urgent_agreement": nan, "val_fidelity": nan,
+                    "victim_majority": majority, "agreement": None}
         val = nan
         if x_val is not None and victim_val is not None and len(x_val):
             val = float((predict_logits(self.thief, x_val).argmax(1) == np.asarray(victim_val)).mean())
-        return {**self.row(), **extraction_report(y_eval, logits_victim, predict_logits(self.thief, x_eval)),
-                "val_fidelity": val}
+        thief_logits = predict_logits(self.thief, x_eval)
+        return {**self.row(), **extraction_report(y_eval, logits_victim, thief_logits), "val_fidelity": val,
+                "victim_majority": majority, "agreement": (thief_logits.argmax(1) == victim_pred).astype(int).tolist()}
 
 
 def _one_hot(labels) -> np.ndarray:
@@ -368,16 +447,23 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
         raise ValueError(f"`{attack}` needs `pool_labels`: the attacker's own category of every pool image (e.g. "
                          "the diagnosis of its OCT scans; for knockoff-adaptive also the source of a proxy crop).")
     scans = budget // repeats
-    used = scans if adaptive else int(min(scans, len(pool_x)))
+    used = scans if adaptive or thief.augment else int(min(scans, len(pool_x)))
     online = used if adaptive else 0
+    own = ecfg.thief_steps // 2 if thief.start == "own-labels" else 0  # steps on its own labels first
+    if (thief.augment or own) and pool_labels is None and attack == "no-query":
+        raise ValueError("The no-query thief needs `pool_labels`.")
+    if own and (pool_labels is None or len(pool_labels) != len(pool_x)):
+        raise ValueError("A thief that starts from its own labels (`start='own-labels'`) needs `pool_labels`: the "
+                         "attacker's own diagnosis of every pool scan.")
     if online > ecfg.thief_steps:
         raise ValueError(f"adaptive KnockoffNets takes one training step per query: `thief_steps` "
                          f"({ecfg.thief_steps}) must be at least the scans it queries ({online}); raise thief_steps "
                          "or lower the budget.")
     batches = math.ceil(used / ecfg.thief_batch_size)
-    epochs = max(1, math.ceil((ecfg.thief_steps - online) / batches))
+    epochs = max(1, math.ceil((ecfg.thief_steps - online - own) / batches))
     params = {"budget_requested": int(budget), "nb_stolen": used, "nb_epochs": epochs,
               "batch_size_fit": ecfg.thief_batch_size, "thief_steps": ecfg.thief_steps, "online_steps": online,
+              "own_label_steps": own, "augmented": thief.augment,
               "learning_rate": ecfg.thief_learning_rate, "use_probability": answers == "probabilities"
               and reads == "answers" and not adaptive and attack != "no-query"}
     if adaptive:
@@ -388,11 +474,22 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
                              max_steps=ecfg.thief_steps, seed=int(seed))
     t0 = time.perf_counter()
     status, error, stolen = "ok", None, None
-    if attack == "no-query":
-        pick = np.random.default_rng(seed).choice(len(pool_x), used, replace=False)
+    queries_x = pool_x
+    if thief.augment:  # the queries (or the no-query thief's training scans) are variants of the pool scans
+        queries_x, soft, _ = augment_queries(pool_x, used, labels=pool_labels, seed=int(seed) + 7)
+    if own:  # the no-query thief's first half: its own labelled scans, augmented like the queries, one epoch
+        own_x, own_y, _ = augment_queries(pool_x, own * ecfg.thief_batch_size, labels=pool_labels,
+                                          seed=int(seed) + 11)
         with quiet_retracing():
-            model.fit(pool_x[pick], _one_hot(np.asarray(pool_labels)[pick]), batch_size=ecfg.thief_batch_size,
-                      nb_epochs=epochs)
+            model.fit(own_x, own_y, batch_size=ecfg.thief_batch_size, nb_epochs=1)
+    if attack == "no-query":
+        if thief.augment:
+            train_x, train_y = queries_x, soft
+        else:
+            pick = np.random.default_rng(seed).choice(len(pool_x), used, replace=False)
+            train_x, train_y = pool_x[pick], _one_hot(np.asarray(pool_labels)[pick])
+        with quiet_retracing():
+            model.fit(train_x, train_y, batch_size=ecfg.thief_batch_size, nb_epochs=epochs)
         stolen, answers = model, "none"
     else:
         common = dict(batch_size_fit=ecfg.thief_batch_size, batch_size_query=256, nb_epochs=epochs, nb_stolen=used,
@@ -405,7 +502,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
         actions = np.unique(np.asarray(pool_labels), return_inverse=True)[1].reshape(-1) if adaptive else None
         try:
             with quiet_retracing(), np.errstate(invalid="ignore"):  # the NaN is reported below, with its reason
-                stolen = art_attack.extract(pool_x, y=actions, thieved_classifier=model)
+                stolen = art_attack.extract(queries_x, y=actions, thieved_classifier=model)
         except ValueError as exc:
             if "probabilities contain NaN" not in str(exc):
                 raise
@@ -463,7 +560,8 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
             thief = _as_thief(spec, reward)
             wanted = budgets if budgets is not None else (
                 ecfg.adaptive_budgets if thief.attack == "knockoff-adaptive" else ecfg.budgets)
-            if thief.attack != "knockoff-adaptive":  # cut to the pool once: a larger budget would repeat a run
+            if thief.attack != "knockoff-adaptive" and not thief.augment:  # cut to the pool once (a larger
+                # budget would repeat a run); augmented queries are new images, as many as the budget buys
                 wanted = sorted({min(int(b), len(px) * thief.repeats) for b in wanted})
             for ans in (("probabilities",) if thief.attack == "no-query" else answers):
                 for arch in thief_archs:
@@ -488,7 +586,8 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
 #: The columns of a flat extraction record (one per defence x thief x pool x answers x budget x seed).
 FLAT_KEYS = ("defence", "thief", "attack", "answers", "reads", "repeats", "reward", "pool", "thief_arch", "budget",
              "queries", "scans", "steps", "seed", "status", "n", "accuracy", "accuracy_low", "accuracy_high",
-             "fidelity", "fidelity_low", "fidelity_high", "urgent_agreement", "loss", "val_fidelity", "runtime_s")
+             "fidelity", "fidelity_low", "fidelity_high", "urgent_agreement", "loss", "val_fidelity", "runtime_s",
+             "victim_majority", "agreement")
 
 
 def flat_rows(rows, defence: str = "none", **extra) -> list[dict]:

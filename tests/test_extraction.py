@@ -259,7 +259,9 @@ def test_sweep_retries_a_failed_adaptive_run_with_the_fallback_reward(victim, po
 @pytest.mark.parametrize("thief", [extraction.Thief("copycat"), extraction.Thief("knockoff-random"),
                                    extraction.Thief("knockoff-adaptive", reward="loss"),
                                    extraction.Thief("copycat", reads="argmax", repeats=2),
-                                   extraction.Thief("no-query")])
+                                   extraction.Thief("no-query"), extraction.Thief("copycat", augment=True),
+                                   extraction.Thief("copycat", augment=True, start="own-labels"),
+                                   extraction.Thief("no-query", augment=True)])
 def test_every_thief_takes_the_same_optimizer_steps(victim, pool, thief):
     x, labels = pool
     run = extraction.steal(victim, x, thief=thief, budget=16, pool_labels=labels, train_cfg=TINY, ecfg=ECFG)
@@ -382,3 +384,78 @@ def test_the_defence_budget_fits_the_attackers_pool():
     assert attacker.defence_budget((25, 100)) == 100
     with pytest.raises(ValueError, match="budgets"):
         attacker.defence_budget(())
+
+
+# -- thieves that learn from a small pool (issue 39) ----------------------------------------------------------------
+
+def test_augmented_queries_are_new_scans_each_a_counted_query(victim, pool):
+    """A budget larger than the pool buys that many distinct queries (variants of the pool scans), each counted by
+    the API; the no-query thief never calls the victim; a thief that starts from its own labels spends half its
+    optimizer steps on them."""
+    x, labels = pool
+    q, soft, source = extraction.augment_queries(x[:10], 25, labels=labels[:10], seed=3)
+    assert q.shape == (25, 16, 16, 1) and q.dtype == np.float32 and 0 <= q.min() and q.max() <= 1
+    assert np.bincount(source, minlength=10).min() >= 2  # every scan used, as evenly as 25 allows
+    assert len({a.tobytes() for a in q}) == 25 and not any(np.array_equal(a, b) for a in q for b in x[:10])
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-6)  # one-hot, or two mixed with lambda
+    pure = soft.max(axis=1) > 1 - 1e-6
+    assert (soft[pure].argmax(1) == labels[:10][source[pure]]).all()
+    np.testing.assert_array_equal(extraction.augment_queries(x[:10], 25, seed=3)[0], q)  # seeded
+    run = extraction.steal(victim, x[:10], thief=extraction.Thief("copycat", augment=True), budget=30,
+                           train_cfg=TINY, ecfg=ECFG)
+    assert run.queries == 30 and not run.extra["capped"] and run.params["augmented"]
+    calls = []
+    original = estimators.query_counting_class
+
+    def spy():
+        cls = original()
+
+        class Spy(cls):
+            def predict(self, x, **kw):
+                calls.append(len(x))
+                return super().predict(x, **kw)
+        return Spy
+
+    import octlib.estimators as est
+    est.query_counting_class = spy
+    try:
+        nq = extraction.steal(victim, x[:10], thief=extraction.Thief("no-query", augment=True), budget=30,
+                              pool_labels=labels[:10], train_cfg=TINY, ecfg=ECFG)
+    finally:
+        est.query_counting_class = original
+    assert nq.queries == 0 and calls == [] and nq.answers == "none"
+    tuned = extraction.steal(victim, x[:10], thief=extraction.Thief("copycat", augment=True, start="own-labels"),
+                             budget=30, pool_labels=labels[:10], train_cfg=TINY, ecfg=ECFG)
+    assert tuned.params["own_label_steps"] == ECFG.thief_steps // 2 and tuned.steps == ECFG.thief_steps
+    assert tuned.queries == 30 and tuned.thief_name == "own labels → copycat · augmented"
+    with pytest.raises(ValueError, match="pool_labels"):
+        extraction.steal(victim, x, thief=extraction.Thief("copycat", start="own-labels"), budget=8, train_cfg=TINY,
+                         ecfg=ECFG)
+    with pytest.raises(ValueError, match="augment"):
+        extraction.Thief("knockoff-adaptive", reward="loss", augment=True)
+
+
+def test_theft_gain_is_paired_against_the_no_query_thief_seed_by_seed():
+    """Hand-built records: on 20 scans the copy agrees with the victim on 16, the no-query thief on 6 (the 10 extra
+    scans are the copy's only: exact McNemar p = 0.002) in both seeds; a copy that adds 2 scans is not supported."""
+    import pandas as pd
+
+    from octlib import compare
+
+    def row(thief, seed, agree, budget=100):
+        return {"defence": "none", "pool": "oct", "thief": thief, "answers": "probabilities", "budget": budget,
+                "queries": budget, "seed": seed, "status": "ok", "fidelity": float(np.mean(agree)),
+                "victim_majority": 0.4, "agreement": list(map(int, agree))}
+
+    base, strong, weak = np.zeros(20, int), np.zeros(20, int), np.zeros(20, int)
+    base[:6], strong[:16], weak[:8] = 1, 1, 1
+    baseline = "no-query (own labels) · augmented"
+    frame = pd.DataFrame([row(baseline, s, base) for s in (0, 1)] + [row("copycat · augmented", s, strong)
+                                                                      for s in (0, 1)]
+                         + [row("weak", s, weak) for s in (0, 1)] + [row("copycat · augmented", 0, strong, 50)])
+    table = compare.theft_gain_table(frame).set_index("thief")
+    assert len(table) == 2  # the budget with no baseline run is left out
+    strong_row = table.loc["copycat · augmented"]
+    assert strong_row["gain"] == pytest.approx(0.5) and strong_row["supported"] and strong_row["seeds"] == 2
+    assert strong_row["p (max over seeds)"] == pytest.approx(0.001953125) and strong_row["majority"] == 0.4
+    assert not table.loc["weak", "supported"] and table.loc["weak", "p (max over seeds)"] == 0.5
