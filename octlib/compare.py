@@ -605,6 +605,33 @@ def theft_gain_table(frame, *, baseline: str = "no-query (own labels) · augment
     return pd.DataFrame(out, columns=columns)
 
 
+def chain_table(chain: dict, *, white_box: str = "white-box", surrogate: str = "independent surrogate"):
+    """The steal-then-attack chain (:func:`octlib.extraction.transfer_outcomes`, lists or arrays): per source, the
+    scans the victim answers right (n), the share of them the PGD crafted on the source and replayed fools (transfer
+    success, Wilson 95%), and exact McNemar tests on the same scans against the white-box attack and against the
+    independent surrogate (a thief that never queried): does what the thief stole enable a stronger black-box
+    attack than the attacker's own labelled scans do?"""
+    import pandas as pd
+
+    from .metrics import wilson_interval
+    from .stats import mcnemar
+
+    correct = np.asarray(chain["correct"], bool)
+    fooled = {k: np.asarray(v, bool)[correct] for k, v in chain["fooled"].items()}
+    n = int(correct.sum())
+    out = []
+    for name, f in fooled.items():
+        lo, hi = wilson_interval(int(f.sum()), n) if n else (float("nan"), float("nan"))
+        row = {"source": name, "n": n, "transfer success": float(f.mean()) if n else float("nan"),
+               "95% CI": f"{lo:.3f}–{hi:.3f}"}
+        for ref in (white_box, surrogate):
+            test = mcnemar(f, fooled[ref]) if ref in fooled and ref != name else None
+            row[f"p vs {ref}"] = float("nan") if test is None else test["p_value"]
+        out.append(row)
+    return pd.DataFrame(out, columns=["source", "n", "transfer success", "95% CI", f"p vs {white_box}",
+                                      f"p vs {surrogate}"])
+
+
 def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "oct"):
     """The deployer's trade-off for model extraction: per defence, the thief that steals the most (highest mean
     fidelity over seeds) among every thief tried against it at one ``budget`` of queries on the ``pool``, beside

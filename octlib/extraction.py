@@ -660,3 +660,23 @@ def adaptive_thieves(answers: str, defences=(), ecfg: ExtractionConfig | None = 
         out.append(Thief("copycat", repeats=ecfg.noise_repeats))
     out.append(Thief("knockoff-adaptive", reward=ecfg.adaptive_reward))
     return tuple(out)
+
+
+def transfer_outcomes(victim_model, sources: dict, x, y, eps: float, *, steps: int, restarts: int = 1,
+                      seed: int = 0) -> dict:
+    """The steal-then-attack chain: L∞ PGD at ``eps`` crafted on each source (name -> Keras logits model: a stolen
+    copy, an independent surrogate, or the victim itself for the white-box reference) and replayed against the
+    victim, on the same scans ``(x, y)``. Returns ``{"correct"`` (the victim answers the clean scan right),
+    ``"fooled"`` (name -> per scan: right clean and wrong on the replayed scan), ``"eps", "steps", "restarts"}``;
+    :func:`octlib.compare.chain_table` pairs them."""
+    from .attacks import pgd
+    from .estimators import art_classifier, check_xy
+    from .metrics import predict_logits
+
+    x, y = check_xy(x, y)
+    correct = predict_logits(victim_model, x).argmax(1) == y
+    fooled = {}
+    for name, model in sources.items():
+        x_adv = pgd(art_classifier(model), x, y, eps, steps=steps, restarts=restarts, seed=seed, progress=False).x_adv
+        fooled[name] = correct & (predict_logits(victim_model, x_adv).argmax(1) != y)
+    return {"correct": correct, "fooled": fooled, "eps": float(eps), "steps": steps, "restarts": restarts}

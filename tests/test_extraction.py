@@ -459,3 +459,22 @@ def test_theft_gain_is_paired_against_the_no_query_thief_seed_by_seed():
     assert strong_row["gain"] == pytest.approx(0.5) and strong_row["supported"] and strong_row["seeds"] == 2
     assert strong_row["p (max over seeds)"] == pytest.approx(0.001953125) and strong_row["majority"] == 0.4
     assert not table.loc["weak", "supported"] and table.loc["weak", "p (max over seeds)"] == 0.5
+
+
+def test_the_steal_then_attack_chain_is_paired_on_the_same_scans(victim, pool):
+    """The victim as its own source is the white-box attack (PGD at a large ε fools what it fools); the chain table
+    tests every source against it and against the surrogate on the scans the victim answers right."""
+    from octlib import compare
+
+    x, labels = pool
+    y = victim.predict(x, verbose=0).argmax(1)  # the victim is right on every scan
+    y[:4] = (y[:4] + 1) % 4  # ... except these four
+    fresh = build_cnn(16, TINY)
+    chain = extraction.transfer_outcomes(victim, {"white-box": victim, "independent surrogate": fresh}, x, y, 0.3,
+                                         steps=5)
+    assert chain["correct"].sum() == 36 and not chain["fooled"]["white-box"][:4].any()
+    assert chain["fooled"]["white-box"].sum() >= 30  # ε = 0.3 on a tiny untrained model
+    table = compare.chain_table(chain).set_index("source")
+    assert table.loc["white-box", "n"] == 36 and table.loc["white-box", "transfer success"] >= 30 / 36
+    assert np.isnan(table.loc["white-box", "p vs white-box"])
+    assert 0 <= table.loc["independent surrogate", "p vs white-box"] <= 1
