@@ -130,6 +130,19 @@ def _wrapper_class():
     return Wrapper
 
 
+def _optimizer_step(model, tape, loss, y, y_pred, sample_weight) -> dict:
+    """One optimizer step of a wrapper's ``train_step`` on ``loss`` (recorded on ``tape``), then its metrics: the
+    loss as given, the others on ``(y, y_pred)``."""
+    grads = tape.gradient(loss, model.trainable_variables)
+    model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    for metric in model.metrics:
+        if metric.name == "loss":
+            metric.update_state(loss)
+        else:
+            metric.update_state(y, y_pred, sample_weight=sample_weight)
+    return {m.name: m.result() for m in model.metrics}
+
+
 def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: bool = False):
     """Wrap ``model`` so that ``fit`` trains on L-infinity PGD adversarial examples (Madry et al. 2018).
 
@@ -168,14 +181,7 @@ def adversarial_trainer(model, eps: float, steps: int, *, validate_adversarial: 
             with tf.GradientTape() as tape:
                 y_pred = self(x_adv, training=True)
                 loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred, sample_weight=sample_weight)
-            grads = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            for metric in self.metrics:
-                if metric.name == "loss":
-                    metric.update_state(loss)
-                else:
-                    metric.update_state(y, y_pred, sample_weight=sample_weight)
-            return {m.name: m.result() for m in self.metrics}
+            return _optimizer_step(self, tape, loss, y, y_pred, sample_weight)
 
     return PGDAdversarialTraining(model, name=f"{model.name}_pgd_at")
 
@@ -227,14 +233,7 @@ def trades_trainer(model, eps: float, steps: int, beta: float, *, validate_adver
                 kl = tf.reduce_mean(keras.losses.kl_divergence(tf.nn.softmax(tf.cast(y_pred, tf.float32)),
                                                                tf.nn.softmax(tf.cast(adv_pred, tf.float32))))
                 loss = natural + tf.cast(beta, natural.dtype) * tf.cast(kl, natural.dtype)
-            grads = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-            for metric in self.metrics:
-                if metric.name == "loss":
-                    metric.update_state(loss)
-                else:
-                    metric.update_state(y, y_pred, sample_weight=sample_weight)
-            return {m.name: m.result() for m in self.metrics}
+            return _optimizer_step(self, tape, loss, y, y_pred, sample_weight)
 
     return TRADES(model, name=f"{model.name}_trades")
 
