@@ -1,5 +1,6 @@
 """Model, training pipeline and the cached model artifact, on a tiny model and tiny data."""
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -435,10 +436,13 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
     assert artifacts.get_or_train_defence(splits, profile, "label_smoothing", 0.1, seed=3) == "model"
     artifacts.get_or_train_defence(splits, profile, "noise", 0.25)
     artifacts.get_or_train_defence(splits, profile, "adversarial", 4)
-    # the full profile fine-tunes label smoothing from the study victim (loaded first), the others start from scratch
-    assert profile.defence.finetune == ("label_smoothing", "adversarial")
-    (victim, victim_kw), (ls, ls_kw), (noise, noise_kw), (victim_again, _), (adv, adv_kw) = calls
-    assert victim_again == victim
+    artifacts.get_or_train_defence(splits, profile, "trades", 4)
+    # the full profile fine-tunes label smoothing, adversarial training and TRADES from the study victim (loaded
+    # first), noise training starts from scratch
+    assert profile.defence.finetune == ("adversarial", "label_smoothing", "trades")
+    (victim, victim_kw), (ls, ls_kw), (noise, noise_kw), (victim_again, _), (adv, adv_kw), (victim_3, _), \
+        (trades, trades_kw) = calls
+    assert victim_again == victim == victim_3
     assert (victim, victim_kw["name"], victim_kw["seed"], victim_kw["retrain"]) == (profile.train, "cnn-pooled", 3,
                                                                                    "auto")
     assert (ls_kw["name"], ls_kw["seed"], ls.label_smoothing, ls_kw["initial"]) == ("cnn-pooled-ls0.1", 3, 0.1, "model")
@@ -450,6 +454,9 @@ def test_defence_models_share_the_victims_recipe(monkeypatch):
     assert (adv.epochs, adv.learning_rate, adv_kw["initial"]) == (profile.defence.finetune_epochs,
                                                                    profile.train.learning_rate / 10, "model")
     assert noise.epochs == profile.train.epochs and noise_kw["initial"] is None
+    # TRADES: the PGD model's recipe, epochs and start, with its beta (equal compute)
+    assert (trades_kw["name"], trades_kw["initial"]) == ("cnn-pooled-trades4-b6", "model")
+    assert dataclasses.replace(trades, trades_beta=0.0) == adv and trades.trades_beta == profile.defence.trades_beta
     for cfg in (ls, noise, adv):  # the rest is the victim's recipe
         assert (cfg.filters, cfg.lr_schedule) == (profile.train.filters, profile.train.lr_schedule)
     assert noise.learning_rate == profile.train.learning_rate
