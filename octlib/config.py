@@ -467,6 +467,8 @@ class DefenceConfig:
         rs_empirical_radii: L2 radii of the empirical check beside the certificate (an L2 PGD with EOT on the same
             smoothed classifier; each radius costs one more CERTIFY of n samples per scan still standing); ``None``:
             every radius of ``rs_radii`` up to the largest certifiable one.
+        input_transforms: which input transforms notebook 49 evaluates (keys of
+            :data:`octlib.defences.INPUT_TRANSFORMS`: ``jpeg``, ``bits``, ``median``).
         jpeg_quality, squeeze_bits, median_window: the input transforms of notebook 49
             (:func:`octlib.defences.input_transforms`): JPEG quality, bits kept by bit-depth reduction, median
             window in pixels (Xu et al. 2018 keep 5 bits of natural images and use 2-3 px windows).
@@ -511,6 +513,7 @@ class DefenceConfig:
     detector_weights: tuple[float, ...] = (0.1, 1.0, 10.0)
     detector_epochs: int = 10
     detector_train_scans: int | None = None
+    input_transforms: tuple[str, ...] = ("jpeg", "bits", "median")
     jpeg_quality: int = 75
     squeeze_bits: int = 5
     median_window: int = 3
@@ -551,6 +554,8 @@ class DefenceConfig:
                 self.detector_train_scans is not None and self.detector_train_scans < 2):
             bad.append("detector_false_alarm (in (0, 1)) / detector_weights (> 0) / detector_epochs (>= 1) / "
                        "detector_train_scans (None or >= 2)")
+        if not self.input_transforms or any(t not in ("jpeg", "bits", "median") for t in self.input_transforms):
+            bad.append("input_transforms (some of 'jpeg', 'bits', 'median')")
         if not 1 <= self.jpeg_quality <= 95 or not 1 <= self.squeeze_bits <= 7 or not 2 <= self.median_window <= 9:
             bad.append("jpeg_quality (in [1, 95]) / squeeze_bits (in [1, 7]) / median_window (in [2, 9] px)")
         if not 0 < self.adv_eps_255 <= 64 or self.adv_steps < 1:
@@ -747,7 +752,7 @@ PROFILES: dict[str, Profile] = {
                                        reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
                      extraction=ExtractionConfig(proxy_size=400, budgets=(20, 40), adaptive_budgets=(20, 40),
-                                                 augmented_budgets=(40, 200),
+                                                 augmented_budgets=(40, 120),
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
                                                  thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.3,), label_smoothing=(0.1,),
@@ -757,7 +762,8 @@ PROFILES: dict[str, Profile] = {
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
                                            adv_steps=1, adv_epochs=6, retrain_epochs=6,
                                            finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=3,
-                                           detector_epochs=3, detector_train_scans=400),
+                                           detector_epochs=3, detector_train_scans=200,
+                                           input_transforms=("jpeg", "median")),
                      # PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own classifier on
                      # every call, which dominates a small suite)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),

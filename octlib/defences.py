@@ -98,12 +98,18 @@ def output_defences(noise_sigmas=(0.1, 0.3), *, reverse_sigmoid=(1.0, 0.1), seed
     return out
 
 
-def input_transforms(*, jpeg_quality: int = 75, squeeze_bits: int = 5, median_window: int = 3) -> dict:
+#: The input transforms :func:`input_transforms` builds, by key.
+INPUT_TRANSFORMS = ("jpeg", "bits", "median")
+
+
+def input_transforms(names=INPUT_TRANSFORMS, *, jpeg_quality: int = 75, squeeze_bits: int = 5,
+                     median_window: int = 3) -> dict:
     """The input-transform defences of notebook 49, by name, as ART pre-processors on [0, 1] scans (channels last):
     JPEG compression at ``jpeg_quality`` (Dziugaite et al. 2016; Das et al. 2017), bit-depth reduction to
     ``squeeze_bits`` bits and median smoothing over a ``median_window`` square (the two squeezers of Xu et al. 2018,
     "Feature Squeezing", NDSS). None is random, so none needs EOT; all are non-differentiable or nearly so, and
-    ART passes the gradient through them unchanged (BPDA, :func:`octlib.evaluation.input_target`)."""
+    ART passes the gradient through them unchanged (BPDA, :func:`octlib.evaluation.input_target`). ``names``: which
+    of :data:`INPUT_TRANSFORMS` to build, in that order."""
     from art.defences.preprocessor import FeatureSqueezing, JpegCompression, SpatialSmoothing
 
     bad = []
@@ -113,13 +119,18 @@ def input_transforms(*, jpeg_quality: int = 75, squeeze_bits: int = 5, median_wi
         bad.append(f"`squeeze_bits` must be an integer in [1, 7] (8 bits changes nothing), got {squeeze_bits!r}")
     if not isinstance(median_window, (int, np.integer)) or not 2 <= median_window <= 9:
         bad.append(f"`median_window` must be an integer in [2, 9] pixels, got {median_window!r}")
+    unknown = [n for n in names if n not in INPUT_TRANSFORMS]
+    if unknown or not names:
+        bad.append(f"`names` must be some of {INPUT_TRANSFORMS}, got {tuple(names)!r}")
     if bad:
         raise ValueError("; ".join(bad) + ".")
-    return {f"JPEG q={jpeg_quality}": JpegCompression(clip_values=(0.0, 1.0), quality=int(jpeg_quality),
-                                                      channels_first=False),
-            f"bit depth {squeeze_bits}": FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=int(squeeze_bits)),
-            f"median {median_window}×{median_window}": SpatialSmoothing(window_size=int(median_window),
-                                                                       channels_first=False, clip_values=(0.0, 1.0))}
+    build = {"jpeg": lambda: (f"JPEG q={jpeg_quality}", JpegCompression(
+                 clip_values=(0.0, 1.0), quality=int(jpeg_quality), channels_first=False)),
+             "bits": lambda: (f"bit depth {squeeze_bits}", FeatureSqueezing(clip_values=(0.0, 1.0),
+                                                                           bit_depth=int(squeeze_bits))),
+             "median": lambda: (f"median {median_window}×{median_window}", SpatialSmoothing(
+                 window_size=int(median_window), channels_first=False, clip_values=(0.0, 1.0)))}
+    return dict(build[n]() for n in INPUT_TRANSFORMS if n in names)
 
 
 def majority_vote(answers, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ suite, norm, ε), each with the per-scan outcomes, so that any two models can be
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -178,18 +178,21 @@ def transform_evaluations(model, transforms: dict, scans, threat: ThreatModel, s
     """Every input transform of ``transforms`` (name -> ART pre-processor, :func:`octlib.defences.input_transforms`)
     in front of ``model``, evaluated on ``scans`` twice (:func:`input_target`): by the suite through the transform
     (BPDA; with ``converge``, also the convergence sweep at the headline ε) and by the attacker who ignores it (the
-    suite on the bare model, crafted once for every transform through one :class:`CraftCache`), the second folded
-    into the first (:meth:`Evaluation.fold`). Returns name -> ``(suite, non_adaptive)``: write
+    suite on the bare model, crafted once for every transform through one :class:`CraftCache`, without the suite's
+    fixed max-loss attack, which runs through the transform), the second folded into the first
+    (:meth:`Evaluation.fold`: the loss is the higher of the two). Returns name -> ``(suite, non_adaptive)``: write
     ``suite.records() + non_adaptive.records(label=label)``."""
     from .estimators import quiet_retracing
 
     cache, out = CraftCache(), {}
     common = dict(scan_ids=scans.ids, patients=scans.patients, seed=seed, progress=False)
+    # the fixed max-loss attack runs once, through the transform: the blind attacker's losses are folded in as found
+    blind_suite = replace(suite, loss_attack=False)
     with quiet_retracing():  # ART traces each new classifier once, by design
         for name, pre in transforms.items():
             adaptive = evaluate(input_target(name, model, pre), scans.x, scans.y, threat, suite, converge=converge,
                                 **common)
-            blind = evaluate(input_target(name, model, pre, adaptive=False), scans.x, scans.y, threat, suite,
+            blind = evaluate(input_target(name, model, pre, adaptive=False), scans.x, scans.y, threat, blind_suite,
                              cache=cache, **common)
             adaptive.fold(blind, label)
             adaptive.settings["crafts_shared"] = {"reused": cache.reused, "crafted": cache.crafted}

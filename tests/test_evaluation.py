@@ -285,6 +285,11 @@ def test_input_transforms_are_arts_preprocessors_with_the_identity_gradient():
         assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1 and not np.allclose(out, x), name
         np.testing.assert_array_equal(pre.estimate_gradient(x, np.ones_like(x)), np.ones_like(x))  # BPDA
     np.testing.assert_allclose(np.asarray(transforms["bit depth 5"](x)[0]) * 31, np.rint(x * 31), atol=1e-5)
+    assert list(defences.input_transforms(("median", "jpeg"))) == ["JPEG q=75", "median 3×3"]  # the fixed order
+    with pytest.raises(ValueError, match="names"):
+        defences.input_transforms(("jpeg", "blur"))
+    with pytest.raises(ValueError, match="input_transforms"):
+        DefenceConfig(input_transforms=("blur",))
     for bad, what in (({"jpeg_quality": 0}, "jpeg_quality"), ({"squeeze_bits": 8}, "squeeze_bits"),
                       ({"median_window": 1}, "median_window")):
         with pytest.raises(ValueError, match=what):
