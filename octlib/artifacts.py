@@ -4,7 +4,7 @@ The key hashes everything that determines the model: the training config, image 
 the data fingerprint and the exact train/val/test membership (a hash of the file lists), and
 :data:`ARTIFACT_VERSION`. A notebook asking for a model (:func:`get_or_train`) therefore gets the cached one
 only when all of these match; otherwise it trains a new one (``retrain="auto"``, the default, so that every
-notebook also runs on its own) or, with ``retrain="never"``, stops with "run 10_train_cnn first". A model is
+notebook also runs on its own) or, with ``retrain="never"``, stops naming the notebook that trains it (:func:`octlib.series.trainer`). A model is
 never loaded under another key: the sidecar's key and the ``.keras`` file's SHA-256 are checked before Keras
 sees the file, and loading uses ``safe_mode=True``. Writes are atomic (a temporary folder, then a rename).
 """
@@ -26,6 +26,7 @@ from .config import TrainConfig, artifacts_dir, trades_label
 from .digests import file_digest, stored_weights_digest, weights_digest
 from .provenance import hardware, library_versions
 from .results import to_jsonable
+from .series import trainer
 
 #: Bump when the model-building or training code changes in a way that changes the trained model.
 ARTIFACT_VERSION = 2  # 2: augmentation draws in a deterministic order
@@ -99,7 +100,7 @@ def load_artifact(folder: Path | str, expected_key: str | None = None) -> Traine
 
     folder = Path(folder)
     sidecar_path, model_path = folder / "model.json", folder / "model.keras"
-    fix = f"Delete {folder} and run notebooks/10_train_cnn.ipynb again (or pass retrain='always')."
+    fix = f"Delete {folder} and run the notebook that trains it again (or pass retrain='always')."
     if not sidecar_path.is_file() or not model_path.is_file():
         raise ArtifactError(f"Model artifact {folder} is incomplete (needs model.keras and model.json). {fix}")
     try:
@@ -142,7 +143,7 @@ def save_artifact(model, sidecar: dict, name: str, key: str, root: Path | None =
 
 def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, retrain: str = "auto",
                  verbose: int = 2, extra: dict | None = None, root: Path | None = None,
-                 initial: TrainedModel | None = None) -> TrainedModel:
+                 initial: TrainedModel | None = None, kind: str = "victim") -> TrainedModel:
     """The trained model for these splits and settings: cached when it exists, else trained and cached.
 
     Args:
@@ -156,6 +157,7 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
         extra: further settings that change the model (e.g. a defence's parameters); they enter the key.
         initial: a trained model to fine-tune from (:func:`octlib.training.train`); its weights digest enters the
             key, so another starting model never reuses this one's artifact.
+        kind: what the model is (:data:`octlib.series.TRAINERS`): the notebook a missing model's message names.
     """
     from .metrics import score_model
     from .training import train
@@ -177,7 +179,7 @@ def get_or_train(splits, cfg: TrainConfig, *, name: str = "cnn", seed: int = 0, 
         return trained
     if retrain == "never":
         raise ArtifactError(f"No trained model {folder.name} for these settings and data in {folder.parent}. "
-                            "Run notebooks/10_train_cnn.ipynb first (same profile, data and seed).")
+                            f"Run {trainer(kind)} first (same profile, data and seed).")
     print(f"Training {name} ({folder.name}): no cached model for these settings and data.")
     model, info = train(splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, cfg,
                         image_size=splits.train.image_size, seed=seed, verbose=verbose,
@@ -229,7 +231,7 @@ def release_shift_study(split, cfg: TrainConfig, variants, *, seed: int = 0, ret
     rows = {}
     for label in ("default", *(v for v in dict.fromkeys(variants) if v != "default")):
         trained = get_or_train(split, replace(cfg, **SHIFT_VARIANTS[label]), name=name, seed=seed, retrain=retrain,
-                               verbose=0, root=root)
+                               verbose=0, root=root, kind="shift")
         val = accuracy(split.val.labels, predict_logits(trained.model, split.val.x).argmax(1))
         pred = predict_logits(trained.model, split.test.x).argmax(1)
         test = accuracy(split.test.labels, pred)
@@ -252,7 +254,7 @@ def get_or_train_seeds(splits, cfg: TrainConfig, seeds, *, name: str, retrain: s
     :func:`get_or_train` (cached when it exists); ``trained`` holds models already loaded (e.g. the study victim)."""
     trained = dict(trained or {})
     return {int(s): trained[s] if s in trained else get_or_train(splits, cfg, name=name, seed=int(s), retrain=retrain,
-                                                                 verbose=verbose) for s in seeds}
+                                                                 verbose=verbose, kind="seed") for s in seeds}
 
 
 #: The retrained defence models' kinds (:func:`get_or_train_defence`).
@@ -295,7 +297,7 @@ def get_or_train_defence(splits, profile, kind: str, value: float, *, seed: int 
     else:
         raise ValueError(f"Unknown defence model kind {kind!r}: use {DEFENCE_KINDS}.")
     return get_or_train(splits, cfg, name=f"{victim_name(policy)}-{tag}", seed=seed, retrain=retrain,
-                        verbose=verbose, initial=initial)
+                        verbose=verbose, initial=initial, kind=kind)
 
 
 def defence_label(kind: str, value: float, profile) -> str:

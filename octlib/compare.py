@@ -17,33 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import series
 from .threat import eps_label, to_unit
 
-PRODUCERS = {
-    "10_train_cnn": "10_train_cnn.ipynb",
-    "11_release_shift": "11_release_shift.ipynb",
-    "20_attack_fgsm": "20_attack_fgsm.ipynb",
-    "21_attack_deepfool": "21_attack_deepfool.ipynb",
-    "22_evasion_detectors": "22_evasion_detectors.ipynb",
-    "30_attack_copycat": "30_attack_copycat.ipynb",
-    "31_attack_knockoffnets": "31_attack_knockoffnets.ipynb",
-    "32_attack_augmented_thieves": "32_attack_augmented_thieves.ipynb",
-    "40_defence_class_labels": "40_defence_class_labels.ipynb",
-    "41_defence_class_labels_evasion": "41_defence_class_labels_evasion.ipynb",
-    "42_defence_label_smoothing": "42_defence_label_smoothing.ipynb",
-    "43_defence_gaussian_noise": "43_defence_gaussian_noise.ipynb",
-    "44_defence_randomized_noise": "44_defence_randomized_noise.ipynb",
-    "45_defence_adversarial_training": "45_defence_adversarial_training.ipynb",
-    "46_defence_randomized_smoothing": "46_defence_randomized_smoothing.ipynb",
-    "47_defence_adversarial_training_evasion": "47_defence_adversarial_training_evasion.ipynb",
-    "48_defence_gaussian_noise_evasion": "48_defence_gaussian_noise_evasion.ipynb",
-    "49_defence_input_transforms": "49_defence_input_transforms.ipynb",
-    "50_attack_targeted_referral": "50_attack_targeted_referral.ipynb",
-    "51_attack_storage": "51_attack_storage.ipynb",
-    "52_attack_universal": "52_attack_universal.ipynb",
-    "53_corruptions": "53_corruptions.ipynb",
-    "54_certified_referral": "54_certified_referral.ipynb",
-}
+PRODUCERS = series.producers()  # results record -> the notebook that writes it
 
 
 def load_study(results_dir=None) -> tuple[dict, list[tuple[str, str]]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import DATA_ENV, PROFILE_ENV, SPLIT_POLICY_ENV, get_profile, project_root, reference_dir
 from .provenance import code_version, hardware, library_versions
+from .series import NOTEBOOKS, check_folder
 
 FIGURES_ENV = "OCTLIB_FIGURES"
 RESULTS_ENV = "OCTLIB_RESULTS"
@@ -34,9 +35,15 @@ class NotebookFailed(RuntimeError):
 
 
 def find_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
-    """The series in run order; ``only`` keeps notebooks whose name starts with, or matches, any pattern."""
-    folder = folder or project_root() / "notebooks"
-    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    """The series in run order; ``only`` keeps notebooks whose name starts with, or matches, any pattern. The
+    project's own folder must hold exactly the notebooks of :data:`octlib.series.NOTEBOOKS` (a clear error names
+    each difference); another ``folder`` runs whatever ``NN_*.ipynb`` it holds."""
+    if folder is None:
+        folder = project_root() / "notebooks"
+        check_folder(folder)
+        books = [folder / f"{name}.ipynb" for name in NOTEBOOKS]
+    else:
+        books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         books = [b for b in books if any(b.name.startswith(o) or fnmatch.fnmatch(b.name, o) for o in only)]
     if not books:

@@ -1,0 +1,83 @@
+"""The notebook series in one place: every notebook's name, in run order, what it is for, whether it writes a
+results record, and which notebook trains each kind of model. The runner runs these (and refuses a notebook on
+disk that is not here, or one listed here that is missing), :mod:`octlib.compare` looks for these records, and
+library messages name the notebook to run through :func:`notebook` and :func:`trainer`, never by a literal file
+name. A new notebook is one line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# name -> (what it is for, writes a results record of that name)
+NOTEBOOKS: dict[str, tuple[str, bool]] = {
+    "00_data_exploration": ("the data: classes, patients, splits, intensity", False),
+    "10_train_cnn": ("the study victim (both split policies) and its evaluation", True),
+    "11_release_shift": ("the sample's release shift and the augmentation that answers it", True),
+    "20_attack_fgsm": ("the attack suite on the victim, with the training-seed spread", True),
+    "21_attack_deepfool": ("DeepFool's minimal perturbations", True),
+    "22_evasion_detectors": ("Mahalanobis and binary detectors, and the attacker who knows them", True),
+    "30_attack_copycat": ("Copycat CNN: model extraction by querying", True),
+    "31_attack_knockoffnets": ("KnockoffNets: extraction with an adaptive query policy", True),
+    "32_attack_augmented_thieves": ("thieves that learn from a small pool; gain over the no-query thief", True),
+    "40_defence_class_labels": ("output defences against extraction", True),
+    "41_defence_class_labels_evasion": ("output defences against evasion, white-box and black-box", True),
+    "42_defence_label_smoothing": ("label smoothing through the suite", True),
+    "43_defence_gaussian_noise": ("noise training: clean and under its noise", True),
+    "44_defence_randomized_noise": ("inference noise, attacked with EOT and scored in expectation", True),
+    "45_defence_adversarial_training": ("PGD adversarial training and TRADES", True),
+    "46_defence_randomized_smoothing": ("randomized smoothing: certified radii", True),
+    "47_defence_adversarial_training_evasion": ("adversarial training and TRADES through the suite", True),
+    "48_defence_gaussian_noise_evasion": ("the noise-trained model through the suite", True),
+    "49_defence_input_transforms": ("JPEG, bit depth and median under BPDA", True),
+    "50_attack_targeted_referral": ("targeted attacks on the referral decision", True),
+    "51_attack_storage": ("what saving a scan does to an adversarial perturbation", True),
+    "52_attack_universal": ("universal perturbations", True),
+    "53_corruptions": ("natural corruptions of the scan", True),
+    "54_certified_referral": ("a certified bound on missed referrals", True),
+    "60_saliency": ("what the victim looks at, clean and attacked", False),
+    "61_explorer": ("an interactive explorer of the attacks", False),
+    "90_comparison": ("every scenario compared, from results only", False),
+}
+
+# the model kind (artifacts' defence kinds, plus the victim and the release-shift variants) -> the notebook that
+# trains it in the series (any notebook that needs it trains it too when it is missing)
+TRAINERS: dict[str, str] = {
+    "victim": "10_train_cnn",
+    "seed": "20_attack_fgsm",
+    "shift": "11_release_shift",
+    "label_smoothing": "42_defence_label_smoothing",
+    "noise": "43_defence_gaussian_noise",
+    "adversarial": "45_defence_adversarial_training",
+    "trades": "45_defence_adversarial_training",
+}
+
+
+def notebook(name: str) -> str:
+    """``notebooks/<name>.ipynb`` for a registered notebook; a clear error for any other name."""
+    if name not in NOTEBOOKS:
+        raise KeyError(f"{name!r} is not a notebook of the series (octlib/series.py lists {len(NOTEBOOKS)}).")
+    return f"notebooks/{name}.ipynb"
+
+
+def trainer(kind: str) -> str:
+    """The notebook (``notebooks/NN_*.ipynb``) that trains models of ``kind`` (see :data:`TRAINERS`)."""
+    if kind not in TRAINERS:
+        raise KeyError(f"No notebook trains model kind {kind!r}: use one of {sorted(TRAINERS)}.")
+    return notebook(TRAINERS[kind])
+
+
+def producers() -> dict[str, str]:
+    """Results record name -> the notebook file that writes it, in run order."""
+    return {name: f"{name}.ipynb" for name, (_, writes) in NOTEBOOKS.items() if writes}
+
+
+def check_folder(folder: Path) -> None:
+    """Raise when the notebooks in ``folder`` and :data:`NOTEBOOKS` differ, naming each difference and the fix."""
+    on_disk = {p.stem for p in Path(folder).glob("[0-9][0-9]_*.ipynb")}
+    unlisted, missing = sorted(on_disk - set(NOTEBOOKS)), sorted(set(NOTEBOOKS) - on_disk)
+    problems = ([f"{n}.ipynb is in {folder} but not in octlib/series.py's NOTEBOOKS (add one line there)"
+                 for n in unlisted]
+                + [f"{n}.ipynb is listed in octlib/series.py but missing from {folder}" for n in missing])
+    if problems:
+        raise FileNotFoundError("The notebook series and its registry differ: " + "; ".join(problems) + ".")
