@@ -41,8 +41,11 @@ def check_eps(eps, name: str = "eps") -> float:
     return eps
 
 
-def to_255(eps: float) -> float:
-    """ε in /255 from [0, 1] pixel units (rounded to 6 decimals, so 2/255 reads back as 2)."""
+def to_255(eps):
+    """ε in /255 from [0, 1] pixel units (rounded to 6 decimals, so 2/255 reads back as 2); an array of them
+    (e.g. per-scan perturbation norms) element by element."""
+    if np.ndim(eps):
+        return np.round(np.asarray(eps, dtype=np.float64) * 255.0, 6)
     return round(float(eps) * 255.0, 6)
 
 

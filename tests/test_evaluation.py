@@ -57,6 +57,7 @@ def test_threat_model_converts_eps_in_one_place():
     assert t.eps == (0.5 / 255, 2 / 255, 8 / 255) and t.grid == (0.5, 2.0, 8.0)
     assert t.labels[1] == "2/255 (0.0078)" == eps_label(2 / 255) and t.headline == 2 / 255 and t.index(8) == 2
     assert to_255(to_unit(2)) == 2 and eps_label(0.25, "2") == "L2 0.25"
+    assert to_255(np.array([to_unit(0.5), to_unit(2), 1.0])).tolist() == [0.5, 2.0, 255.0]
     for bad in ({"eps_255": (2, 1)}, {"eps_255": (300,)}, {"eps_255": (1, 2), "headline_255": 3}, {"norm": "1"}):
         with pytest.raises(ValueError):
             ThreatModel(**{"norm": "inf", "eps_255": (1, 2), **bad})
