@@ -122,11 +122,11 @@ def seed_spread_tables(spread: dict):
 
 
 def seed_spread_table(study: dict):
-    """The undefended victim's seed spread as notebook 20 recorded it (the summary of :func:`seed_spread_tables`);
-    empty when notebook 20's record has none."""
+    """The undefended victim's seed spread as notebook 12 recorded it (the summary of :func:`seed_spread_tables`);
+    empty when there is no such record."""
     import pandas as pd
 
-    spread = ((study.get("20_attack_fgsm") or {}).get("metrics") or {}).get("seed_spread")
+    spread = ((study.get("12_seed_spread") or {}).get("metrics") or {}).get("seed_spread")
     return seed_spread_tables(spread)[1] if spread else pd.DataFrame()
 
 

@@ -248,13 +248,17 @@ class SuiteConfig:
     Attributes:
         attacks: run in this order on each ε; a scan is robust only if none fools it. ``FGSM``, ``PGD`` (cross-
             entropy, highest-loss restart kept), ``APGD-DLR`` / ``APGD-CE`` (ART's AutoPGD; a randomized defence
-            gets ``PGD-margin`` with EOT instead), ``PGD-margin`` (best wrong minus true logit), ``Square``
-            (score-based, no gradients: the gradient-masking probe, at the headline ε only).
+            gets ``PGD-margin`` with EOT instead), ``APGD-T`` (targeted AutoPGD towards each other class in turn),
+            ``PGD-margin`` (best wrong minus true logit), ``Square`` (score-based, no gradients: the
+            gradient-masking probe, at the headline ε only). Croce & Hein's FAB-T is not in ART.
         eps_255: the L∞ ε grid in /255 (in [0, 1] units: value / 255); ``headline_255`` its headline value.
         n_scans: evaluation scans per model (class-stratified, seeded; ``None``: every evaluation scan).
         pgd_steps, pgd_restarts: PGD iterations (step 2.5 ε / steps) and random starts (0: start at the scan).
         apgd_steps, apgd_restarts: AutoPGD iterations and random starts.
-        square_queries: Square attack iterations (one query each) per scan.
+        square_queries: Square attack iterations (one query each) per scan. 1,000 in the full profile: ART's
+            Square predicts every scan it attacks about three times per iteration, so on 2 CPU cores at 128 px
+            5,000 queries on the ~120 scans an adversarially trained model keeps standing would take hours
+            (benchmarks/README.md); notebook 20's SQUARE_QUERIES parameter takes more on a GPU.
         eot_schedule: ``(draws, steps)`` settings of the EOT convergence study for randomized defences, increasing.
         eot_tolerance: EOT has converged when the next setting fools at most this many more scans.
         randomized_n_scans: evaluation scans for randomized defences (``None``: ``n_scans``); EOT costs
@@ -281,7 +285,7 @@ class SuiteConfig:
             minutes on 2 cores, so the default is 1 and 2/255.
     """
 
-    attacks: tuple[str, ...] = ("FGSM", "PGD", "APGD-DLR", "Square")
+    attacks: tuple[str, ...] = ("FGSM", "PGD", "APGD-DLR", "APGD-T", "Square")
     eps_255: tuple[float, ...] = (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
     headline_255: float = 2
     n_scans: int | None = 300
@@ -386,6 +390,9 @@ class ExtractionConfig:
         arch_seeds: seeds of the thief-architecture comparison (``None``: ``seeds``).
         augmented_budgets: budgets of the thieves that query augmented variants of the pool scans (notebook 32;
             a budget above the pool's size buys that many distinct queries).
+        jacobian_lambda, jacobian_tau: the Jacobian-based dataset augmentation thief's step λ (in [0, 1] pixel
+            units; Papernot et al. 2017 used 0.1 on MNIST) and the period τ (in rounds) after which the step's sign
+            flips (their periodic step size).
     """
 
     pool_fraction: float = 0.5
@@ -407,6 +414,8 @@ class ExtractionConfig:
     noise_repeats: int = 4
     arch_seeds: tuple[int, ...] | None = None
     augmented_budgets: tuple[int, ...] = (250, 500, 1000, 2500, 5000)
+    jacobian_lambda: float = 0.1
+    jacobian_tau: int = 3
 
     def __post_init__(self):
         bad = []

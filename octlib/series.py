@@ -14,7 +14,8 @@ NOTEBOOKS: dict[str, tuple[str, bool]] = {
     "00_data_exploration": ("the data: classes, patients, splits, intensity", False),
     "10_train_cnn": ("the study victim (both split policies) and its evaluation", True),
     "11_release_shift": ("the sample's release shift and the augmentation that answers it", True),
-    "20_attack_fgsm": ("the attack suite on the victim, with the training-seed spread", True),
+    "12_seed_spread": ("the victim's recipe under other training seeds, through the suite: the yardstick", True),
+    "20_attack_fgsm": ("the attack suite on the victim", True),
     "21_attack_deepfool": ("DeepFool's minimal perturbations", True),
     "22_evasion_detectors": ("Mahalanobis and binary detectors, and the attacker who knows them", True),
     "30_attack_copycat": ("Copycat CNN: model extraction by querying", True),
@@ -44,7 +45,7 @@ NOTEBOOKS: dict[str, tuple[str, bool]] = {
 # trains it in the series (any notebook that needs it trains it too when it is missing)
 TRAINERS: dict[str, str] = {
     "victim": "10_train_cnn",
-    "seed": "20_attack_fgsm",
+    "seed": "12_seed_spread",
     "shift": "11_release_shift",
     "label_smoothing": "42_defence_label_smoothing",
     "noise": "43_defence_gaussian_noise",

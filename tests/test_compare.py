@@ -106,13 +106,13 @@ def test_the_comparison_refuses_another_profile_or_a_different_victim_in_trainin
         compare.require_one_study(study, profile="quick")
 
 
-def test_seed_spread_table_reads_notebook_20s_spread(tmp_path, monkeypatch):
+def test_seed_spread_table_reads_notebook_12s_spread(tmp_path, monkeypatch):
     monkeypatch.setenv("OCTLIB_RESULTS", str(tmp_path))
     one = {"mean": 0.9, "sd": 0.01, "min": 0.89, "max": 0.91, "n": 3}
     spread = {"n_scans": 300, "summary": {"clean_accuracy": one, "robust_accuracy": {"0.5": one, "2": one},
                                           "test_accuracy": one},
               "per_seed": {0: {"clean_accuracy": 0.9, "robust_accuracy": {"0.5": 0.5, "2": 0.1}, "test_accuracy": 0.93}}}
-    save_results("20_attack_fgsm", {"victim": "cnn-a", "seed_spread": spread}, settings={"profile": "full"})
+    save_results("12_seed_spread", {"victim": "cnn-a", "seed_spread": spread}, settings={"profile": "full"})
     study, _ = compare.load_study()
     table = compare.seed_spread_table(study)
     assert list(table.columns) == ["mean", "sd", "min", "max", "seeds"] and (table["seeds"] == 3).all()
