@@ -39,7 +39,7 @@ from .estimators import ANSWERS, quiet_retracing, thief_classifier_class, victim
 ART_MNIST_DEMO = {"victim_accuracy": 0.959, "budgets": (250, 500, 1000, 2000, 4000, 5000),
                   "copycat": (0.19, 0.39, 0.65, 0.83, 0.90, 0.91),
                   "knockoff-random": (0.16, 0.32, 0.63, 0.84, 0.89, 0.91)}
-THIEVES = ("copycat", "knockoff-random", "knockoff-adaptive")
+THIEVES = ("copycat", "knockoff-random", "knockoff-adaptive", "jacobian")
 #: Where a thief's weights start: a fresh initialisation, or the no-query thief trained on the attacker's own
 #: labelled scans (half the optimizer steps), then fine-tuned on the answers (the other half).
 STARTS = ("scratch", "own-labels")
@@ -125,7 +125,11 @@ class Thief:
     no-query thief, trains on) label-preserving variants of the pool scans (:func:`augment_queries`), so that a
     budget larger than the pool buys that many distinct queries; ``start``: ``own-labels`` first trains the thief
     on the attacker's own labelled scans (augmented like its queries) for half its optimizer steps, then
-    fine-tunes it on the answers for the other half (a competitor with its own clinicians' labels)."""
+    fine-tunes it on the answers for the other half (a competitor with its own clinicians' labels).
+
+    ``jacobian`` is Papernot et al. 2017's Jacobian-based dataset augmentation (:func:`jacobian_rounds`): the pool
+    scans are queried, the thief trained on the answers, and each round queries new points x + λ·sign(∇ₓ of the
+    thief's logit for the class the victim answered at x), doubling the set until the budget is spent."""
 
     attack: str = "copycat"
     reads: str = "answers"
@@ -148,6 +152,9 @@ class Thief:
         if self.augment and self.attack not in ("copycat", "no-query"):
             raise ValueError(f"`augment` (augmented queries, :func:`augment_queries`) is for copycat and no-query "
                              f"thieves, got {self.attack!r}.")
+        if self.attack == "jacobian" and (self.repeats > 1 or self.augment):
+            raise ValueError("The Jacobian thief (`attack='jacobian'`) makes its own new queries: it takes neither "
+                             "`repeats` nor `augment`.")
         if self.start not in STARTS or (self.start == "own-labels" and self.attack != "copycat"):
             raise ValueError(f"`start` must be one of {STARTS} ('own-labels' only for copycat: the no-query thief "
                              f"fine-tuned on the answers), got {self.start!r} for {self.attack!r}.")
@@ -395,6 +402,74 @@ def _one_hot(labels) -> np.ndarray:
     return np.eye(len(CLASSES), dtype=np.float32)[np.asarray(labels, dtype=int)]
 
 
+def train_steps(classifier, x, y, steps: int, *, batch_size: int, seed: int = 0) -> None:
+    """Exactly ``steps`` optimizer steps of a thief (:func:`thief_classifier`) on ``(x, y)``: ``steps`` batches of
+    ``batch_size`` drawn as whole shuffled passes over the data (the last pass cut short), so a thief that trains in
+    phases (:func:`jacobian_rounds`) spends its step budget as planned."""
+    if steps <= 0:
+        return
+    rng = np.random.default_rng(seed)
+    need = steps * int(batch_size)
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(-(-need // len(x)))])[:need]
+    with quiet_retracing():
+        classifier.fit(x[order], y[order], batch_size=int(batch_size), nb_epochs=1)
+
+
+def jacobian_step(classifier, x, classes, lam: float, *, batch_size: int = 128) -> np.ndarray:
+    """Papernot et al. 2017's new points: ``clip(x + lam * sign(∇ₓ logit_c(x)), 0, 1)`` with the thief's logit for
+    ``classes`` (the class the victim answered at each scan; ``lam`` may be negative: the periodic step)."""
+    import tensorflow as tf
+
+    out = np.empty_like(x)
+    for start in range(0, len(x), batch_size):
+        xb = tf.convert_to_tensor(x[start:start + batch_size])
+        onehot = tf.one_hot(np.asarray(classes[start:start + batch_size], dtype=np.int32), len(CLASSES))
+        with tf.GradientTape() as tape:
+            tape.watch(xb)
+            picked = tf.reduce_sum(classifier.model(xb, training=False) * onehot, axis=1)
+        grad = tape.gradient(picked, xb).numpy()
+        out[start:start + batch_size] = np.clip(x[start:start + batch_size] + lam * np.sign(grad), 0, 1)
+    return out
+
+
+def jacobian_rounds(classifier, api, pool_x, budget: int, *, steps: int, batch_size: int, lam: float = 0.1,
+                    tau: int = 3, argmax: bool = False, seed: int = 0, params: dict | None = None):
+    """Jacobian-based dataset augmentation (Papernot et al. 2017, "Practical Black-Box Attacks against Machine
+    Learning", ASIA CCS), every point a counted query of ``api``: round 0 queries ``min(budget, len(pool_x))``
+    pool scans (a seeded pick); then, while the budget lasts, the thief is trained on the set so far and the set
+    grows by new points :func:`jacobian_step` from up to as many of its members as the budget still allows (all of
+    them: the set doubles, as in the paper; a seeded subset in the last round), with λ's sign flipped every ``tau``
+    rounds; the thief is trained on the final set last. The optimizer steps ``steps`` are split evenly over the
+    training phases (:func:`train_steps`; the remainder to the last), so the thief takes exactly ``steps``.
+    ``argmax``: train on the answers' top class (one-hot) instead of the answers. Adds ``rounds`` and
+    ``set_sizes`` to ``params``."""
+    rng = np.random.default_rng(seed)
+    first = rng.choice(len(pool_x), int(min(budget, len(pool_x))), replace=False)
+    xs = np.asarray(pool_x[first], dtype=np.float32)
+    answers = np.asarray(api.predict(xs), dtype=np.float32)
+    sizes = [len(xs)]
+    while sizes[-1] < budget:
+        grow = min(sizes[-1], budget - sizes[-1])
+        sizes.append(sizes[-1] + grow)
+    phase_steps = [steps // len(sizes)] * (len(sizes) - 1)
+    phase_steps.append(steps - sum(phase_steps))
+
+    def labels(a):
+        return np.eye(len(CLASSES), dtype=np.float32)[a.argmax(1)] if argmax else a
+
+    for r, grow in enumerate(np.diff(sizes)):
+        train_steps(classifier, xs, labels(answers), phase_steps[r], batch_size=batch_size, seed=seed + 101 * r)
+        pick = rng.permutation(len(xs))[:grow]
+        step = lam * (-1) ** (r // max(1, int(tau)))
+        new = jacobian_step(classifier, xs[pick], answers[pick].argmax(1), step)
+        xs = np.concatenate([xs, new])
+        answers = np.concatenate([answers, np.asarray(api.predict(new), dtype=np.float32)])
+    train_steps(classifier, xs, labels(answers), phase_steps[-1], batch_size=batch_size, seed=seed + 101 * len(sizes))
+    if params is not None:
+        params.update(rounds=len(sizes) - 1, set_sizes=sizes, jacobian_lambda=lam, jacobian_tau=int(tau))
+    return xs, answers
+
+
 def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "copycat",
           answers: str = "probabilities", budget: int = 250, pool_labels=None, pool_name: str = "oct",
           thief_arch: str = "victim", train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None,
@@ -447,7 +522,7 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
         raise ValueError(f"`{attack}` needs `pool_labels`: the attacker's own category of every pool image (e.g. "
                          "the diagnosis of its OCT scans; for knockoff-adaptive also the source of a proxy crop).")
     scans = budget // repeats
-    used = scans if adaptive or thief.augment else int(min(scans, len(pool_x)))
+    used = scans if adaptive or thief.augment or attack == "jacobian" else int(min(scans, len(pool_x)))
     online = used if adaptive else 0
     own = ecfg.thief_steps // 2 if thief.start == "own-labels" else 0  # steps on its own labels first
     if (thief.augment or own) and pool_labels is None and attack == "no-query":
@@ -482,7 +557,12 @@ def steal(victim_model, pool_x, *, thief: Thief | None = None, attack: str = "co
                                           seed=int(seed) + 11)
         with quiet_retracing():
             model.fit(own_x, own_y, batch_size=ecfg.thief_batch_size, nb_epochs=1)
-    if attack == "no-query":
+    if attack == "jacobian":
+        jacobian_rounds(model, api, pool_x, budget, steps=ecfg.thief_steps, batch_size=ecfg.thief_batch_size,
+                        lam=ecfg.jacobian_lambda, tau=ecfg.jacobian_tau, argmax=reads == "argmax" or answers == "labels",
+                        seed=int(seed), params=params)
+        stolen = model
+    elif attack == "no-query":
         if thief.augment:
             train_x, train_y = queries_x, soft
         else:

@@ -261,7 +261,7 @@ def test_sweep_retries_a_failed_adaptive_run_with_the_fallback_reward(victim, po
                                    extraction.Thief("copycat", reads="argmax", repeats=2),
                                    extraction.Thief("no-query"), extraction.Thief("copycat", augment=True),
                                    extraction.Thief("copycat", augment=True, start="own-labels"),
-                                   extraction.Thief("no-query", augment=True)])
+                                   extraction.Thief("no-query", augment=True), extraction.Thief("jacobian")])
 def test_every_thief_takes_the_same_optimizer_steps(victim, pool, thief):
     x, labels = pool
     run = extraction.steal(victim, x, thief=thief, budget=16, pool_labels=labels, train_cfg=TINY, ecfg=ECFG)
@@ -478,3 +478,36 @@ def test_the_steal_then_attack_chain_is_paired_on_the_same_scans(victim, pool):
     assert table.loc["white-box", "n"] == 36 and table.loc["white-box", "transfer success"] >= 30 / 36
     assert np.isnan(table.loc["white-box", "p vs white-box"])
     assert 0 <= table.loc["independent surrogate", "p vs white-box"] <= 1
+
+
+def test_jacobian_thief_doubles_its_set_with_counted_queries_until_the_budget(victim, pool):
+    """Papernot et al.'s augmentation: the pool scans, then rounds that each add at most as many new points as the
+    set holds, every point a counted query; exactly ``thief_steps`` optimizer steps over the training phases."""
+    x, _ = pool
+    run = extraction.steal(victim, x[:10], thief=extraction.Thief("jacobian"), budget=35, train_cfg=TINY, ecfg=ECFG)
+    assert run.status == "ok" and run.queries == 35 and run.steps == ECFG.thief_steps
+    assert run.params["set_sizes"] == [10, 20, 35] and run.params["rounds"] == 2 and not run.extra["capped"]
+    small = extraction.steal(victim, x[:10], thief=extraction.Thief("jacobian"), budget=6, train_cfg=TINY, ecfg=ECFG)
+    assert small.queries == 6 and small.params["set_sizes"] == [6] and small.steps == ECFG.thief_steps
+    with pytest.raises(ValueError, match="neither"):
+        extraction.Thief("jacobian", repeats=2)
+
+
+def test_jacobian_step_moves_every_pixel_by_lambda_along_the_class_logit_gradient():
+    """On a linear thief the gradient of logit c is the weight row of c: each new point is the scan moved by exactly
+    ±λ per pixel with the sign of that weight (clipped to [0, 1]); a negative λ (the periodic step) moves back."""
+    inputs = keras.Input((4, 4, 1))
+    net = keras.Model(inputs, keras.layers.Dense(4, use_bias=False)(keras.layers.Flatten()(inputs)))
+    w = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    net.layers[-1].set_weights([w])
+
+    class Thief:  # what jacobian_step needs of a thief classifier
+        model = net
+
+    x = np.full((3, 4, 4, 1), 0.5, np.float32)
+    classes = np.array([0, 2, 3])
+    out = extraction.jacobian_step(Thief(), x, classes, 0.1)
+    expected = 0.5 + 0.1 * np.sign(w[:, classes].T).reshape(3, 4, 4, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(extraction.jacobian_step(Thief(), x, classes, -0.1), 1 - expected, atol=1e-6)
+    assert extraction.jacobian_step(Thief(), np.ones_like(x), classes, 0.6).min() >= 0.4 - 1e-6
