@@ -609,19 +609,31 @@ def chain_table(chain: dict, *, white_box: str = "white-box", surrogate: str = "
                                       f"p vs {surrogate}"])
 
 
-def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "oct"):
+def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "oct",
+                             baseline: str = "no-query (own labels) · augmented", alpha: float | None = None):
     """The deployer's trade-off for model extraction: per defence, the thief that steals the most (highest mean
     fidelity over seeds) among every thief tried against it at one ``budget`` of queries on the ``pool``, beside
     what the defence costs honest users (``honest_*`` columns of the records, where present).
 
     ``frame`` holds flat extraction records (:func:`octlib.records.read_extraction`); the no-query baseline and
     failed runs are left out; ``budget`` defaults to the largest budget every defence was attacked at. Columns:
-    defence, thief (the best), thieves (how many were tried), queries, fidelity (mean) with its sd over seeds and
-    the mean of the per-seed Wilson bounds, n_seeds, n (scans), accuracy, urgent_agreement, honest_*.
+    defence, tier, thief (the best), thieves (how many were tried), queries, fidelity (mean) with its sd over seeds
+    and the mean of the per-seed Wilson bounds, n_seeds, n (scans), accuracy, urgent_agreement, then, where the
+    ``baseline`` thief (trained on the attacker's own labels, no query) ran at the same budget against that defence
+    (:func:`theft_gain_table`): the best thief's gain over it, the largest exact McNemar p over seeds and whether
+    the theft is supported; honest_*.
+
+    ``tier``: defences in order of the best thief's fidelity, lowest (the least stolen) first; a defence joins the
+    tier of the one above it unless, for every seed they share, an exact McNemar test on the best thieves' per-scan
+    agreement with their victims separates it from the tier's first defence (p < ``alpha``); without per-scan
+    agreement in the records every defence is its own tier's head only by its order (tier ``None``).
     """
     import pandas as pd
 
-    ok = frame[(frame["status"] == "ok") & (frame["pool"] == pool) & (frame["attack"] != "no-query")]
+    alpha = ALPHA if alpha is None else alpha
+    ok = frame[(frame["status"] == "ok") & (frame["pool"] == pool)]
+    gains_frame = ok
+    ok = ok[ok["attack"] != "no-query"]
     if not len(ok):
         return pd.DataFrame()
     if budget is None:
@@ -639,11 +651,61 @@ def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "o
     tried = per_thief.groupby("defence", sort=False)["thief"].count().rename("thieves")
     best = per_thief.loc[per_thief.groupby("defence", sort=False)["fidelity"].idxmax()]
     best = best.merge(tried, on="defence")
-    order = list(dict.fromkeys(at["defence"]))
-    best["_order"] = best["defence"].map(order.index)
-    cols = ["defence", "thief", "thieves", "queries", "fidelity", "fidelity_sd", "fidelity_low", "fidelity_high",
-            "n_seeds", "n", "accuracy", "urgent_agreement", *honest]
-    return best.sort_values("_order")[cols].reset_index(drop=True)
+    gains = theft_gain_table(gains_frame[gains_frame["budget"] == budget], baseline=baseline, alpha=alpha) \
+        if "agreement" in gains_frame else pd.DataFrame()
+    lookup = {(g["defence"], g["thief"]): g for g in gains.to_dict("records")} if len(gains) else {}
+    best["gain"] = [lookup.get((d, t), {}).get("gain", float("nan")) for d, t in zip(best["defence"], best["thief"])]
+    best["p gain"] = [lookup.get((d, t), {}).get("p (max over seeds)", float("nan"))
+                      for d, t in zip(best["defence"], best["thief"])]
+    best["theft supported"] = [lookup[(d, t)]["supported"] if (d, t) in lookup else None
+                               for d, t in zip(best["defence"], best["thief"])]
+    best = best.sort_values(["fidelity"], kind="stable").reset_index(drop=True)
+    best.insert(1, "tier", _extraction_tiers(at, best, alpha) if "agreement" in at else None)
+    cols = ["defence", "tier", "thief", "thieves", "queries", "fidelity", "fidelity_sd", "fidelity_low",
+            "fidelity_high", "n_seeds", "n", "accuracy", "urgent_agreement", "gain", "p gain", "theft supported",
+            *honest]
+    return best[cols]
+
+
+def with_chain(defence_table, chain_table, *, prefix: str = "copy through "):
+    """The extraction defence table (:func:`extraction_defence_table`) with the steal-then-attack chain of notebook
+    32 (:func:`chain_table`) beside each output defence: the transfer success of PGD crafted on the copy stolen
+    through that API (``chain transfer``, with its interval and its exact McNemar p against the no-query surrogate);
+    empty for a defence the chain did not steal through (the retrained defences)."""
+    if not len(defence_table):
+        return defence_table
+    chain = {} if chain_table is None or not len(chain_table) else {
+        r["source"].removeprefix(prefix): r for r in chain_table.to_dict("records") if r["source"].startswith(prefix)}
+    out = defence_table.copy()
+    names = ["none" if d == "undefended" else d for d in out["defence"]]
+    out["chain transfer"] = [chain[n]["transfer success"] if n in chain else float("nan") for n in names]
+    out["chain 95% CI"] = [chain[n]["95% CI"] if n in chain else "" for n in names]
+    surrogate = [c for c in (chain_table.columns if chain_table is not None else []) if c.startswith("p vs ")
+                 and "white-box" not in c]
+    out["chain p vs surrogate"] = [chain[n][surrogate[0]] if n in chain and surrogate else float("nan")
+                                   for n in names]
+    return out
+
+
+def _extraction_tiers(at, best, alpha: float) -> list:
+    """Tiers of :func:`extraction_defence_table` (its docs), ``best`` in fidelity order."""
+    from .stats import mcnemar
+
+    def agreement(defence, thief):
+        part = at[(at["defence"] == defence) & (at["thief"] == thief) & at["agreement"].notna()]
+        return {int(r["seed"]): np.asarray(r["agreement"], bool) for _, r in part.iterrows()}
+
+    out, head, tier = [], None, 0
+    for defence, thief in zip(best["defence"], best["thief"]):
+        mine = agreement(defence, thief)
+        if head is not None:
+            shared = sorted(set(mine) & set(head))
+            separated = bool(shared) and all(
+                len(mine[s]) == len(head[s]) and mcnemar(mine[s], head[s])["p_value"] < alpha for s in shared)
+        if head is None or separated:
+            head, tier = mine, tier + 1
+        out.append(tier)
+    return out
 
 
 #: The notebooks of the clinically grounded threats: their records are read apart from the suite's.

@@ -461,6 +461,9 @@ class DefenceConfig:
             raw one against output noise (``None``: every extraction budget below it).
         adaptive_budget: adaptive KnockoffNets budget against each output defence (at most the extraction
             thief steps: one training step per query).
+        augmented_budget: the budget at which every defence also faces the augmented thieves
+            (:func:`octlib.extraction.augmented_thieves`: Copycat on augmented queries and its no-query baseline),
+            beyond the attacker's pool (``None``: not run).
         hsj_subset: scans attacked with HopSkipJump (decision-based, slow).
         hsj_max_iter, hsj_max_eval, hsj_init_eval: HopSkipJump iterations and queries per gradient estimate.
         input_noise_sigmas: σ of the Gaussian input noise, in [0, 1] pixel units: noise-trained victims,
@@ -506,6 +509,7 @@ class DefenceConfig:
     extraction_budgets: tuple[int, ...] | None = None
     noise_curve_budgets: tuple[int, ...] | None = None
     adaptive_budget: int = 500
+    augmented_budget: int | None = 1000
     hsj_subset: int = 100
     hsj_max_iter: int = 20
     hsj_max_eval: int = 1000
@@ -579,6 +583,9 @@ class DefenceConfig:
             bad.append("extraction_budgets (positive)")
         if self.noise_curve_budgets is not None and any(int(b) != b or b < 1 for b in self.noise_curve_budgets):
             bad.append("noise_curve_budgets (None or positive integers)")
+        if self.augmented_budget is not None and (int(self.augmented_budget) != self.augmented_budget
+                                                  or self.augmented_budget < 1):
+            bad.append("augmented_budget (None or a positive integer)")
         for name in ("adaptive_budget", "hsj_subset", "hsj_max_iter", "hsj_max_eval", "hsj_init_eval"):
             if getattr(self, name) < 1:
                 bad.append(f"{name} (>= 1)")
@@ -765,7 +772,8 @@ PROFILES: dict[str, Profile] = {
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
                                                  thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.3,), label_smoothing=(0.1,),
-                                           extraction_budgets=(40,), adaptive_budget=40, hsj_subset=12,
+                                           extraction_budgets=(40,), adaptive_budget=40, augmented_budget=120,
+                                           hsj_subset=12,
                                            hsj_max_iter=5, hsj_max_eval=200, hsj_init_eval=20,
                                            input_noise_sigmas=(0.12,), noise_samples=4, rs_n0=32,
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,

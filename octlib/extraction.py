@@ -605,7 +605,7 @@ def _as_thief(spec, reward: str) -> Thief:
 def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, budgets=None, seeds=None,
           thief_archs=None, train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None,
           reward: str = "all", fallback_reward: str | None = None, x_eval=None, y_eval=None, x_val=None,
-          defences=(), tag: dict | None = None, progress: bool = True) -> list[dict]:
+          defences=(), tag: dict | None = None, progress: bool = True, cache: dict | None = None) -> list[dict]:
     """Every combination of pool x thief x answer type x thief architecture x budget x seed, as report rows
     (:meth:`ExtractionRun.report` on ``(x_eval, y_eval)``), with a progress bar.
 
@@ -620,6 +620,9 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
     ``fallback_reward``: an adaptive KnockoffNets run that fails with ``reward`` (ART's ``all`` on label-only
     answers: "probabilities contain NaN") keeps its failed row and is run again with this reward; the rows name
     their thief ``knockoff-adaptive (<reward>)``. ``tag`` is added to every row (e.g. ``{"defence": name}``).
+    ``cache``: a dict shared between sweeps over several victims (defences): a no-query thief never calls the
+    victim, so its run for a pool, thief, architecture, budget and seed is trained once and scored against each
+    victim (the copy is the same; its fidelity is each victim's).
     """
     from tqdm.auto import tqdm
 
@@ -652,7 +655,13 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
     for pool_name, px, plabels, thief, ans, arch, b, s in tqdm(jobs, desc="extraction runs", disable=not progress):
         kw = dict(answers=ans, budget=b, pool_labels=plabels, pool_name=pool_name, thief_arch=arch,
                   train_cfg=train_cfg, ecfg=ecfg, seed=s, defences=defences)
-        run = steal(victim_model, px, thief=thief, **kw)
+        key = (pool_name, thief.name, arch, b, s, len(px))
+        if cache is not None and thief.attack == "no-query" and key in cache:
+            run = cache[key]
+        else:
+            run = steal(victim_model, px, thief=thief, **kw)
+            if cache is not None and thief.attack == "no-query":
+                cache[key] = run
         rows.append(run.report(x_eval, y_eval, logits_victim, x_val=x_val, victim_val=victim_val))
         if run.status != "ok" and thief.attack == "knockoff-adaptive" and fallback_reward:
             retry = steal(victim_model, px, thief=Thief(thief.attack, thief.reads, thief.repeats, fallback_reward),
@@ -740,6 +749,30 @@ def adaptive_thieves(answers: str, defences=(), ecfg: ExtractionConfig | None = 
         out.append(Thief("copycat", repeats=ecfg.noise_repeats))
     out.append(Thief("knockoff-adaptive", reward=ecfg.adaptive_reward))
     return tuple(out)
+
+
+def augmented_thieves() -> tuple[Thief, ...]:
+    """The thieves of notebook 32 that every defence faces too, at the defence's augmented budget
+    (``DefenceConfig.augmented_budget``): Copycat on augmented queries, and the no-query thief with the same
+    augmentation (its baseline: theft is the gain over it, :func:`octlib.compare.theft_gain_table`)."""
+    return Thief("copycat", augment=True), Thief("no-query", augment=True)
+
+
+def defended_thefts(models: dict, pool, *, thieves, budget: int, augmented_budget: int | None, ecfg: ExtractionConfig,
+                    train_cfg: TrainConfig | None, x_eval, y_eval, x_val=None, seeds=None) -> list[dict]:
+    """Every retrained (defended) model of ``models`` (name -> Keras logits model) behind a probability API, facing
+    ``thieves`` at ``budget`` and, at ``augmented_budget`` (``None``: not run), the augmented thieves
+    (:func:`augmented_thieves`, the no-query baseline trained once and scored against each model): the flat report
+    rows of :func:`sweep`, each tagged with its ``defence`` (the model's name)."""
+    cache, rows = {}, []
+    common = dict(answers=("probabilities",), seeds=ecfg.seeds if seeds is None else seeds, train_cfg=train_cfg,
+                  ecfg=ecfg, x_eval=x_eval, y_eval=y_eval, x_val=x_val, progress=False)
+    for name, model in models.items():
+        rows += sweep(model, {"oct": pool}, attacks=thieves, budgets=(budget,), tag={"defence": name}, **common)
+        if augmented_budget:
+            rows += sweep(model, {"oct": pool}, attacks=augmented_thieves(), budgets=(int(augmented_budget),),
+                          tag={"defence": name}, cache=cache, **common)
+    return rows
 
 
 def transfer_outcomes(victim_model, sources: dict, x, y, eps: float, *, steps: int, restarts: int = 1,

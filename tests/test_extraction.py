@@ -511,3 +511,69 @@ def test_jacobian_step_moves_every_pixel_by_lambda_along_the_class_logit_gradien
     np.testing.assert_allclose(out, expected, atol=1e-6)
     np.testing.assert_allclose(extraction.jacobian_step(Thief(), x, classes, -0.1), 1 - expected, atol=1e-6)
     assert extraction.jacobian_step(Thief(), np.ones_like(x), classes, 0.6).min() >= 0.4 - 1e-6
+
+
+def test_the_extraction_defence_table_ranks_in_paired_tiers_with_the_gain_and_the_chain():
+    """Hand-built records at one budget, 20 scans, two seeds: the copy through the label-only API agrees on 6 scans,
+    the undefended copy on 16 (exact McNemar p = 0.002: another tier), the noisy copy on 7 (not separable from the
+    label-only one: the same tier); each gain is over the no-query thief (4 scans) of its own defence; the chain
+    joins the output defences by name."""
+    import pandas as pd
+
+    from octlib import compare
+
+    def row(defence, thief, seed, agree, attack="copycat"):
+        return {"defence": defence, "pool": "oct", "thief": thief, "attack": attack, "answers": "probabilities",
+                "budget": 100, "queries": 0 if attack == "no-query" else 100, "seed": seed, "status": "ok",
+                "fidelity": float(np.mean(agree)), "fidelity_low": 0.0, "fidelity_high": 1.0, "n": 20,
+                "accuracy": 0.5, "urgent_agreement": 0.5, "victim_majority": 0.4, "agreement": list(map(int, agree))}
+
+    def agree(k):
+        a = np.zeros(20, int)
+        a[:k] = 1
+        return a
+
+    baseline = "no-query (own labels) · augmented"
+    rows = []
+    for defence, k in (("undefended", 16), ("label-only", 6), ("output noise σ=0.1", 7)):
+        rows += [row(defence, "copycat · augmented", s, agree(k)) for s in (0, 1)]
+        rows += [row(defence, baseline, s, agree(4), attack="no-query") for s in (0, 1)]
+    table = compare.extraction_defence_table(pd.DataFrame(rows))
+    assert list(table["defence"]) == ["label-only", "output noise σ=0.1", "undefended"]
+    assert list(table["tier"]) == [1, 1, 2]
+    assert table["gain"].tolist() == pytest.approx([0.1, 0.15, 0.6])
+    assert list(table["theft supported"]) == [False, False, True]
+    chain = pd.DataFrame([{"source": "copy through none", "transfer success": 0.7, "95% CI": "0.6–0.8",
+                           "p vs white-box": 0.01, "p vs independent surrogate": 0.02},
+                          {"source": "independent surrogate", "transfer success": 0.3, "95% CI": "0.2–0.4",
+                           "p vs white-box": 0.001, "p vs independent surrogate": float("nan")}])
+    joined = compare.with_chain(table, chain).set_index("defence")
+    assert joined.loc["undefended", "chain transfer"] == 0.7 and joined.loc["undefended", "chain p vs surrogate"] == 0.02
+    assert np.isnan(joined.loc["label-only", "chain transfer"]) and joined.loc["label-only", "chain 95% CI"] == ""
+
+
+def test_defended_thefts_train_the_no_query_thief_once_and_score_it_against_each_model(victim, pool):
+    """The no-query baseline never calls a victim, so it is trained once per seed and budget and scored against each
+    defended model; the augmented Copycat and the plain thieves run per model."""
+    x, labels = pool
+    keras.utils.set_random_seed(5)
+    other = build_cnn(16, TINY)
+    calls = []
+    original = extraction.steal
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["thief"].name)
+        return original(*args, **kwargs)
+
+    extraction.steal = counting
+    try:
+        rows = extraction.defended_thefts({"a": victim, "b": other}, (x, labels), thieves=(extraction.Thief("copycat"),),
+                                          budget=16, augmented_budget=24, ecfg=ECFG, train_cfg=TINY, x_eval=x,
+                                          y_eval=labels)
+    finally:
+        extraction.steal = original
+    assert calls.count("no-query (own labels) · augmented") == 1 and calls.count("copycat · augmented") == 2
+    assert calls.count("copycat") == 2 and len(rows) == 6
+    base = {r["defence"]: r for r in rows if r["attack"] == "no-query"}
+    assert base["a"]["queries"] == base["b"]["queries"] == 0
+    assert {r["budget"] for r in rows if r["thief"] == "copycat · augmented"} == {24}
