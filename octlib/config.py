@@ -255,10 +255,10 @@ class SuiteConfig:
         n_scans: evaluation scans per model (class-stratified, seeded; ``None``: every evaluation scan).
         pgd_steps, pgd_restarts: PGD iterations (step 2.5 ε / steps) and random starts (0: start at the scan).
         apgd_steps, apgd_restarts: AutoPGD iterations and random starts.
-        square_queries: Square attack iterations (one query each) per scan. 1,000 in the full profile: ART's
-            Square predicts every scan it attacks about three times per iteration, so on 2 CPU cores at 128 px
-            5,000 queries on the ~120 scans an adversarially trained model keeps standing would take hours
-            (benchmarks/README.md); notebook 20's SQUARE_QUERIES parameter takes more on a GPU.
+        square_queries: Square attack iterations (one query each) per scan. 1,000 in the full profile: on 2 CPU
+            cores at 128 px, 5,000 queries on the ~120 scans an adversarially trained model keeps standing would
+            take over an hour per model even with its predictions remembered (benchmarks/README.md); notebook 20's
+            SQUARE_QUERIES parameter takes more on a GPU.
         eot_schedule: ``(draws, steps)`` settings of the EOT convergence study for randomized defences, increasing.
         eot_tolerance: EOT has converged when the next setting fools at most this many more scans.
         randomized_n_scans: evaluation scans for randomized defences (``None``: ``n_scans``); EOT costs

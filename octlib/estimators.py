@@ -20,6 +20,7 @@ imported: ``python -m octlib data`` and the results store run without TensorFlow
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import numpy as np
 from art.defences.postprocessor import Postprocessor
@@ -343,6 +344,34 @@ class LabelOnly(Postprocessor):
 
 
 ANSWERS = ("probabilities", "labels")
+
+
+def remember_predictions(classifier):
+    """Make ``classifier.predict`` answer a scan it has already answered from memory (keyed by a digest of the
+    scan's bytes), when its answers are a function of the scan: ART's Square attack predicts every scan it attacks
+    about three times per iteration, and two of the three are scans it predicted the iteration before
+    (``benchmarks/README.md``). A classifier whose answer to the same scan differs between two calls (fresh noise
+    per call) is left as it is. Returns ``True`` when the memory was installed."""
+    original = classifier.predict
+    probe = np.asarray(classifier.input_shape, dtype=int)
+    x0 = np.full((1, *probe), 0.5, dtype=np.float32)
+    if not np.array_equal(original(x0), original(x0)):
+        return False
+    memory: dict = {}
+
+    def predict(x, batch_size: int = 128, training_mode: bool = False, **kwargs):
+        if training_mode:
+            return original(x, batch_size=batch_size, training_mode=True, **kwargs)
+        x = np.asarray(x)
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
+        todo = [i for i, k in enumerate(keys) if k not in memory]
+        if todo:
+            for i, answer in zip(todo, original(x[todo], batch_size=batch_size, **kwargs)):
+                memory[keys[i]] = answer
+        return np.stack([memory[k] for k in keys]) if keys else original(x, batch_size=batch_size, **kwargs)
+
+    classifier.predict = predict
+    return True
 
 
 @contextlib.contextmanager
