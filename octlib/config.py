@@ -268,6 +268,9 @@ class SuiteConfig:
         sweep_settings, sweep_attacks: the convergence sweep (:func:`octlib.evaluation.attack_sweep`) on the scans
             the suite leaves standing at the headline ε: ``(steps, restarts)`` pairs, growing, applied to these
             attacks until two consecutive growths fool at most ``eot_tolerance`` more scans.
+        sweep_max_scans: the sweep runs on at most this many of those scans (a seeded sample; ``None``: all), so
+            that its cost on a model that keeps many scans standing is bounded; what it turns there is folded in,
+            and the records say how many stood and whether they were sampled.
         answer_draws: draws of a randomized answer (inference noise, output noise) whose majority scores each scan
             (>= 100: the answer in expectation; the draws are fixed, so it is a function of the scan); each costs
             K forward passes for inference noise.
@@ -301,6 +304,7 @@ class SuiteConfig:
     answer_draws: int = 100
     sweep_settings: tuple[tuple[int, int], ...] = ((20, 1), (50, 1), (100, 2), (200, 5))
     sweep_attacks: tuple[str, ...] = ("APGD-CE", "APGD-DLR", "APGD-T")
+    sweep_max_scans: int | None = None
     loss_attack: bool = True
     batch_size: int = 128
     spread_seeds: tuple[int, ...] = (0, 1, 2)
@@ -324,7 +328,7 @@ class SuiteConfig:
             bad.append("pgd_restarts / eot_tolerance (>= 0)")
         if self.randomized_square_queries is not None and self.randomized_square_queries < 1:
             bad.append("randomized_square_queries (None or >= 1)")
-        for name in ("n_scans", "randomized_n_scans"):
+        for name in ("n_scans", "randomized_n_scans", "sweep_max_scans"):
             if getattr(self, name) is not None and getattr(self, name) < 4:
                 bad.append(f"{name} (None or >= 4)")
         if not self.eot_schedule or any(len(p) != 2 or p[0] < 1 or p[1] < 1 for p in self.eot_schedule):
@@ -824,7 +828,7 @@ PROFILES: dict[str, Profile] = {
                     # defences: 50 scans, EOT up to 16 draws x 20 steps, Square with 200 queries of K copies; the grid
                     # starts at 0.5/255 (0.25/255, under half a grey level, does not survive saving a scan in 8 bits)
                     suite=SuiteConfig(eps_255=(0.5, 1, 2, 4, 8, 16, 32, 64), pgd_restarts=1, randomized_n_scans=50,
-                                      randomized_square_queries=200,
+                                      randomized_square_queries=200, sweep_max_scans=30,
                                       eot_schedule=((1, 10), (4, 10), (8, 20), (16, 20))),
                     # one release-shift variant, blur/noise augmentation (the usual answer to an acquisition shift);
                     # the others are notebook 11's VARIANTS parameter

@@ -675,9 +675,14 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
                         clean_per_draw=clean_share if target.votes is not None else None)
     if converge:
         standing = np.flatnonzero(result.robust[headline])
+        n_standing = len(standing)
+        if suite.sweep_max_scans is not None and n_standing > suite.sweep_max_scans:
+            standing = np.sort(np.random.default_rng(seed + 4099).choice(standing, suite.sweep_max_scans,
+                                                                         replace=False))
         sweep = attack_sweep(target, x[standing], y[standing], grid[headline], suite.sweep_settings, suite=suite,
                              attacks=suite.sweep_attacks, norm=threat.norm, tolerance=suite.eot_tolerance, seed=seed)
         result.settings["sweep_turned"] = result.fold_sweep(sweep, standing, headline)
+        result.settings["sweep"].update(n_standing=int(n_standing), sampled=bool(len(standing) < n_standing))
         sweep_gradients = sum(p["gradients"] for p in sweep["points"])
         result.cost.update(gradients=result.cost["gradients"] + sweep_gradients, sweep_gradients=sweep_gradients)
         result.runtime_s = time.perf_counter() - t0
@@ -763,7 +768,8 @@ def attack_sweep(target: Target, x, y, eps: float, settings, *, suite: SuiteConf
     other than FGSM) are run again on the scans ``x`` (e.g. those the suite left standing at the headline ε) with
     growing ``settings``, ``(steps, restarts)`` pairs applied to PGD and APGD alike, and a scan counts as robust at
     a setting only if no attack at any setting up to it fooled it (so the count cannot rise). Converged after two
-    consecutive growths that each fool at most ``tolerance`` more scans (:func:`eot_convergence`'s rule).
+    consecutive growths that each fool at most ``tolerance`` more scans (:func:`eot_convergence`'s rule); the
+    settings after that are not run.
 
     Returns ``{"points": [{"steps", "restarts", "robust", "own_robust", "gradients"}], "n", "converged": (steps,
     restarts), "converged_index", "reached", "attacks", "tolerance", "fooled_by", "pred"}`` (``fooled_by``: per
@@ -814,6 +820,8 @@ def attack_sweep(target: Target, x, y, eps: float, settings, *, suite: SuiteConf
         alive &= own
         points.append({"steps": int(steps), "restarts": int(restarts), "robust": int(alive.sum()),
                        "own_robust": int(own.sum()), "gradients": int(gradients)})
+        if _two_quiet_growths([p["robust"] for p in points], tolerance)[2]:
+            break  # converged: larger settings are not run
     converged, _, reached = _two_quiet_growths([p["robust"] for p in points], tolerance)
     return {"points": points, "n": int(len(y)), "attacks": attacks, "tolerance": tolerance, "reached": reached,
             "converged": (points[converged]["steps"], points[converged]["restarts"]), "converged_index": converged,

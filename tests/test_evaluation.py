@@ -941,3 +941,26 @@ def test_same_attack_suite_allows_folded_in_attacks_only_on_top():
     frame = _frame(rows)
     problems = checks.same_attack_suite(compare.headline_table(frame, 2))
     assert problems == ["short did not face ['PGD'] of the undefended's suite"]
+
+
+def test_the_sweep_stops_once_converged_and_runs_on_a_seeded_sample_of_the_standing_scans(scans, result):
+    """Settings after two quiet growths are not run (they would cost the most); with ``sweep_max_scans`` the sweep
+    runs on that many of the standing scans, the same ones for a seed, and the records say so."""
+    x, y = scans
+    target = evaluation.model_target("linear", linear_model(), kind="none")
+    sweep = evaluation.attack_sweep(target, x[:4], y[:4], to_unit(16), ((1, 0), (2, 1), (4, 1), (8, 2), (16, 3)),
+                                    suite=SUITE, attacks=("PGD",))
+    assert len(sweep["points"]) == 3 and sweep["reached"] and sweep["converged"] == (2, 1)
+    x3, y3, ids = np.concatenate([x] * 3), np.concatenate([y] * 3), [f"s{i}" for i in range(15)]
+    suite = replace(SUITE, sweep_settings=((2, 0), (4, 1), (8, 1)), sweep_attacks=("PGD",), headline_255=1)
+    full = evaluation.evaluate(target, x3, y3, suite.threat(), suite, scan_ids=ids, progress=False, converge=True)
+    standing = int(full.settings["sweep"]["n_standing"])
+    assert standing > 4 and not full.settings["sweep"]["sampled"]
+    capped = replace(suite, sweep_max_scans=4)
+    runs = [evaluation.evaluate(target, x3, y3, capped.threat(), capped, scan_ids=ids, progress=False, converge=True,
+                                seed=3) for _ in range(2)]
+    picked = [r.settings["sweep"]["scans"] for r in runs]
+    assert picked[0] == picked[1] and len(picked[0]) == 4 and set(picked[0]) <= set(full.settings["sweep"]["scans"])
+    assert runs[0].settings["sweep"]["sampled"] and runs[0].settings["sweep"]["n_standing"] == standing
+    with pytest.raises(ValueError, match="sweep_max_scans"):
+        replace(SUITE, sweep_max_scans=2)

@@ -208,6 +208,10 @@ def test_sweep_curve_starts_from_the_suite_and_marks_convergence():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["suite", "20x1", "50x1"]
     assert "not converged" in ax.get_legend().get_texts()[-1].get_text()
     plt.close(fig)
+    fig, ax = sweep_curve({**sweep, "sampled": True, "n_standing": 25}, 40)  # a sample of the standing scans
+    assert list(ax.get_lines()[0].get_ydata()) == [1.0, 8 / 10, 6 / 10]
+    assert "10 of the 25 scans standing" in ax.get_legend().get_texts()[0].get_text()
+    plt.close(fig)
 
 
 def test_class_colours_stay_apart_for_colour_blind_readers():
