@@ -8,9 +8,11 @@ How a model is evaluated (Carlini et al. 2019; Croce & Hein 2020, AutoAttack; Ro
   noisy probabilities, the average of noisy copies ...): see :class:`Target`.
 * **One suite, worst case per scan.** The suite (:class:`octlib.config.SuiteConfig`) runs, in order, FGSM; PGD on
   the cross-entropy with random restarts, keeping per scan the **highest-loss** restart, unless another restart
-  fools the scan (ART keeps the last *successful* one and picks it through ``predict``); APGD-DLR (ART's ``AutoProjectedGradientDescent``) or PGD on the logit margin; and the Square
-  attack (score-based, no gradients) at the headline ε as the gradient-masking probe. A scan counts as robust at ε
-  only if **no** attack of the suite fools it.
+  fools the scan (ART keeps the last *successful* one and picks it through ``predict``); APGD-DLR (ART's
+  ``AutoProjectedGradientDescent``) or PGD on the logit margin; then, at the headline ε only (as AutoAttack runs at
+  one ε; :attr:`octlib.registry.Attack.headline_only`), APGD-T towards each other class and the Square attack
+  (score-based, no gradients) as the gradient-masking probe. A scan counts as robust at ε only if **no** attack of
+  the suite fools it.
 * **Monotone in ε, and cheaper for it.** An adversarial scan at ε is admissible at every larger ε, so a scan
   fooled at ε is fooled at every larger ε and is not attacked again. FGSM and PGD (the attacks whose own curves
   are drawn) skip only the scans *they* already fooled; APGD and Square run only on the scans that survived every
@@ -516,7 +518,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
         target: the model and how its defence answers (:func:`model_target`, :func:`api_target`,
             :func:`noise_target`).
         x: float32 scans ``(N, S, S, 1)`` in [0, 1]; y: integer labels.
-        threat: norm and ε grid; Square runs at ``threat.headline`` only.
+        threat: norm and ε grid; Square and APGD-T run at ``threat.headline`` only.
         suite: which attacks and their settings (:class:`octlib.config.SuiteConfig`).
         scan_ids, patients: per-scan IDs (e.g. file paths) and patient IDs, kept in the records so that models
             are paired scan by scan and intervals resample patients (default: positions, one patient per scan).
@@ -591,7 +593,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
     for i, eps in enumerate(grid):
         for attack in attacks:
             bar.update(1)
-            if attack == "Square" and i != headline:
+            if registry.get(attack).headline_only and i != headline:
                 continue
             if attack in own:
                 alive = own[attack]["cur"][0] if skip_fooled else correct
@@ -665,6 +667,7 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
                 "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts, "apgd_steps": suite.apgd_steps,
                 "apgd_restarts": suite.apgd_restarts, "square_queries": suite.square_queries,
                 "square_eps": float(grid[headline]), "seed": seed,
+                "headline_only": [a for a in attacks if registry.get(a).headline_only],
                 "loss_attack": (f"PGD-{suite.pgd_steps} × {max(1, suite.pgd_restarts)} on every scan"
                                 if suite.loss_attack else "the suite's highest loss (early-exited)")}
     result = Evaluation(target=target.name, kind=target.kind, threat=threat, suite=suite, y=y, scan_ids=scan_ids,

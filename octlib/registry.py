@@ -42,6 +42,9 @@ class Attack:
             picks among candidates by what the target answers (PGD's restarts, APGD-T's targets).
         randomized: the attack a randomized defence faces instead (``None``: the same), e.g. APGD, which rebuilds
             its own classifier in ART and would drop the EOT, is replaced by PGD on the margin with EOT.
+        headline_only: run at the suite's headline ε only (as AutoAttack is run at one ε): the expensive probes,
+            Square (queries) and APGD-T (one run per target class), whose cost at the small ε of the grid, where
+            most scans of a robust model stand, would dominate the suite.
         paper: where it comes from.
     """
 
@@ -53,6 +56,7 @@ class Attack:
     own_curve: bool = False
     shareable: Callable = lambda suite: True
     randomized: str | None = None
+    headline_only: bool = False
     paper: str = ""
 
 
@@ -205,10 +209,10 @@ register(Attack("APGD-CE", _apgd("cross_entropy"), gradients=lambda s: s.apgd_st
 register(Attack("APGD-DLR", _apgd("difference_logits_ratio"),
                 gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts), randomized="PGD-margin",
                 paper="Croce & Hein 2020, arXiv:2003.01690 (ART's AutoProjectedGradientDescent, DLR loss)"))
-register(Attack("APGD-T", _apgd_targeted, shareable=lambda s: False,
+register(Attack("APGD-T", _apgd_targeted, shareable=lambda s: False, headline_only=True,
                 gradients=lambda s: s.apgd_steps * max(1, s.apgd_restarts) * (len(CLASSES) - 1), randomized="PGD-margin",
                 paper="Croce & Hein 2020, arXiv:2003.01690 (APGD-T; ART's targeted AutoProjectedGradientDescent)"))
 register(Attack("PGD-margin", _pgd_family("margin", lambda s: 0, lambda s: s.pgd_steps), gradients=lambda s: s.pgd_steps,
                 paper="Carlini & Wagner 2017, arXiv:1608.04644 (margin loss), with PGD"))
-register(Attack("Square", _square, queries=lambda s: s.square_queries,
+register(Attack("Square", _square, queries=lambda s: s.square_queries, headline_only=True,
                 paper="Andriushchenko et al. 2020, arXiv:1912.00049 (score-based, no gradients)"))

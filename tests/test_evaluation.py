@@ -871,10 +871,12 @@ def test_the_attack_registry_is_what_the_suite_accepts():
 
 def test_apgd_targeted_tries_every_other_class_and_keeps_what_fools(scans):
     x, y = scans
-    suite = replace(SUITE, attacks=("APGD-T",), apgd_steps=5)
+    suite = replace(SUITE, attacks=("APGD-T",), apgd_steps=5, headline_255=64)
     target = evaluation.model_target("linear", linear_model(), kind="none")
     ev = evaluation.evaluate(target, x, y, suite.threat(), suite, progress=False)
-    assert ev.settings["attacks"] == ["APGD-T"]
+    assert ev.settings["attacks"] == ["APGD-T"] and ev.settings["headline_only"] == ["APGD-T"]
+    # it runs at the headline ε only (the largest here): below it no scan is attacked
+    assert (ev.robust[:-1] == ev.clean_correct).all()
     # the linear model answers 0 or 1 (2 and 3 sit at -100): at the largest ε the scans near 0.5 move to class 1
     assert ev.robust[-1].sum() <= ev.robust[0].sum() and not ev.robust[-1][:2].any()
     assert registry.cost("APGD-T", suite) == {"gradients": 5 * max(1, suite.apgd_restarts) * 3, "queries": 0}
