@@ -258,7 +258,7 @@ def probe_table(frame):
 
 
 def transform_table(frame, eps_255: float, *, label: str = "non-adaptive"):
-    """The input transforms at ``eps_255`` (notebook 49), one row per model evaluated both ways: n, clean accuracy,
+    """The input transforms at ``eps_255`` (notebook 23), one row per model evaluated both ways: n, clean accuracy,
     the robust accuracy an attacker who ignores the transform leaves (``suite (non-adaptive)`` rows), the suite's
     (BPDA through the transform, with the non-adaptive attacks folded in), the scans only the adaptive attacker
     fooled, the exact McNemar p of the two and ``masked``: p < :data:`ALPHA` (the non-adaptive number overstates the

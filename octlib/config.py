@@ -483,9 +483,9 @@ class DefenceConfig:
         rs_empirical_radii: L2 radii of the empirical check beside the certificate (an L2 PGD with EOT on the same
             smoothed classifier; each radius costs one more CERTIFY of n samples per scan still standing); ``None``:
             every radius of ``rs_radii`` up to the largest certifiable one.
-        input_transforms: which input transforms notebook 49 evaluates (keys of
+        input_transforms: which input transforms notebook 23 evaluates (keys of
             :data:`octlib.defences.INPUT_TRANSFORMS`: ``jpeg``, ``bits``, ``median``).
-        jpeg_quality, squeeze_bits, median_window: the input transforms of notebook 49
+        jpeg_quality, squeeze_bits, median_window: the input transforms of notebook 23
             (:func:`octlib.defences.input_transforms`): JPEG quality, bits kept by bit-depth reduction, median
             window in pixels (Xu et al. 2018 keep 5 bits of natural images and use 2-3 px windows).
         detector_false_alarm: the share of clean validation scans a detector may flag (its threshold, notebook 22).
@@ -621,7 +621,7 @@ class DefenceConfig:
 
 @dataclass(frozen=True)
 class AdversarialTraining:
-    """The adversarially trained victims' settings as notebooks 45 and 47 resolve them (:func:`adversarial_training`):
+    """The adversarially trained victims' settings as notebooks 45, 47 and 49 resolve them (:func:`adversarial_training`):
     both must ask the model store for the same models.
 
     Attributes:
@@ -650,7 +650,7 @@ class AdversarialTraining:
 def adversarial_training(profile: Profile, eps_255: float | None = None, steps: int | None = None,
                          epochs: int | None = None, finetune: bool | None = None,
                          trades_beta: float | None = None) -> AdversarialTraining:
-    """Resolve the adversarial-training parameters of notebooks 45 and 47 (``None``: the profile's): training ε in
+    """Resolve the adversarial-training parameters of notebooks 45, 47 and 49 (``None``: the profile's): training ε in
     /255, PGD steps per batch (1 is FGSM-RS, Wong et al. 2020), the most epochs, fine-tuned from the victim or
     trained from scratch, and TRADES' β; the TRADES model gets the PGD model's ε, steps, epochs and fine-tuning.
     Bad values raise :class:`ValueError` naming the setting (:class:`DefenceConfig`)."""

@@ -23,7 +23,7 @@ and 45), are :class:`octlib.config.TrainConfig` settings cached like the victim,
 :func:`output_defences` builds the named set the notebooks compare; :func:`octlib.evaluation.api_target` scores
 the attack suite through one of them.
 
-**Input transforms** (notebook 49): :func:`input_transforms` builds JPEG compression, bit-depth reduction and
+**Input transforms** (notebook 23): :func:`input_transforms` builds JPEG compression, bit-depth reduction and
 median smoothing as ART pre-processors; :func:`octlib.evaluation.transform_evaluations` attacks them through the
 transform (BPDA) and ignoring it.
 
@@ -104,7 +104,7 @@ INPUT_TRANSFORMS = ("jpeg", "bits", "median")
 
 def input_transforms(names=INPUT_TRANSFORMS, *, jpeg_quality: int = 75, squeeze_bits: int = 5,
                      median_window: int = 3) -> dict:
-    """The input-transform defences of notebook 49, by name, as ART pre-processors on [0, 1] scans (channels last):
+    """The input-transform defences of notebook 23, by name, as ART pre-processors on [0, 1] scans (channels last):
     JPEG compression at ``jpeg_quality`` (Dziugaite et al. 2016; Das et al. 2017), bit-depth reduction to
     ``squeeze_bits`` bits and median smoothing over a ``median_window`` square (the two squeezers of Xu et al. 2018,
     "Feature Squeezing", NDSS). None is random, so none needs EOT; all are non-differentiable or nearly so, and
