@@ -180,7 +180,8 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
         print(f"[{i}/{len(books)}] {book.name} (profile {prof.name}, {prof.split_policy} split, data "
               f"{source.describe()})", flush=True)
         t0 = time.perf_counter()
-        entry = {"notebook": book.name, "executed": str(target)}
+        # the code each notebook ran: a run can outlast a commit, and every notebook imports octlib afresh
+        entry = {"notebook": book.name, "executed": str(target), "code": code_version()}
         try:
             log = None if verbose else target.with_suffix(".kernel.log")
             if log is not None:
@@ -203,7 +204,7 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
             manifests.mkdir(parents=True, exist_ok=True)
             one = {k: v for k, v in manifest.items() if k not in ("notebooks", "status")}
             _write_manifest(manifests / f"{book.stem}.json",
-                            {**one, "notebook": {**entry, "executed": _rel(target)}})
+                            {**one, "code": entry["code"], "notebook": {**entry, "executed": _rel(target)}})
         print(f"    done in {entry['seconds']} s", flush=True)
     manifest.update(status="ok", total_seconds=round(time.perf_counter() - t_all, 1),
                     finished=_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

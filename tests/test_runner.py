@@ -186,3 +186,23 @@ def test_a_run_is_quiet_unless_verbose(small_layout, tmp_path):
     assert "I0000" in verbose_out or "[IPKernelApp]" in verbose_out  # what --verbose brings back
     log = (tmp_path / "run0" / "00_tiny.kernel.log").read_text()  # the quiet run kept it beside the notebook
     assert "I0000" in log or "[IPKernelApp]" in log
+
+
+def test_each_notebook_records_the_code_it_ran(small_layout, tmp_path, run_env, monkeypatch):
+    """A long run outlasts commits and every notebook imports octlib afresh: each notebook's manifest names the code
+    as it was when that notebook started, not when the run did."""
+    import shutil
+
+    from octlib import runner
+
+    books = _tiny_series(tmp_path / "nbs")
+    shutil.copy(books / "00_tiny.ipynb", books / "01_tiny.ipynb")
+    commits = iter([f"commit-{k}" for k in range(10)])
+    monkeypatch.setattr(runner, "code_version", lambda: {"commit": next(commits), "dirty": False})
+    ref = tmp_path / "committed"
+    manifest = run_series("full", str(small_layout), out_dir=tmp_path / "run", notebooks_dir=books, progress=False,
+                          reference=True, reference_root=ref)
+    assert manifest["code"]["commit"] == "commit-0"  # the run's start
+    first, second = (json.loads((ref / "manifests" / f"{n}_tiny.json").read_text()) for n in ("00", "01"))
+    assert first["code"]["commit"] == "commit-1" and second["code"]["commit"] == "commit-2"
+    assert [e["code"]["commit"] for e in manifest["notebooks"]] == ["commit-1", "commit-2"]
