@@ -209,7 +209,7 @@ REFERRAL_GROUPS = (tuple(CLASSES.index(c) for c in URGENT_CLASSES), tuple(CLASSE
 
 def certified_referral(model, sigma: float, scans, *, n0: int, n: int, alpha: float, radii, empirical_radii=None,
                        eot_samples: int = 8, pgd_steps: int = 20, seed: int = 0, batch_size: int = 1000,
-                       name: str | None = None) -> dict:
+                       name: str | None = None, counts=None) -> dict:
     """Randomized smoothing of ``model`` (noise σ) certified for the **referral decision**, urgent (CNV, DME) or
     routine (DRUSEN, NORMAL), beside the 4-class certificate of the same smoothed model, from the same noisy
     copies (Cohen et al. 2019's CERTIFY with n0, n, α; :func:`octlib.defences.certify_from_counts`; the grouping
@@ -232,9 +232,13 @@ def certified_referral(model, sigma: float, scans, *, n0: int, n: int, alpha: fl
     decision does not refer when clean counts as missed at every radius. A certificate is a lower bound: the
     empirical share still referred must lie above the certified share at the same radius.
 
+    ``counts``: ``(select, estimate)`` CERTIFY votes already drawn for these scans with the same model, σ, n0, n, α
+    (:func:`octlib.defences.stored_counts`: notebook 46's), used instead of drawing them again; the empirical
+    check draws its own.
+
     Returns ``{"outcomes": [Outcomes...] (L2 rows for the records), "curve": [{radius, n_urgent, referral,
     four_class, n_routine, routine}], "empirical": [{radius, still_referred, missed, abstained, attacked}],
-    "max_radius", "certify_s", "empirical_s", "n0", "n", "alpha", "sigma"}``."""
+    "max_radius", "certify_s", "empirical_s", "n0", "n", "alpha", "sigma", "reused_counts"}``."""
     from .attacks import pgd
     from .defences import certify_from_counts, max_certifiable_radius
     from .estimators import noise_classifier, smoothed_classifier
@@ -253,14 +257,25 @@ def certified_referral(model, sigma: float, scans, *, n0: int, n: int, alpha: fl
     urgent, routine = np.isin(y, REFERRAL_GROUPS[0]), np.isin(y, REFERRAL_GROUPS[1])
     decision = np.where(urgent, 0, 1)
 
-    def certify(xs):
-        select, estimate = smoothed.certify_counts(xs, n, batch_size=batch_size)
+    def from_counts(select, estimate):
         return (certify_from_counts(select, estimate, sigma=sigma, n=n, alpha=alpha),
                 certify_from_counts(select, estimate, sigma=sigma, n=n, alpha=alpha, groups=REFERRAL_GROUPS))
 
+    def certify(xs):
+        return from_counts(*smoothed.certify_counts(xs, n, batch_size=batch_size))
+
     np.random.seed(seed)  # ART's smoothing draws from NumPy's global generator
     t0 = time.perf_counter()
-    (cls, cls_r), (grp, grp_r) = certify(x)
+    if counts is None:
+        (cls, cls_r), (grp, grp_r) = certify(x)
+    else:  # the noisy copies another notebook drew for these scans (:func:`octlib.defences.stored_counts`)
+        select, estimate = (np.asarray(c, dtype=np.int64) for c in counts)
+        if select.shape != (len(y), len(CLASSES)) or estimate.shape != select.shape:
+            raise ValueError(f"`counts` must be two ({len(y)}, {len(CLASSES)}) arrays of votes, one row per scan, "
+                             f"got {select.shape} and {estimate.shape}.")
+        if (estimate.sum(axis=1) != n).any():
+            raise ValueError(f"`counts`' estimate rows must sum to n = {n} (the copies that certify).")
+        (cls, cls_r), (grp, grp_r) = from_counts(select, estimate)
     certify_s = time.perf_counter() - t0
     settings = {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "decision": "0 = urgent (CNV, DME), 1 = routine"
                 " (DRUSEN, NORMAL), -1 = abstained", "grouping": "this project's; certificate: Cohen et al. 2019"}
@@ -319,7 +334,7 @@ def certified_referral(model, sigma: float, scans, *, n0: int, n: int, alpha: fl
         outcomes.append(o)
     return {"outcomes": outcomes, "curve": curve, "empirical": empirical, "max_radius": max_radius,
             "beyond_max_radius": [float(r) for r in radii if r > max_radius], "certify_s": certify_s,
-            "empirical_s": time.perf_counter() - t1, "n0": n0, "n": n, "alpha": alpha, "sigma": sigma,
+            "reused_counts": counts is not None, "empirical_s": time.perf_counter() - t1, "n0": n0, "n": n, "alpha": alpha, "sigma": sigma,
             "n_scans": int(len(y)), "class_pred": cls.tolist(), "class_radius": cls_r.tolist(),
             "decision": grp.tolist(), "decision_radius": grp_r.tolist()}
 

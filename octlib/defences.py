@@ -317,7 +317,10 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
 
     Returns ``{"curve", "beyond_max_radius", "empirical" (radius 0, then each empirical radius), "abstained",
     "median_radius" (of the correct certified scans), "max_radius", "certify_s", "n0", "n", "alpha", "n_scans", "pred", "radius" (per
-    scan), "empirical_correct" (per empirical radius, per scan), "empirical_s"}``.
+    scan), "empirical_correct" (per empirical radius, per scan), "empirical_s", "seed", "counts"}``; ``counts``
+    (``select`` and ``estimate`` per scan, :meth:`certify_counts <octlib.estimators.smoothed_classifier>`) are what
+    CERTIFY decided on: any grouping of the classes is certified from them without new draws
+    (:func:`stored_counts`, notebook 54).
     """
     import time
 
@@ -334,7 +337,8 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
     smoothed = smoothed_classifier(model, sigma, n0=n0, alpha=alpha)
     np.random.seed(seed)
     t0 = time.perf_counter()
-    pred, radius = smoothed.certify(x, n=n, batch_size=batch_size)
+    select, estimate = smoothed.certify_counts(x, n, batch_size=batch_size)  # ART's draws, in ART's order
+    pred, radius = certify_from_counts(select, estimate, sigma=sigma, n=n, alpha=alpha)  # = ART's certify
     certify_s = time.perf_counter() - t0
     attacker = noise_classifier(model, sigma, eot_samples, seed=seed + 1)
     correct = pred == y
@@ -360,4 +364,36 @@ def certify(model, sigma: float, x, y, *, n0: int, n: int, alpha: float, radii, 
             "median_radius": float(np.median(radius[correct])) if correct.any() else 0.0,
             "max_radius": max_radius, "certify_s": certify_s, "n0": n0, "n": n,
             "alpha": alpha, "n_scans": len(y), "pred": np.asarray(pred).tolist(), "radius": np.asarray(radius).tolist(),
-            "empirical_correct": empirical_correct, "empirical_s": time.perf_counter() - t0 - certify_s}
+            "empirical_correct": empirical_correct, "empirical_s": time.perf_counter() - t0 - certify_s,
+            "seed": seed, "counts": {"select": select.tolist(), "estimate": estimate.tolist()}}
+
+
+def stored_counts(sigma: float, *, artifact: str, scan_ids, n0: int, n: int, alpha: float, seed: int,
+                  name: str = "46_defence_randomized_smoothing", results_dir=None):
+    """The CERTIFY counts notebook 46 stored for the smoothed ``artifact`` at noise ``sigma`` (:func:`certify`'s
+    ``counts``), when they were drawn for exactly these scans (``scan_ids``, in order), ``n0``, ``n``, ``alpha`` and
+    ``seed``: files are the interface between notebooks, so notebook 54 certifies the referral decision from the
+    same noisy copies instead of drawing n of them per scan again. Returns ``((select, estimate), reason)`` or
+    ``(None, reason)`` saying what differs (the caller then draws its own)."""
+    from .results import ResultsError, load_results
+
+    try:
+        metrics = load_results(name, results_dir)["metrics"]
+    except (FileNotFoundError, ResultsError) as exc:
+        return None, f"no counts from {name} ({exc})"
+    key = next((k for k in (metrics.get("certified") or {}) if np.isclose(float(k), float(sigma))), None)
+    if key is None:
+        return None, f"{name} certified no σ = {sigma:g}"
+    stored, ids = metrics["certified"][key], [str(i) for i in metrics.get("scan_ids") or []]
+    wanted = {"artifact": artifact, "n0": n0, "n": n, "alpha": alpha, "seed": seed}
+    found = {"artifact": (metrics.get("artifacts") or {}).get(key), **{k: stored.get(k) for k in list(wanted)[1:]}}
+    differ = [f"{k} {found[k]!r} (wanted {v!r})" for k, v in wanted.items() if found[k] != v]
+    if ids != [str(i) for i in scan_ids]:
+        differ.append("the scans")
+    if "counts" not in stored:
+        differ.append("no counts stored")
+    if differ:
+        return None, f"{name}'s certificate differs: " + ", ".join(differ)
+    counts = stored["counts"]
+    return (np.asarray(counts["select"], dtype=np.int64), np.asarray(counts["estimate"], dtype=np.int64)), \
+        f"the counts {name} drew for these {len(ids)} scans (σ = {sigma:g}, n0 = {n0}, n = {n}, α = {alpha})"

@@ -269,3 +269,39 @@ def test_certified_referral_of_a_constant_answer_is_known_exactly(bias, referred
     np.testing.assert_array_equal(rows["certified referral · urgent scans"].scan_ids, scans.ids[urgent])
     assert rows["targeted L2 PGD + EOT · missed referral"].records()[0]["missed_referral"] == e["missed"]
     _check(out["outcomes"])
+
+
+def test_the_referral_certificate_reuses_notebook_46s_counts_exactly(setup, tmp_path):
+    """Notebook 46's CERTIFY counts (defences.certify, stored with its results) give notebook 54 the very certificate
+    it would draw itself with the same seed (the same draws in ART's order), and are refused, with the reason, for
+    other scans or settings."""
+    from octlib import defences
+    from octlib.results import save_results
+
+    target, all_scans = setup
+    model, x, y = target.model, all_scans.x[:6], all_scans.y[:6]
+    scans = Scans(x, y, np.array([f"s{i}" for i in range(6)]), np.arange(6), 6)
+    kw = dict(n0=10, n=60, alpha=0.01)
+    c = defences.certify(model, 0.25, x, y, radii=(0.0, 0.1), eot_samples=1, pgd_steps=1, seed=5,
+                         empirical_radii=(), **kw)
+    save_results("46_defence_randomized_smoothing", {"certified": {"0.25": {k: v for k, v in c.items()
+                                                                           if k != "pred"}},
+                                                     "artifacts": {"0.25": "cnn-x"}, "scan_ids": list(scans.ids)},
+                 results_dir=tmp_path)
+    counts, why = defences.stored_counts(0.25, artifact="cnn-x", scan_ids=scans.ids, seed=5, results_dir=tmp_path,
+                                         **kw)
+    assert counts is not None and "6 scans" in why
+    common = dict(radii=(0.0, 0.1), empirical_radii=(), seed=5, **kw)
+    reused = clinical.certified_referral(model, 0.25, scans, counts=counts, **common)
+    drawn = clinical.certified_referral(model, 0.25, scans, **common)
+    assert reused["reused_counts"] and not drawn["reused_counts"]
+    for key in ("class_pred", "class_radius", "decision", "decision_radius"):
+        assert reused[key] == drawn[key], key
+    assert reused["class_pred"] == c["pred"] and reused["class_radius"] == pytest.approx(c["radius"])
+    for change, reason in (({"scan_ids": scans.ids[::-1]}, "the scans"), ({"n": 61}, "n 60"),
+                           ({"artifact": "cnn-y"}, "artifact 'cnn-x'"), ({"seed": 6}, "seed 5")):
+        args = {"artifact": "cnn-x", "scan_ids": scans.ids, "seed": 5, **kw, **change}
+        none, why = defences.stored_counts(0.25, results_dir=tmp_path, **args)
+        assert none is None and reason in why, why
+    with pytest.raises(ValueError, match="must sum to n"):
+        clinical.certified_referral(model, 0.25, scans, counts=(counts[0], counts[1] * 2), **common)
