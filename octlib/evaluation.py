@@ -472,7 +472,8 @@ class CraftCache:
 
     The output defences of notebook 41 (label-only, output noise, ReverseSigmoid over the victim) are all attacked
     on the victim's own logits; only what they answer differs. :func:`evaluate` with a cache looks each
-    (attack, ε, scan) up before crafting and crafts only the scans not found, so a top-class-keeping answer, whose
+    (attack, ε, scan) up before crafting, the suite's fixed max-loss attack included (with one start), and crafts
+    only the scans not found, so a top-class-keeping answer, whose
     scans alive at each step are the victim's, costs no crafting at all after the victim's own evaluation, with
     outcomes identical to crafting anew. A scan crafted in another batch got another random start (PGD, APGD,
     Square): an equally valid draw of the same attack. PGD with more than one restart, which picks its restart by
@@ -646,12 +647,22 @@ def evaluate(target: Target, x, y, threat: ThreatModel, suite: SuiteConfig, *, s
             cur_loss[idx] = np.maximum(cur_loss[idx], la)
         if suite.loss_attack:  # one fixed max-loss attack on every scan (never early-exited)
             t_attack = time.perf_counter()
-            _, la, _, _ = registry.pgd_best(clf("cross_entropy"), x, y, eps, norm=threat.norm, steps=suite.pgd_steps,
-                                            restarts=suite.pgd_restarts, seed=seed + 7919 * i + 1,
-                                            batch_size=suite.batch_size, score=lambda xa: score(xa, slice(None)))
+            loss_kw = dict(norm=threat.norm, steps=suite.pgd_steps, restarts=suite.pgd_restarts,
+                           seed=seed + 7919 * i + 1, batch_size=suite.batch_size)
+            crafted = n
+            if cache is not None and suite.pgd_restarts <= 1:  # one start: the scans depend on the logits alone
+                store, todo = cache.lookup(("loss attack", float(eps), *loss_kw.values()), np.arange(n))
+                if len(todo):
+                    made = registry.pgd_best(clf("cross_entropy"), x[todo], y[todo], eps,
+                                             score=lambda xa, todo=todo: score(xa, todo), **loss_kw)[0]
+                    store.update({int(j): made[k] for k, j in enumerate(todo)})
+                la, crafted = score(np.stack([store[j] for j in range(n)]), slice(None)), len(todo)
+            else:
+                _, la, _, _ = registry.pgd_best(clf("cross_entropy"), x, y, eps,
+                                                score=lambda xa: score(xa, slice(None)), **loss_kw)
             max_loss = np.maximum(max_loss, la)
             seconds["loss attack"] = seconds.get("loss attack", 0.0) + time.perf_counter() - t_attack
-            spent["loss_gradients"] += suite.pgd_steps * max(1, suite.pgd_restarts) * target.eot_samples * n
+            spent["loss_gradients"] += suite.pgd_steps * max(1, suite.pgd_restarts) * target.eot_samples * crafted
         robust[i], loss[i], pred[i], fooled_by[i], per_draw[i] = (
             cur_robust, max_loss if suite.loss_attack else cur_loss, cur_pred, cur_fooled_by, cur_share)
         for a in own:

@@ -794,6 +794,8 @@ def test_craft_cache_crafts_each_scan_once_for_targets_on_the_same_logits(scans)
     label_only = evaluation.evaluate(evaluation.api_target("label-only", model, _AnswerAPI(model)), x, y,
                                      suite.threat(), suite, cache=cache, **kw)
     assert cache.crafted == crafted and cache.reused == crafted
+    assert victim.cost["loss_gradients"] > 0 and label_only.cost["loss_gradients"] == 0  # the loss attack too
+    np.testing.assert_allclose(label_only.loss, victim.loss)  # its scans, scored by what label-only answers
     assert label_only.same_as([r for r in victim.records() if r["attack"] == "suite"])["outcomes"]
     # an answer that keeps scan 0 (mean 0.51) right down to a mean of 0.49: alive where the victim's is not, so
     # crafted for it, and the outcomes are those of evaluating it without the cache
