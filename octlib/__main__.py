@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", help="the HTML file (default: <figures>/report.html)")
     rep.add_argument("--eps", type=float, default=2.0, help="ε (/255) of the headline table (default 2)")
     rep.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
+    images = sub.add_parser("images", help="rebuild docs/images' pictures of the reference (the report's screenshot, "
+                                           "the explorer's static view) and docs/images/images.json")
+    images.add_argument("--figures", help="the reference's folder (default: figures/)")
+    images.add_argument("--out", help="where the pictures go (default: docs/images)")
     adopt = sub.add_parser("adopt-victim", help="stamp the cached victim's weights digest into older results made "
                                                 "with the same weights (checked on notebook 20's scans)")
     adopt.add_argument("--profile", choices=["quick", "full"], help="default: OCTLIB_PROFILE, else quick")
@@ -109,6 +113,12 @@ def _dispatch(args) -> int:
 
         out = build_report(args.out, figures=args.figures, eps_255=args.eps, pdf=args.pdf)
         print(f"wrote {out}" + (f" and {out.with_suffix('.pdf')}" if args.pdf else ""))
+        return 0
+    if args.command == "images":
+        from .report import doc_images
+
+        meta = doc_images(args.figures, args.out)
+        print(f"rebuilt {', '.join(meta['images'])} of the reference showing {', '.join(meta['victims'])}")
         return 0
     if args.command == "adopt-victim":
         from .artifacts import load_victim

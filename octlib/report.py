@@ -216,6 +216,73 @@ def build_report(out: Path | str | None = None, *, figures: Path | str | None = 
     return out
 
 
+def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 1800, timeout: float = 180) -> Path:
+    """A PNG of ``html`` as headless Chromium draws it (``width`` × ``height`` pixels)."""
+    import tempfile
+
+    browser = chromium()
+    if browser is None:
+        raise FileNotFoundError("No Chromium for the screenshot: install it (Debian/Ubuntu: `apt-get install "
+                                "chromium`).")
+    png = Path(png).resolve()
+    with tempfile.TemporaryDirectory(prefix="octlib-chromium-") as profile:
+        subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                        "--virtual-time-budget=15000", f"--screenshot={png}", Path(html).resolve().as_uri()],
+                       check=True, capture_output=True, timeout=timeout)
+    if not png.is_file():
+        raise RuntimeError(f"Chromium did not write {png}.")
+    return png
+
+
+#: The pictures of the documentation that come from the committed reference, and what each is made from.
+DOC_IMAGES = {"report.png": "the report of the reference (python -m octlib report), drawn by headless Chromium",
+              "explorer-static.png": "the explorer's static view from the reference run (61_explorer_static.png)"}
+
+
+def doc_images(figures: Path | str | None = None, out: Path | str | None = None) -> dict:
+    """Rebuild the documentation's pictures of the reference (:data:`DOC_IMAGES`) from ``figures`` (default: the
+    committed ``figures/``) into ``out`` (default ``docs/images``), and write ``images.json`` beside them: which
+    reference they show (its victims, profile and data fingerprint, from its results) and the SHA-256 of each
+    picture and of the figures it was made from, so that a test can tell when they no longer show the reference.
+    (``explorer-live.png`` needs JupyterLab: ``docs/screenshot_explorer.py``.) Returns the ``images.json``
+    content."""
+    import hashlib
+    import json
+    import tempfile
+
+    figures = Path(figures) if figures else reference_dir()
+    out = Path(out) if out else project_root() / "docs" / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    static = figures / "61_explorer_static.png"
+    if not static.is_file():
+        raise FileNotFoundError(f"{static} is missing: run notebook 61 into the reference first.")
+    shutil.copyfile(static, out / "explorer-static.png")
+    with tempfile.TemporaryDirectory(prefix="octlib-images-") as tmp:
+        html = build_report(Path(tmp) / "report.html", figures=figures)
+        screenshot(html, out / "report.png")
+    context = collect(figures)
+    digest = lambda p: hashlib.sha256(Path(p).read_bytes()).hexdigest()  # noqa: E731
+    meta = {"reference": _shown_path(figures), "victims": sorted(reference_victims(figures)),
+            "profiles": sorted({str(r["profile"]) for r in context["runs"]}),
+            "images": {name: {"what": what, "sha256": digest(out / name)} for name, what in DOC_IMAGES.items()},
+            "sources": {"61_explorer_static.png": digest(static)}}
+    (out / "images.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def reference_victims(figures: Path | str | None = None) -> set:
+    """The victim names the reference's results record (``metrics.victim`` or a record's ``victim``)."""
+    import json
+
+    folder = (Path(figures) if figures else reference_dir()) / "results"
+    found = set()
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        metrics = record.get("metrics") or {}
+        found |= {v for v in (metrics.get("victim"), record.get("victim")) if isinstance(v, str)}
+    return found
+
+
 def export_notebook(executed: Path | str, out: Path | str | None = None) -> Path:
     """A static HTML export of an executed notebook that opens offline: nbconvert's ``lab`` template with local
     images embedded, without the CDN scripts it would otherwise load (RequireJS, MathJax, the widget manager) and

@@ -2,6 +2,7 @@
 Chromium (the headline table is there, every image loaded) with a screenshot; the same for a static HTML export
 of one executed notebook."""
 
+import json
 import os
 import re
 import subprocess
@@ -118,3 +119,26 @@ def _with_image_check(html: Path, tmp_path: Path) -> Path:
     head, _, tail = html.read_text().rpartition("</body>")
     out.write_text(head + check + "</body>" + tail)
     return out
+
+
+def test_the_documentation_pictures_show_the_committed_reference():
+    """docs/images' pictures of the reference were rebuilt from it (`python -m octlib images`): images.json names
+    the reference's victims, and the pictures and their source figure are the files it describes. A new reference
+    without that command fails here."""
+    import hashlib
+
+    meta = json.loads((REPO / "docs" / "images" / "images.json").read_text())
+    assert set(meta["victims"]) == report.reference_victims(REPO / "figures") != set()
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert meta["sources"]["61_explorer_static.png"] == digest(REPO / "figures" / "61_explorer_static.png")
+    for name in report.DOC_IMAGES:
+        assert meta["images"][name]["sha256"] == digest(REPO / "docs" / "images" / name), name
+
+
+def test_doc_images_rebuilds_the_pictures_and_says_what_they_show(tmp_path):
+    browser_or_skip()
+    meta = report.doc_images(REPO / "figures", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explorer-static.png", "images.json", "report.png"]
+    assert (tmp_path / "explorer-static.png").read_bytes() == (REPO / "figures" / "61_explorer_static.png").read_bytes()
+    assert (tmp_path / "report.png").stat().st_size > 10_000 and meta["profiles"] == ["full"]
+    assert json.loads((tmp_path / "images.json").read_text()) == meta
