@@ -47,8 +47,37 @@ def _notebook_intro(path: Path) -> dict:
     return {"title": title, "summary_html": _md(body), "threat": threat.group(1).strip() if threat else None}
 
 
-def _image(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+#: The width (pixels) of the figure copies the report embeds: a screen's, not the 300-dpi files' (linked beside).
+SCREEN_WIDTH = 1000
+
+
+def _image(path: Path, width: int = SCREEN_WIDTH) -> str:
+    """A figure embedded at most ``width`` pixels wide, as PNG or, where it is smaller (scans: photographs more than
+    line art), as JPEG at quality 90; the 300-dpi files are linked beside it, not embedded."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.width > width:
+            img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+        encoded = {}
+        for fmt, kw in (("png", {"optimize": True}), ("jpeg", {"quality": 90, "optimize": True})):
+            buf = io.BytesIO()
+            img.save(buf, format=fmt.upper(), **kw)
+            encoded[fmt] = buf.getvalue()
+    fmt = min(encoded, key=lambda f: len(encoded[f]))
+    return f"data:image/{fmt};base64," + base64.b64encode(encoded[fmt]).decode()
+
+
+def _link(path: Path, base: Path | None) -> str | None:
+    """``path`` relative to the report's folder ``base`` (what the report links), ``None`` if it does not exist."""
+    import os
+
+    if not path.is_file():
+        return None
+    return Path(os.path.relpath(path.resolve(), (base or path.parent).resolve())).as_posix()
 
 
 def _table_html(path: Path) -> str:
@@ -63,14 +92,17 @@ def _settings_text(record: dict) -> str:
 
 
 def collect(figures: Path | None = None, *, results: Path | None = None, notebooks: Path | None = None,
-            eps_255: float = 2.0) -> dict:
-    """Everything the report shows, as plain data (what the template renders; tests read it too)."""
+            eps_255: float = 2.0, link_from: Path | None = None) -> dict:
+    """Everything the report shows, as plain data (what the template renders; tests read it too). Figures are
+    embedded at screen width; ``link_from`` is the report's folder, from which their 300-dpi PNG and PDF are
+    linked (default: the figures folder)."""
     import pandas as pd
 
     from . import compare, records
     from .results import list_results, load_results
 
     figures = Path(figures) if figures else reference_dir()
+    link_from = Path(link_from) if link_from else figures
     results = Path(results) if results else figures / "results"
     notebooks = Path(notebooks) if notebooks else project_root() / "notebooks"
     manifests_dir = figures / "manifests"
@@ -138,7 +170,8 @@ def collect(figures: Path | None = None, *, results: Path | None = None, noteboo
             "threat": intro["threat"], "settings": _settings_text(record) if record else None,
             "runtime_s": (manifest or {}).get("notebook", {}).get("seconds"),
             "status": (manifest or {}).get("notebook", {}).get("status"),
-            "figures": [{"name": p.stem, "src": _image(p)} for p in figs],
+            "figures": [{"name": p.stem, "src": _image(p), "png": _link(p, link_from),
+                         "pdf": _link(p.with_suffix(".pdf"), link_from)} for p in figs],
             "tables": [{"name": p.stem, "html": _table_html(p)} for p in tables],
         })
     total = sum(r["seconds"] or 0 for r in runs)
@@ -207,8 +240,9 @@ def _shown_path(path) -> str:
 def build_report(out: Path | str | None = None, *, figures: Path | str | None = None, results=None, notebooks=None,
                  eps_255: float = 2.0, pdf: bool = False) -> Path:
     """Write the report (default ``<figures>/report.html``) and, with ``pdf``, its PDF beside it."""
-    context = collect(Path(figures) if figures else None, results=results, notebooks=notebooks, eps_255=eps_255)
-    out = Path(out) if out else Path(context["figures_dir"]) / "report.html"
+    folder = Path(figures) if figures else reference_dir()
+    out = Path(out) if out else folder / "report.html"
+    context = collect(folder, results=results, notebooks=notebooks, eps_255=eps_255, link_from=out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(context), encoding="utf-8")
     if pdf:

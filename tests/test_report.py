@@ -45,7 +45,14 @@ def test_report_from_the_committed_reference_lists_what_is_missing(tmp_path):
     for name, notebook in PRODUCERS.items():
         assert (f"result {name} (run {notebook})" in html) == (name not in committed), name
     pngs = list((REPO / "figures").glob("[0-9][0-9]_*.png"))
-    assert html.count('<img src="data:image/png;base64,') == len(pngs) > 0  # every figure, embedded
+    embedded = html.count('<img src="data:image/png;base64,') + html.count('<img src="data:image/jpeg;base64,')
+    assert embedded == len(pngs) > 0  # every figure, embedded at screen width
+    for png in pngs[:3]:  # and its 300-dpi files linked beside it, relative to the report's folder
+        for f in (png, png.with_suffix(".pdf")):
+            link = re.search(rf'href="([^"]*/)?{re.escape(f.name)}"', html)
+            assert (link is not None) == f.is_file() and (link is None or (out.parent / link.group(0)[6:-1]).resolve()
+                                                         == f.resolve()), f.name
+    assert out.stat().st_size < 10_000_000  # screen copies: the 300-dpi files made it 22.9 MB
     assert 'table headline"' in html and "Reading (notebook 90)" in html
     for book in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert f'id="{book.stem}"' in html, book.name  # a section per notebook
