@@ -643,8 +643,9 @@ def sweep(victim_model, pools: dict, *, attacks=("copycat",), answers=ANSWERS, b
             thief = _as_thief(spec, reward)
             wanted = budgets if budgets is not None else (
                 ecfg.adaptive_budgets if thief.attack == "knockoff-adaptive" else ecfg.budgets)
-            if thief.attack != "knockoff-adaptive" and not thief.augment:  # cut to the pool once (a larger
-                # budget would repeat a run); augmented queries are new images, as many as the budget buys
+            if thief.attack not in ("knockoff-adaptive", "jacobian") and not thief.augment:  # cut to the pool once
+                # (a larger budget would repeat a run); augmented and Jacobian queries are new images, as many as
+                # the budget buys
                 wanted = sorted({min(int(b), len(px) * thief.repeats) for b in wanted})
             for ans in (("probabilities",) if thief.attack == "no-query" else answers):
                 for arch in thief_archs:

@@ -487,6 +487,10 @@ def test_jacobian_thief_doubles_its_set_with_counted_queries_until_the_budget(vi
     run = extraction.steal(victim, x[:10], thief=extraction.Thief("jacobian"), budget=35, train_cfg=TINY, ecfg=ECFG)
     assert run.status == "ok" and run.queries == 35 and run.steps == ECFG.thief_steps
     assert run.params["set_sizes"] == [10, 20, 35] and run.params["rounds"] == 2 and not run.extra["capped"]
+    rows = extraction.sweep(victim, {"oct": (x[:10], None)}, attacks=(extraction.Thief("jacobian"),),
+                            answers=("probabilities",), budgets=(10, 35), seeds=(0,), train_cfg=TINY, ecfg=ECFG,
+                            x_eval=x, y_eval=np.arange(len(x)) % 4, progress=False)
+    assert [r["queries"] for r in rows] == [10, 35]  # budgets above the pool are not cut to it: new points
     small = extraction.steal(victim, x[:10], thief=extraction.Thief("jacobian"), budget=6, train_cfg=TINY, ecfg=ECFG)
     assert small.queries == 6 and small.params["set_sizes"] == [6] and small.steps == ECFG.thief_steps
     with pytest.raises(ValueError, match="neither"):
