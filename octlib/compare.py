@@ -625,8 +625,8 @@ def extraction_defence_table(frame, budget: int | None = None, *, pool: str = "o
 
     ``tier``: defences in order of the best thief's fidelity, lowest (the least stolen) first; a defence joins the
     tier of the one above it unless, for every seed they share, an exact McNemar test on the best thieves' per-scan
-    agreement with their victims separates it from the tier's first defence (p < ``alpha``); without per-scan
-    agreement in the records every defence is its own tier's head only by its order (tier ``None``).
+    agreement with their victims separates it from the tier's first defence (p < ``alpha``); ``None`` where the
+    records hold no per-scan agreement (records older than issue 39's).
     """
     import pandas as pd
 
