@@ -548,7 +548,9 @@ def theft_gain_table(frame, *, baseline: str = "no-query (own labels) · augment
     the same budget and seeds (trained on the attacker's own labels, the same augmentation, architecture and
     optimizer steps), the gain (mean and sd over seeds), and per seed an exact McNemar test of the copy's per-scan
     agreement against the baseline's on the same evaluation scans: ``p (max over seeds)``; ``supported`` when
-    every seed's p < ``alpha`` and the mean gain is positive."""
+    every seed's p < ``alpha`` and the mean gain is positive. With records of several notebooks (a ``result``
+    column), each notebook's thieves form their own rows, paired with their own notebook's baseline where it ran
+    one, else with another's at the same defence, pool, budget and seed (notebook 31's with notebook 30's)."""
     import pandas as pd
 
     from .stats import mcnemar
@@ -559,27 +561,33 @@ def theft_gain_table(frame, *, baseline: str = "no-query (own labels) · augment
     ok = frame[(frame["status"] == "ok") & frame["agreement"].notna()] if len(frame) else frame
     if not len(ok):
         return pd.DataFrame(columns=columns)
-    base = ok[ok["thief"] == baseline]
-    base = {(r["defence"], r["pool"], int(r["budget"]), int(r["seed"])): r for _, r in base.iterrows()}
+    by_result = "result" in ok  # records of several notebooks: each paired with its own notebook's baseline
+    base, anywhere = {}, {}  # where it has one, else with another notebook's on the same scans (e.g. 31 with 30's)
+    for _, r in ok[ok["thief"] == baseline].iterrows():
+        key = (r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))
+        base[(r["result"] if by_result else None, *key)] = r
+        anywhere.setdefault(key, r)
     out = []
     keys = ["defence", "pool", "thief", "answers", "budget"]
     thieves = ok[(ok["thief"] != baseline) & (ok["queries"] > 0)]  # a thief that never queried stole nothing
-    for key, part in thieves.groupby(keys, sort=False):
-        pairs = [(r, base.get((r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))))
-                 for _, r in part.iterrows()]
+    for key, part in thieves.groupby(keys + (["result"] if by_result else []), sort=False):
+        origin = {"result": key[-1]} if by_result else {}
+        key = key[:len(keys)]
+        pairs = [(r, base.get((r["result"] if by_result else None, *k), anywhere.get(k))) for _, r in part.iterrows()
+                 for k in [(r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))]]
         pairs = [(r, b) for r, b in pairs if b is not None]
         if not pairs:
             continue
         gains = np.array([r["fidelity"] - b["fidelity"] for r, b in pairs])
         ps = [mcnemar(np.asarray(r["agreement"], bool), np.asarray(b["agreement"], bool))["p_value"] for r, b in pairs]
-        out.append({**dict(zip(keys, key)), "queries": float(np.mean([r["queries"] for r, _ in pairs])),
+        out.append({**origin, **dict(zip(keys, key)), "queries": float(np.mean([r["queries"] for r, _ in pairs])),
                     "seeds": len(pairs), "fidelity": float(np.mean([r["fidelity"] for r, _ in pairs])),
                     "fidelity sd": float(np.std([r["fidelity"] for r, _ in pairs], ddof=1)) if len(pairs) > 1
                     else float("nan"), "majority": float(pairs[0][0]["victim_majority"]),
                     "baseline fidelity": float(np.mean([b["fidelity"] for _, b in pairs])),
                     "gain": float(gains.mean()), "gain sd": float(gains.std(ddof=1)) if len(gains) > 1 else float("nan"),
                     "p (max over seeds)": float(max(ps)), "supported": bool(max(ps) < alpha and gains.mean() > 0)})
-    return pd.DataFrame(out, columns=columns)
+    return pd.DataFrame(out, columns=(["result"] if by_result else []) + columns)
 
 
 def chain_table(chain: dict, *, white_box: str = "white-box", surrogate: str = "independent surrogate"):
@@ -708,18 +716,22 @@ def _extraction_tiers(at, best, alpha: float) -> list:
     return out
 
 
-#: The notebooks of the clinically grounded threats: their records are read apart from the suite's.
-CLINICAL_PREFIX = "5"
-
-
 def split_clinical(frame):
-    """``(suite_frame, clinical_frame)``: the evaluation records of notebooks 20-45 and those of the clinical
-    threats (notebooks 50-53: targeted, storage, universal, corruptions), which are not attack-suite rows and are
-    compared in their own tables (:func:`clinical_tables`)."""
+    """``(suite_frame, clinical_frame)``: the evaluation records of the attack suite and those of the clinical
+    threats (the notebooks of role ``clinical``, :func:`octlib.series.role`: targeted, storage, universal,
+    corruptions, certified referral), which are not attack-suite rows and are compared in their own tables
+    (:func:`clinical_tables`)."""
     if not len(frame):
         return frame, frame
-    mask = frame["result"].astype(str).str.startswith(CLINICAL_PREFIX)
+    mask = of_role(frame, "clinical")
     return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
+
+
+def of_role(frame, *roles: str):
+    """A mask of the records (``result`` column: the results record that holds them) written by notebooks of
+    these ``roles`` (:data:`octlib.series.ROLES`); a record the series does not name is in no role."""
+    names = {name for r in roles for name in series.named(r)}
+    return frame["result"].astype(str).isin(names)
 
 
 def clinical_tables(frame, eps_255: float) -> dict:

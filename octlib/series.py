@@ -1,15 +1,21 @@
-"""The notebook series in one place: every notebook's name, in run order, what it is for, whether it writes a
-results record, and which notebook trains each kind of model. The runner runs these (and refuses a notebook on
-disk that is not here, or one listed here that is missing), :mod:`octlib.compare` looks for these records, and
-library messages name the notebook to run through :func:`notebook` and :func:`trainer`, never by a literal file
-name. A new notebook is one line here.
+"""The notebook series in one place: every notebook's name, in run order, its role, what it is for, whether it
+writes a results record, and which notebook trains each kind of model. The runner runs these (and refuses a notebook on
+disk that is not here, or one listed here that is missing), :mod:`octlib.compare` looks for these records and
+selects them by role (:func:`role`, :func:`named`), never by a prefix of their names, and library messages name the
+notebook to run through :func:`notebook` and :func:`trainer`, never by a literal file name. A new notebook is one
+line here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-# name -> (what it is for, writes a results record of that name)
+#: What a notebook is to the study: its records are compared by role (a defence's extraction rows in the
+#: extraction defence table, the clinical threats' rows apart from the attack suite's, ...).
+ROLES = ("data", "victim", "evasion", "defence", "extraction", "clinical", "explanation", "comparison")
+
+# name -> (what it is for, writes a results record of that name); the role is the band's (ROLE_OF_BAND) unless
+# ROLE_OF names it
 NOTEBOOKS: dict[str, tuple[str, bool]] = {
     "00_data_exploration": ("the data: classes, patients, splits, intensity", False),
     "10_train_cnn": ("the study victim (both split policies) and its evaluation", True),
@@ -42,6 +48,11 @@ NOTEBOOKS: dict[str, tuple[str, bool]] = {
     "90_comparison": ("every scenario compared, from results only", False),
 }
 
+ROLE_OF_BAND = {"0": "data", "1": "victim", "2": "evasion", "3": "extraction", "4": "defence", "5": "clinical",
+                "6": "explanation", "9": "comparison"}
+#: notebooks whose role is not their band's: defences that sit in front of the undefended victim (notebook 2x)
+ROLE_OF = {"22_evasion_detectors": "defence", "23_defence_input_transforms": "defence"}
+
 # the model kind (artifacts' defence kinds, plus the victim and the release-shift variants) -> the notebook that
 # trains it in the series (any notebook that needs it trains it too when it is missing)
 TRAINERS: dict[str, str] = {
@@ -67,6 +78,20 @@ def trainer(kind: str) -> str:
     if kind not in TRAINERS:
         raise KeyError(f"No notebook trains model kind {kind!r}: use one of {sorted(TRAINERS)}.")
     return notebook(TRAINERS[kind])
+
+
+def role(name: str) -> str:
+    """The role (:data:`ROLES`) of a registered notebook or of the results record it writes."""
+    if name not in NOTEBOOKS:
+        raise KeyError(f"{name!r} is not a notebook of the series (octlib/series.py lists {len(NOTEBOOKS)}).")
+    return ROLE_OF.get(name, ROLE_OF_BAND[name[0]])
+
+
+def named(role_name: str) -> list[str]:
+    """The notebooks (and results records) of one role, in run order."""
+    if role_name not in ROLES:
+        raise KeyError(f"Unknown role {role_name!r}: use one of {ROLES}.")
+    return [name for name in NOTEBOOKS if role(name) == role_name]
 
 
 def producers() -> dict[str, str]:

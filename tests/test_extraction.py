@@ -459,6 +459,18 @@ def test_theft_gain_is_paired_against_the_no_query_thief_seed_by_seed():
     assert strong_row["gain"] == pytest.approx(0.5) and strong_row["supported"] and strong_row["seeds"] == 2
     assert strong_row["p (max over seeds)"] == pytest.approx(0.001953125) and strong_row["majority"] == 0.4
     assert not table.loc["weak", "supported"] and table.loc["weak", "p (max over seeds)"] == 0.5
+    # records of several notebooks: each notebook's thieves are their own rows, paired with their notebook's
+    # baseline where it ran one (32's), else with another's on the same scans (31's with 30's)
+    plain = "no-query (own labels)"
+    notebooks = pd.DataFrame([{**row(plain, s, base), "result": "30"} for s in (0, 1)]
+                             + [{**row("copycat", s, weak), "result": "30"} for s in (0, 1)]
+                             + [{**row("knockoff", s, strong), "result": "31"} for s in (0, 1)]
+                             + [{**row(plain, s, strong), "result": "32"} for s in (0, 1)]
+                             + [{**row("copycat", s, strong), "result": "32"} for s in (0, 1)])
+    by = compare.theft_gain_table(notebooks, baseline=plain).set_index(["result", "thief"])
+    assert sorted(by.index) == [("30", "copycat"), ("31", "knockoff"), ("32", "copycat")]
+    assert by.loc[("31", "knockoff"), "gain"] == pytest.approx(0.5) and by.loc[("32", "copycat"), "gain"] == 0.0
+    assert (by["seeds"] == 2).all()
 
 
 def test_the_steal_then_attack_chain_is_paired_on_the_same_scans(victim, pool):

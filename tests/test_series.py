@@ -62,3 +62,20 @@ def test_a_missing_defence_model_names_the_notebook_that_trains_it(tmp_path, mon
     with pytest.raises(artifacts.ArtifactError, match=r"notebooks/45_defence_adversarial_training\.ipynb"):
         artifacts.get_or_train(Splits(), None, name="cnn-official-pgdat4", retrain="never", root=tmp_path,
                                kind="adversarial")
+
+
+def test_records_are_selected_by_role_not_by_a_prefix_of_their_names():
+    import pandas as pd
+
+    assert series.named("clinical") == [n for n in series.NOTEBOOKS if n.startswith("5")]
+    assert series.role("22_evasion_detectors") == series.role("23_defence_input_transforms") == "defence"
+    assert series.role("20_attack_fgsm") == "evasion" and series.role("32_attack_augmented_thieves") == "extraction"
+    assert {series.role(n) for n in series.NOTEBOOKS} == set(series.ROLES)
+    frame = pd.DataFrame({"result": ["20_attack_fgsm", "50_attack_targeted_referral", "23_defence_input_transforms",
+                                     "5_not_a_notebook"]})
+    assert compare.of_role(frame, "clinical").tolist() == [False, True, False, False]
+    assert compare.of_role(frame, "evasion", "defence").tolist() == [True, False, True, False]
+    suite, clinical = compare.split_clinical(frame)
+    assert list(clinical["result"]) == ["50_attack_targeted_referral"] and len(suite) == 3
+    with pytest.raises(KeyError, match="Unknown role"):
+        series.named("attacks")
