@@ -562,19 +562,24 @@ def theft_gain_table(frame, *, baseline: str = "no-query (own labels) · augment
     if not len(ok):
         return pd.DataFrame(columns=columns)
     by_result = "result" in ok  # records of several notebooks: each paired with its own notebook's baseline
+    arch = (lambda r: r["thief_arch"]) if "thief_arch" in ok else (lambda r: None)  # the same architecture only
+
+    def pair_key(r):
+        return r["defence"], r["pool"], arch(r), int(r["budget"]), int(r["seed"])
+
     base, anywhere = {}, {}  # where it has one, else with another notebook's on the same scans (e.g. 31 with 30's)
     for _, r in ok[ok["thief"] == baseline].iterrows():
-        key = (r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))
-        base[(r["result"] if by_result else None, *key)] = r
-        anywhere.setdefault(key, r)
+        base[(r["result"] if by_result else None, *pair_key(r))] = r
+        anywhere.setdefault(pair_key(r), r)
     out = []
     keys = ["defence", "pool", "thief", "answers", "budget"]
     thieves = ok[(ok["thief"] != baseline) & (ok["queries"] > 0)]  # a thief that never queried stole nothing
-    for key, part in thieves.groupby(keys + (["result"] if by_result else []), sort=False):
+    extra = (["thief_arch"] if "thief_arch" in ok else []) + (["result"] if by_result else [])
+    for key, part in thieves.groupby(keys + extra, sort=False):
         origin = {"result": key[-1]} if by_result else {}
         key = key[:len(keys)]
-        pairs = [(r, base.get((r["result"] if by_result else None, *k), anywhere.get(k))) for _, r in part.iterrows()
-                 for k in [(r["defence"], r["pool"], int(r["budget"]), int(r["seed"]))]]
+        pairs = [(r, base.get((r["result"] if by_result else None, *pair_key(r)), anywhere.get(pair_key(r))))
+                 for _, r in part.iterrows()]
         pairs = [(r, b) for r, b in pairs if b is not None]
         if not pairs:
             continue

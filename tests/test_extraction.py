@@ -471,6 +471,11 @@ def test_theft_gain_is_paired_against_the_no_query_thief_seed_by_seed():
     assert sorted(by.index) == [("30", "copycat"), ("31", "knockoff"), ("32", "copycat")]
     assert by.loc[("31", "knockoff"), "gain"] == pytest.approx(0.5) and by.loc[("32", "copycat"), "gain"] == 0.0
     assert (by["seeds"] == 2).all()
+    other_arch = pd.concat([notebooks, pd.DataFrame([{**row("copycat", s, strong), "result": "30"} for s in (0, 1)])
+                            .assign(thief_arch="victim")], ignore_index=True)
+    other_arch["thief_arch"] = other_arch["thief_arch"].fillna("separable")
+    paired = compare.theft_gain_table(other_arch, baseline=plain)
+    assert len(paired) == 3  # a copy of another architecture than its no-query thief's is not paired with it
 
 
 def test_the_steal_then_attack_chain_is_paired_on_the_same_scans(victim, pool):
