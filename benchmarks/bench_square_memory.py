@@ -1,4 +1,4 @@
-"""Square with remembered predictions (``octlib.estimators.remember_predictions``): ART's Square attack run twice
+"""Square with remembered predictions (``octlib.estimators.remembered_predictions``): ART's Square attack run twice
 on the same scans with the same seed, once on the plain classifier and once on one that answers a scan it has seen
 from memory. Reported: whether the adversarial scans are identical (they must be where a scan's logits do not
 depend on the batch it is predicted in), the largest difference, and both wall times. Writes JSON (default
@@ -9,6 +9,7 @@ benchmarks/results/square-memory-<profile>.json).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 
@@ -35,18 +36,21 @@ def main() -> None:
     x, y = scans.x[:args.n], scans.y[:args.n]
     suite = replace(profile.suite, square_queries=args.queries)
     runs = {}
-    for remember in (False, True):
-        def clf(loss, remember=remember):
-            classifier = estimators.art_classifier(victim.model)
-            if remember:
-                classifier._octlib_remembers = estimators.remember_predictions(classifier)
-            else:
-                classifier._octlib_remembers = False  # registry._square leaves it plain
-            return classifier
+    remembered = estimators.remembered_predictions
 
-        t0 = time.perf_counter()
-        x_adv, _, _ = registry._square(clf, x, y, to_unit(args.eps), norm="inf", suite=suite, seed=0)
-        runs[remember] = (x_adv, time.perf_counter() - t0)
+    @contextlib.contextmanager
+    def plain(classifier):  # the attack as ART runs it, every prediction computed
+        yield False
+
+    for remember in (False, True):
+        estimators.remembered_predictions = remembered if remember else plain
+        try:
+            t0 = time.perf_counter()
+            x_adv, _, _ = registry._square(lambda loss: estimators.art_classifier(victim.model), x, y,
+                                           to_unit(args.eps), norm="inf", suite=suite, seed=0)
+            runs[remember] = (x_adv, time.perf_counter() - t0)
+        finally:
+            estimators.remembered_predictions = remembered
     (plain, plain_s), (kept, kept_s) = runs[False], runs[True]
     report = {"benchmark": "Square with remembered predictions", "profile": args.profile,
               "image_size": profile.image_size, "victim": victim.path.name, "n_scans": len(y),

@@ -346,17 +346,19 @@ class LabelOnly(Postprocessor):
 ANSWERS = ("probabilities", "labels")
 
 
-def remember_predictions(classifier):
-    """Make ``classifier.predict`` answer a scan it has already answered from memory (keyed by a digest of the
-    scan's bytes), when its answers are a function of the scan: ART's Square attack predicts every scan it attacks
-    about three times per iteration, and two of the three are scans it predicted the iteration before
+@contextlib.contextmanager
+def remembered_predictions(classifier):
+    """While open, ``classifier.predict`` answers a scan it has already answered from memory (keyed by a digest of
+    the scan's bytes), when its answers are a function of the scan: ART's Square attack predicts every scan it
+    attacks about three times per iteration, and two of the three are scans it predicted the iteration before
     (``benchmarks/README.md``). A classifier whose answer to the same scan differs between two calls (fresh noise
-    per call) is left as it is. Returns ``True`` when the memory was installed."""
+    per call) is left as it is. Yields whether the memory is on; on exit ``predict`` is the classifier's own again
+    (a caller's API, e.g. one that counts queries, is not changed for what comes after)."""
     original = classifier.predict
-    probe = np.asarray(classifier.input_shape, dtype=int)
-    x0 = np.full((1, *probe), 0.5, dtype=np.float32)
+    x0 = np.full((1, *np.asarray(classifier.input_shape, dtype=int)), 0.5, dtype=np.float32)
     if not np.array_equal(original(x0), original(x0)):
-        return False
+        yield False
+        return
     memory: dict = {}
 
     def predict(x, batch_size: int = 128, training_mode: bool = False, **kwargs):
@@ -370,8 +372,15 @@ def remember_predictions(classifier):
                 memory[keys[i]] = answer
         return np.stack([memory[k] for k in keys]) if keys else original(x, batch_size=batch_size, **kwargs)
 
+    own = vars(classifier).get("predict")  # an instance's own predict, if it had one: put back on exit
     classifier.predict = predict
-    return True
+    try:
+        yield True
+    finally:
+        if own is None:
+            del classifier.predict  # the class's own method again
+        else:
+            classifier.predict = own
 
 
 @contextlib.contextmanager

@@ -242,9 +242,9 @@ def test_universal_perturbation_is_one_bounded_noise_and_reports_its_fit(setup):
 
 
 def test_remembered_predictions_answer_a_seen_scan_from_memory_and_only_then():
-    """Square's memory (estimators.remember_predictions): a scan predicted once is answered from memory with the
-    answer it got; new scans go to the classifier in one call; a classifier that answers the same scan differently
-    on two calls (fresh noise) is left alone."""
+    """Square's memory (estimators.remembered_predictions): while open, a scan predicted once is answered from memory
+    with the answer it got, new scans go to the classifier in one call; on exit the classifier predicts as before;
+    a classifier that answers the same scan differently on two calls (fresh noise) is left alone."""
     from octlib import estimators
 
     class Counting:
@@ -259,18 +259,22 @@ def test_remembered_predictions_answer_a_seen_scan_from_memory_and_only_then():
             return out + self.rng.random(out.shape) if self.noisy else out
 
     clf = Counting()
-    assert estimators.remember_predictions(clf) is True
-    probe_calls = len(clf.rows)
     x = np.random.default_rng(1).random((5, 2, 2, 1)).astype(np.float32)
-    first = clf.predict(x[:3])
-    again = clf.predict(x)  # three seen, two new
-    np.testing.assert_array_equal(again[:3], first)
-    np.testing.assert_array_equal(again, x.reshape(5, -1)[:, :2] * 10)
-    assert clf.rows[probe_calls:] == [3, 2]
-    clf.predict(x[::-1])
-    assert clf.rows[probe_calls:] == [3, 2]  # every scan seen: no call
+    with estimators.remembered_predictions(clf) as on:
+        assert on is True
+        probe_calls = len(clf.rows)
+        first = clf.predict(x[:3])
+        again = clf.predict(x)  # three seen, two new
+        np.testing.assert_array_equal(again[:3], first)
+        np.testing.assert_array_equal(again, x.reshape(5, -1)[:, :2] * 10)
+        assert clf.rows[probe_calls:] == [3, 2]
+        clf.predict(x[::-1])
+        assert clf.rows[probe_calls:] == [3, 2]  # every scan seen: no call
+    clf.predict(x)
+    assert clf.rows[-1] == 5 and "predict" not in vars(clf)  # the memory is gone with the block
     noisy = Counting(noisy=True)
-    assert estimators.remember_predictions(noisy) is False
-    noisy.predict(x)
-    noisy.predict(x)
+    with estimators.remembered_predictions(noisy) as on:
+        assert on is False
+        noisy.predict(x)
+        noisy.predict(x)
     assert noisy.rows[-2:] == [5, 5]
