@@ -278,3 +278,27 @@ def test_remembered_predictions_answer_a_seen_scan_from_memory_and_only_then():
         noisy.predict(x)
         noisy.predict(x)
     assert noisy.rows[-2:] == [5, 5]
+
+
+def test_predict_runs_the_forward_pass_in_batches(setup):
+    """ART 1.20.1's predict runs the forward pass on every scan at once (at 128 px, ~3 MB per scan: thousands of
+    queries ran a 24 GB machine out of memory); octlib's classifiers run it in batches of batch_size, with ART's pre-
+    and post-processing on the whole array as before, and the same answers."""
+    from octlib import estimators
+
+    model = setup[0]
+    x = np.random.default_rng(0).random((10, *model.input_shape[1:]), dtype=np.float32)
+    api = estimators.victim_api(model, "probabilities")
+    sizes, forward = [], api._forward_pass
+
+    def spy(m, xs, training=False):
+        sizes.append(len(xs))
+        return forward(m, xs, training=training)
+
+    api._forward_pass = spy
+    batched = api.predict(x, batch_size=4)
+    assert sizes == [4, 4, 2]
+    whole = api.predict(x, batch_size=64)
+    assert sizes[-1] == 10
+    np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, rtol=1e-5)  # the post-processing (softmax) still applied
