@@ -910,9 +910,14 @@ def seed_spread(models: dict, scans: Scans, threat: ThreatModel, suite: SuiteCon
     Returns ``{"per_seed": {seed: {"clean_accuracy", "clean_loss", "robust_accuracy": {eps_255: value}[,
     "test_accuracy", "artifact"]}}, "summary": {"clean_accuracy": spread, "robust_accuracy": {eps_255: spread}[,
     "test_accuracy": spread]}, "n_scans", "eps_255", "attacks"}`` with :func:`octlib.stats.spread` (mean, sd, min,
-    max, n) over seeds: the training noise against which a difference between two models should be read."""
+    max, n) over seeds: the training noise against which a difference between two models should be read. The
+    suite's fixed max-loss attack is not run (the spread reports accuracies only; it cost every seed a PGD on every
+    scan at every ε)."""
+    from dataclasses import replace
+
     from .stats import spread
 
+    suite = replace(suite, loss_attack=False)
     if not models:
         raise ValueError("`models` must map at least one training seed to its model.")
     per_seed = {}

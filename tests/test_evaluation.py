@@ -661,8 +661,15 @@ def test_fooled_by_table_and_same_as(result):
     assert result.same_as(fewer_scans)["differing_outcomes"] is None
 
 
-def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans):
+def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans, monkeypatch):
     x, y = scans
+    suites, evaluate = [], evaluation.evaluate
+
+    def spy(target, *args, **kwargs):
+        suites.append(args[3])
+        return evaluate(target, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", spy)
     shifted = linear_model()  # a "seed" whose threshold is 0.55, not 0.5: it loses the scans at 0.51 and 0.52
     w, b = shifted.layers[-1].get_weights()
     shifted.layers[-1].set_weights([w, b + np.array([-0.05, 0, 0, 0], dtype=np.float32)])
@@ -671,6 +678,7 @@ def test_seed_spread_attacks_every_seed_alike_and_summarises_mean_and_sd(scans):
     sc = evaluation.Scans(x, y, np.array([f"s{i}" for i in range(5)]), np.arange(5), 5)
     out = evaluation.seed_spread({0: linear_model(), 7: shifted}, sc, suite.spread_threat(), suite, progress=False)
     assert out["eps_255"] == [1, 4] and out["n_scans"] == 5 and list(out["per_seed"]) == [0, 7]
+    assert suite.loss_attack and [s.loss_attack for s in suites] == [False, False]  # accuracies only: no loss attack
     # seed 0: clean 4/5; 1/255 (0.0039) fools none of them, 4/255 (0.0157) the scan at 0.51
     assert out["per_seed"][0]["clean_accuracy"] == 0.8
     assert out["per_seed"][0]["robust_accuracy"] == {"1": 0.8, "4": 0.6}
