@@ -53,8 +53,8 @@ import _common
 GOAL_SECONDS = {"quick": 600}
 #: the full profile's goal is per notebook: each within 60 minutes on 2 CPU cores
 GOAL_PER_NOTEBOOK_SECONDS = {"full": 3600}
-#: and the whole full series within 6 hours
-GOAL_SERIES_SECONDS = {"full": 21600}
+#: and the whole full series within 8 hours (raised from 6 for the converged attacks: issue 38)
+GOAL_SERIES_SECONDS = {"full": 28800}
 
 
 def _entries(manifest: dict) -> list[dict]:
