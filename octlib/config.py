@@ -361,6 +361,17 @@ class SuiteConfig:
 THIEF_ARCHS = ("victim", "separable")
 
 
+def split_arch(spec: str) -> tuple[str, int | None]:
+    """``"separable@64"`` -> ``("separable", 64)``: a thief architecture (one of :data:`THIEF_ARCHS`) and the input
+    size in pixels it works at (the scan is resized inside the model, so that it still takes the victim's input;
+    ``None``: the scan's own size). A clear error names the bad spec and the fix."""
+    family, at, size = str(spec).partition("@")
+    if family not in THIEF_ARCHS or (at and not (size.isdigit() and int(size) > 0)):
+        raise ValueError(f"Unknown architecture {spec!r}: use one of {THIEF_ARCHS}, optionally with the input "
+                         "size it works at in pixels, e.g. 'separable@64'.")
+    return family, int(size) if at else None
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
     """Model-extraction settings (see :mod:`octlib.extraction`).
@@ -376,7 +387,8 @@ class ExtractionConfig:
         adaptive_budgets: query budgets of adaptive KnockoffNets (one query and one training step at a time).
         seeds: attack seeds; results are reported as mean ± sd over them.
         thief_arch: the thief's architecture, ``victim`` (the victim's, fresh weights) or ``separable`` (a
-            depthwise-separable CNN: a different family).
+            depthwise-separable CNN: a different family), optionally with the input size it works at, e.g.
+            ``separable@64`` (:func:`split_arch`; the thief still takes the victim's scans and resizes them).
         alt_arch: the second architecture compared in the notebooks.
         thief_steps: optimizer steps every thief takes, whatever the budget and strategy (adaptive KnockoffNets'
             one step per query counted in it), so that small budgets are not under-trained and strategies get
@@ -397,6 +409,8 @@ class ExtractionConfig:
         jacobian_lambda, jacobian_tau: the Jacobian-based dataset augmentation thief's step λ (in [0, 1] pixel
             units; Papernot et al. 2017 used 0.1 on MNIST) and the period τ (in rounds) after which the step's sign
             flips (their periodic step size).
+        thief_sizes: the input sizes (pixels) among which notebook 32's attacker picks its thief's, on its own
+            validation scans (:func:`octlib.extraction.choose_thief_arch`); ``()``: ``thief_arch`` as it is.
     """
 
     pool_fraction: float = 0.5
@@ -420,6 +434,7 @@ class ExtractionConfig:
     augmented_budgets: tuple[int, ...] = (250, 500, 1000, 2500, 5000)
     jacobian_lambda: float = 0.1
     jacobian_tau: int = 3
+    thief_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         bad = []
@@ -439,8 +454,12 @@ class ExtractionConfig:
                 bad.append(f"{name} (increasing positive integers)")
         if not self.seeds or any(int(s) != s or s < 0 for s in self.seeds):
             bad.append("seeds (non-negative integers)")
-        if self.thief_arch not in THIEF_ARCHS or self.alt_arch not in THIEF_ARCHS:
-            bad.append(f"thief_arch/alt_arch (one of {THIEF_ARCHS})")
+        try:
+            split_arch(self.thief_arch), split_arch(self.alt_arch)
+        except ValueError:
+            bad.append(f"thief_arch/alt_arch (one of {THIEF_ARCHS}, optionally '@<pixels>', e.g. 'separable@64')")
+        if any(int(v) != v or v < 1 for v in self.thief_sizes) or list(self.thief_sizes) != sorted(set(self.thief_sizes)):
+            bad.append("thief_sizes (increasing positive pixel sizes, or ())")
         for name in ("proxy_size", "thief_steps", "thief_batch_size"):
             if getattr(self, name) < 1:
                 bad.append(f"{name} (>= 1)")
@@ -772,7 +791,7 @@ PROFILES: dict[str, Profile] = {
                                        reduce_lr_patience=2),
                      attack=AttackConfig(subset=200, pgd_steps=10, pgd_restarts=1),
                      extraction=ExtractionConfig(proxy_size=400, budgets=(20, 40), adaptive_budgets=(20, 40),
-                                                 augmented_budgets=(40, 120),
+                                                 augmented_budgets=(40, 120), thief_sizes=(16, 32),
                                                  seeds=(0,), thief_arch="separable", alt_arch="victim",
                                                  thief_steps=48, transfer_eps_255=(2, 8), transfer_subset=100),
                      defence=DefenceConfig(noise_sigmas=(0.3,), label_smoothing=(0.1,),
@@ -806,11 +825,11 @@ PROFILES: dict[str, Profile] = {
                     train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=50, batch_size=32,
                                       learning_rate=2e-3, lr_schedule="cosine"),
                     # a separable thief, 250 steps each, five budgets up to what the sample's attacker pool holds,
-                    # three seeds
+                    # three seeds (notebook 32's attacker picks its thief's input size among 32, 64 and 128 px)
                     extraction=ExtractionConfig(budgets=(25, 50, 100, 150, 200),
                                                 adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
                                                 alt_arch="victim", thief_steps=250, arch_seeds=(0,),
-                                                transfer_subset=100),
+                                                transfer_subset=100, thief_sizes=(32, 64, 128)),
                     # two output-noise σ, HopSkipJump on 30 scans, one input-noise σ (0.12) with K = 8 copies,
                     # certification with n0 = 100 and n = 10,000 (the largest certifiable radius at σ = 0.12 is 0.384;
                     # 0.265 with n = 500) and its empirical check at the summary radius 0.25 only (each radius

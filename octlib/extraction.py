@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import ExtractionConfig, TrainConfig
+from .config import ExtractionConfig, TrainConfig, split_arch
 from .labels import CLASSES
 from .estimators import ANSWERS, quiet_retracing, thief_classifier_class, victim_api
 
@@ -734,6 +734,31 @@ def choose_copy(rows, **where) -> dict:
     if not ok:
         raise ValueError(f"No successful run with a validation fidelity matches {where}: pass `x_val` to sweep.")
     return max(ok, key=lambda r: (r["val_fidelity"], -r["queries"], -r["seed"]))
+
+
+def choose_thief_arch(victim_model, pool_x, pool_labels, *, sizes, budget: int, x_val, x_eval, y_eval,
+                      train_cfg: TrainConfig | None = None, ecfg: ExtractionConfig | None = None, seed: int = 0,
+                      thief: Thief | None = None) -> tuple[str, list[dict]]:
+    """The thief architecture the attacker picks: ``ecfg.thief_arch``'s family working at each of ``sizes``
+    (pixels, see :func:`octlib.config.split_arch`), each trained as ``thief`` (augmented Copycat by default) at
+    ``budget`` queries with one ``seed``, and the one with the highest fidelity on the attacker's own validation
+    scans ``x_val`` (:func:`choose_copy`; a tie goes to the first of ``sizes``: list them from the cheapest).
+
+    Returns ``(arch, rows)``: the chosen spec (``family@size``; the family alone when the size is the scans' own)
+    and the sweep's rows (their evaluation fidelity is there to read, never to choose by). Every query is counted
+    in the rows, like any thief's.
+    """
+    ecfg = ecfg or ExtractionConfig()
+    if not sizes:
+        raise ValueError("`sizes` is empty: give the input sizes (pixels) to choose from, e.g. (32, 64, 128).")
+    if x_val is None or not len(x_val):
+        raise ValueError("`x_val` (the attacker's validation scans) is needed: the size is chosen on them.")
+    family, image_size = split_arch(ecfg.thief_arch)[0], int(np.shape(pool_x)[1])
+    archs = tuple(family if int(s) == image_size else f"{family}@{int(s)}" for s in sizes)
+    rows = sweep(victim_model, {"oct": (pool_x, pool_labels)}, attacks=(thief or Thief("copycat", augment=True),),
+                 answers=("probabilities",), budgets=(int(budget),), seeds=(int(seed),), thief_archs=archs,
+                 train_cfg=train_cfg, ecfg=ecfg, x_eval=x_eval, y_eval=y_eval, x_val=x_val, progress=False)
+    return choose_copy(rows)["thief_arch"], rows
 
 
 def adaptive_thieves(answers: str, defences=(), ecfg: ExtractionConfig | None = None) -> tuple[Thief, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from .config import TrainConfig
+from .config import TrainConfig, split_arch
 from .labels import CLASSES
 
 
@@ -36,26 +36,36 @@ class PerImageStandardization(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def _input(image_size: int, cfg: TrainConfig):
-    """The scan input and, with ``cfg.input_norm == "per_image"``, its standardisation; checks that the image
-    survives one halving per block of ``cfg.filters``."""
-    if image_size < 2 ** len(cfg.filters):
-        raise ValueError(f"image_size {image_size} is too small for {len(cfg.filters)} downsampling blocks "
+def _input(image_size: int, cfg: TrainConfig, work_size: int | None = None):
+    """The scan input, resized to ``work_size`` pixels when that differs from ``image_size`` (bilinear with
+    antialiasing, inside the model: it still takes, and its input gradients are about, the scan at its own size),
+    and, with ``cfg.input_norm == "per_image"``, its standardisation; checks that the image survives one halving
+    per block of ``cfg.filters``."""
+    size = image_size if work_size is None else int(work_size)
+    if size > image_size:
+        raise ValueError(f"work_size {size} is larger than the input ({image_size} px): a model may work at a "
+                         "smaller size than its scans, not a larger one.")
+    if size < 2 ** len(cfg.filters):
+        raise ValueError(f"image_size {size} is too small for {len(cfg.filters)} downsampling blocks "
                          f"(needs >= {2 ** len(cfg.filters)}); use fewer `filters` or a larger image.")
     inputs = keras.Input((image_size, image_size, 1), name="scan")
-    return inputs, PerImageStandardization(name="standardize")(inputs) if cfg.input_norm == "per_image" else inputs
+    h = inputs
+    if size != image_size:
+        h = layers.Resizing(size, size, interpolation="bilinear", antialias=True, name="work_size")(h)
+    return inputs, PerImageStandardization(name="standardize")(h) if cfg.input_norm == "per_image" else h
 
 
 def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int = len(CLASSES),
-              name: str = "oct_cnn") -> keras.Model:
+              name: str = "oct_cnn", work_size: int | None = None) -> keras.Model:
     """A compact CNN that maps ``(image_size, image_size, 1)`` scans in [0, 1] to ``n_classes`` logits.
 
     Blocks of [3x3 conv (no bias) -> batch norm -> ReLU] x ``cfg.convs_per_block`` -> 2x2 max-pool, one block per
     entry of ``cfg.filters``; then global average pooling, dropout, an optional hidden dense layer, and a linear
     dense layer of logits (float32 even under mixed precision). L2 weight decay comes from the optimizer (AdamW).
+    ``work_size``: the pixels the network works at (see :func:`_input`; ``None``: ``image_size``).
     """
     cfg = cfg or TrainConfig()
-    inputs, h = _input(image_size, cfg)
+    inputs, h = _input(image_size, cfg, work_size)
     for b, f in enumerate(cfg.filters):
         for c in range(cfg.convs_per_block):
             h = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{c}")(h)
@@ -72,14 +82,15 @@ def build_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int
 
 
 def build_separable_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_classes: int = len(CLASSES),
-                        name: str = "oct_separable_cnn") -> keras.Model:
+                        name: str = "oct_separable_cnn", work_size: int | None = None) -> keras.Model:
     """A different family from :func:`build_cnn`, for thieves: a stem conv, then depthwise-separable conv blocks
     (MobileNet-style, ~5-10x fewer weights) with batch norm and stride-2 downsampling, global pooling, logits.
 
     Uses ``cfg.filters`` (block widths), ``cfg.dropout`` and ``cfg.input_norm``; no hidden dense layer.
+    ``work_size`` as in :func:`build_cnn`.
     """
     cfg = cfg or TrainConfig()
-    inputs, h = _input(image_size, cfg)
+    inputs, h = _input(image_size, cfg, work_size)
     h = layers.Conv2D(cfg.filters[0] // 2, 3, padding="same", use_bias=False, name="stem_conv")(h)
     h = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=0.9, name="stem_bn")(h))
     for b, f in enumerate(cfg.filters):
@@ -92,11 +103,11 @@ def build_separable_cnn(image_size: int, cfg: TrainConfig | None = None, *, n_cl
 
 
 def build_model(arch: str, image_size: int, cfg: TrainConfig | None = None, **kwargs) -> keras.Model:
-    """``victim``: :func:`build_cnn`; ``separable``: :func:`build_separable_cnn`."""
+    """``victim``: :func:`build_cnn`; ``separable``: :func:`build_separable_cnn`; either with ``@<pixels>``, the
+    size it works at (``separable@64``: see :func:`octlib.config.split_arch`)."""
+    family, work_size = split_arch(arch)
     builders = {"victim": build_cnn, "separable": build_separable_cnn}
-    if arch not in builders:
-        raise ValueError(f"Unknown architecture {arch!r}; choose from {sorted(builders)}.")
-    return builders[arch](image_size, cfg, **kwargs)
+    return builders[family](image_size, cfg, work_size=work_size, **kwargs)
 
 
 def _float32_config(config):

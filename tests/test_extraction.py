@@ -115,6 +115,68 @@ def test_thief_architectures_differ():
         build_model("resnet", 16, TINY)
 
 
+def test_a_thief_can_work_at_a_smaller_size_and_still_take_the_victims_scans():
+    import tensorflow as tf
+
+    full, half = build_model("separable", 16, TINY), build_model("separable@8", 16, TINY)
+    assert full.input_shape == half.input_shape == (None, 16, 16, 1) and half.output_shape == (None, 4)
+    resize = half.get_layer("work_size")
+    assert tuple(resize.output.shape[1:3]) == (8, 8) and "work_size" not in [layer.name for layer in full.layers]
+    # its first convolution sees a quarter of the pixels
+    assert half.get_layer("stem_conv").output.shape[1] * 2 == full.get_layer("stem_conv").output.shape[1]
+    x = tf.constant(np.random.default_rng(0).random((3, 16, 16, 1), dtype=np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(half(x, training=False)[:, 0])
+    grad = tape.gradient(loss, x).numpy()  # gradients reach the scan through the resize (transfer attacks need it)
+    assert np.isfinite(grad).all() and (np.abs(grad) > 0).mean() > 0.5
+    with pytest.raises(ValueError, match="larger than the input"):
+        build_model("victim@32", 16, TINY)
+    with pytest.raises(ValueError, match="too small"):
+        build_model("victim@2", 16, TINY)
+    for bad in ("separable@", "separable@x", "separable@0", "resnet@8"):
+        with pytest.raises(ValueError, match="Unknown architecture"):
+            build_model(bad, 16, TINY)
+    with pytest.raises(ValueError, match="thief_arch/alt_arch"):
+        ExtractionConfig(thief_arch="separable@-1")
+    with pytest.raises(ValueError, match="thief_sizes"):
+        ExtractionConfig(thief_sizes=(64, 32))
+    assert ExtractionConfig(thief_arch="separable@64", thief_sizes=(32, 64)).thief_arch == "separable@64"
+
+
+def test_the_thief_size_is_chosen_on_validation_scans_only(victim, pool, monkeypatch):
+    x, labels = pool
+    seen = {}
+
+    def fake_sweep(victim_model, pools, *, thief_archs, budgets, seeds, x_val, **kw):
+        seen.update(archs=thief_archs, budgets=budgets, seeds=seeds, x_val=x_val)
+        # the evaluation fidelity prefers 16 px, the validation fidelity 8 px: the choice must follow validation
+        val = {"separable@4": 0.5, "separable@8": 0.7, "separable": 0.6}
+        return [{"status": "ok", "thief_arch": a, "val_fidelity": val[a], "fidelity": {"value": 1.0 if a ==
+                 "separable" else 0.1}, "queries": 16, "seed": 0} for a in thief_archs]
+
+    monkeypatch.setattr(extraction, "sweep", fake_sweep)
+    ecfg = dataclasses.replace(ECFG, thief_arch="separable")
+    arch, rows = extraction.choose_thief_arch(victim, x, labels, sizes=(4, 8, 16), budget=16, x_val=x[:6],
+                                              x_eval=x[6:], y_eval=labels[6:], ecfg=ecfg, train_cfg=TINY)
+    assert arch == "separable@8" and len(rows) == 3
+    assert seen["archs"] == ("separable@4", "separable@8", "separable") and seen["budgets"] == (16,)
+    assert seen["x_val"] is not None and len(seen["x_val"]) == 6
+    with pytest.raises(ValueError, match="`x_val`"):
+        extraction.choose_thief_arch(victim, x, labels, sizes=(8,), budget=16, x_val=None, x_eval=x, y_eval=labels)
+    with pytest.raises(ValueError, match="`sizes`"):
+        extraction.choose_thief_arch(victim, x, labels, sizes=(), budget=16, x_val=x, x_eval=x, y_eval=labels)
+
+
+def test_a_smaller_thief_steals_through_the_api_with_every_query_counted(victim, pool):
+    x, labels = pool
+    ecfg = dataclasses.replace(ECFG, thief_arch="separable")
+    arch, rows = extraction.choose_thief_arch(victim, x[:30], labels[:30], sizes=(8, 16), budget=24, x_val=x[30:],
+                                              x_eval=x[30:], y_eval=labels[30:], ecfg=ecfg, train_cfg=TINY)
+    assert arch in ("separable@8", "separable") and [r["thief_arch"] for r in rows] == ["separable@8", "separable"]
+    assert all(r["status"] == "ok" and r["queries"] == 24 and r["steps"] == ecfg.thief_steps for r in rows)
+
+
 @pytest.mark.parametrize("attack", ["copycat", "knockoff-random", "knockoff-adaptive"])
 def test_extraction_runs_and_is_reproducible(victim, pool, attack):
     x, labels = pool
