@@ -312,7 +312,7 @@ def thief_classifier(arch: str, image_size: int, train_cfg: TrainConfig | None =
 
     from .models import build_model
 
-    own = build_model(arch, image_size, train_cfg, name=f"thief_{arch}")  # a fresh initialisation, seeded
+    own = build_model(arch, image_size, train_cfg, name=f"thief_{arch.replace('@', '_at')}")  # fresh, seeded
     model, optimizer, loss_object, traced_step = _template(arch, image_size, train_cfg, learning_rate)
     _copy_state(own, model)
     for variable in optimizer.variables:

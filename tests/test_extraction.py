@@ -175,6 +175,12 @@ def test_a_smaller_thief_steals_through_the_api_with_every_query_counted(victim,
                                               x_eval=x[30:], y_eval=labels[30:], ecfg=ecfg, train_cfg=TINY)
     assert arch in ("separable@8", "separable") and [r["thief_arch"] for r in rows] == ["separable@8", "separable"]
     assert all(r["status"] == "ok" and r["queries"] == 24 and r["steps"] == ecfg.thief_steps for r in rows)
+    # the copy of a smaller thief is attacked like any (its model's name is a valid TensorFlow scope)
+    copy = extraction.steal(victim, x[:30], thief=extraction.Thief("copycat", augment=True), budget=24,
+                            thief_arch="separable@8", train_cfg=TINY, ecfg=ecfg).thief
+    assert copy.input_shape == (None, 16, 16, 1) and "@" not in copy.name
+    out = extraction.transfer_outcomes(victim, {"copy": copy}, x[30:], labels[30:], 8 / 255, steps=2)
+    assert len(out["fooled"]["copy"]) == 10
 
 
 @pytest.mark.parametrize("attack", ["copycat", "knockoff-random", "knockoff-adaptive"])
