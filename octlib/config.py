@@ -802,8 +802,8 @@ PROFILES: dict[str, Profile] = {
                                            rs_n=500, rs_radii=(0.0, 0.25), adv_eps_255=2.0,
                                            adv_steps=1, adv_epochs=6, retrain_epochs=6,
                                            finetune=("adversarial", "label_smoothing", "trades"), finetune_epochs=3,
-                                           detector_epochs=3, detector_train_scans=200,
-                                           input_transforms=("jpeg", "median")),
+                                           detector_epochs=3, detector_train_scans=200, detector_weights=(1.0,),
+                                           input_transforms=("median",)),
                      # PGD on the logit margin stands in for APGD-DLR (ART's AutoPGD re-traces its own classifier on
                      # every call, which dominates a small suite)
                      suite=SuiteConfig(attacks=("FGSM", "PGD", "PGD-margin", "Square"),
@@ -812,7 +812,7 @@ PROFILES: dict[str, Profile] = {
                                        randomized_n_scans=24, batch_size=128, spread_seeds=(0,),
                                        sweep_settings=((5, 0), (10, 1), (20, 1)),
                                        sweep_attacks=("PGD", "PGD-margin")),
-                     threats=ThreatsConfig(targeted_eps_255=(1, 2, 8), storage_eps_255=(0.5, 2, 8),
+                     threats=ThreatsConfig(targeted_eps_255=(2, 8), storage_eps_255=(0.5, 2, 8),
                                            uap_eps_255=(4, 8), uap_l2_zeta=(0.04,), uap_fit_scans=48,
                                            uap_max_iter=3, corruption_severities=(1, 3, 5)),
                      # one variant of the release-shift study (notebook 11): its code path, not its finding

@@ -186,8 +186,11 @@ def run_series(profile: str | None = None, data: str | None = None, *, only: lis
             log = None if verbose else target.with_suffix(".kernel.log")
             if log is not None:
                 log.unlink(missing_ok=True)
+            # the kernel is stopped once the last cell ran and the notebook is written ("immediate"): a graceful
+            # shutdown waits ~1.3 s per notebook for a TensorFlow process to exit (benchmarks/README.md)
             pm.execute_notebook(str(book), str(target), kernel_name=kernel, cwd=str(book.parent),
-                                progress_bar=progress, log_output=False, kernel_manager_class=_kernel_manager(log))
+                                progress_bar=progress, log_output=False, kernel_manager_class=_kernel_manager(log),
+                                shutdown_kernel="immediate")
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", seconds=round(time.perf_counter() - t0, 1), cell=exc.exec_count,
                          error=f"{exc.ename}: {exc.evalue}")
