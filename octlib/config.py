@@ -372,6 +372,14 @@ def split_arch(spec: str) -> tuple[str, int | None]:
     return family, int(size) if at else None
 
 
+def other_arch(spec: str) -> str:
+    """The other thief family at the same input size: ``"separable@64"`` -> ``"victim@64"`` (notebook 30 compares
+    the two)."""
+    family, size = split_arch(spec)
+    other = THIEF_ARCHS[1 - THIEF_ARCHS.index(family)]
+    return other if size is None else f"{other}@{size}"
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
     """Model-extraction settings (see :mod:`octlib.extraction`).
@@ -824,13 +832,13 @@ PROFILES: dict[str, Profile] = {
                     # cosine decay over 50 epochs from 2e-3: chosen on validation accuracy over three seeds
                     train=TrainConfig(filters=(32, 64, 128, 256), dense_units=128, epochs=50, batch_size=32,
                                       learning_rate=2e-3, lr_schedule="cosine"),
-                    # a separable thief, 250 steps each, five budgets up to what the sample's attacker pool holds,
-                    # three seeds; notebook 32's attacker picks its thief's input size between 32 and 64 px (a step
-                    # at 128 px costs 3.4x one at 64: ~90 thieves x 25 s would spend 38 of its 60 minutes in optimizer
-                    # steps alone; benchmarks/README.md)
+                    # a separable thief working at 64 px (the size notebook 32's attacker picks on its validation
+                    # scans between 32 and 64 px; a step at 128 px costs 3.4x one at 64: benchmarks/README.md), the
+                    # victim's family at the same size compared, 250 steps each, five budgets up to what the sample's
+                    # attacker pool holds, three seeds
                     extraction=ExtractionConfig(budgets=(25, 50, 100, 150, 200),
-                                                adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable",
-                                                alt_arch="victim", thief_steps=250, arch_seeds=(0,),
+                                                adaptive_budgets=(25, 50, 100, 150, 200), thief_arch="separable@64",
+                                                alt_arch="victim@64", thief_steps=250, arch_seeds=(0,),
                                                 transfer_subset=100, thief_sizes=(32, 64)),
                     # two output-noise σ, HopSkipJump on 30 scans, one input-noise σ (0.12) with K = 8 copies,
                     # certification with n0 = 100 and n = 10,000 (the largest certifiable radius at σ = 0.12 is 0.384;

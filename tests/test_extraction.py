@@ -142,6 +142,10 @@ def test_a_thief_can_work_at_a_smaller_size_and_still_take_the_victims_scans():
     with pytest.raises(ValueError, match="thief_sizes"):
         ExtractionConfig(thief_sizes=(64, 32))
     assert ExtractionConfig(thief_arch="separable@64", thief_sizes=(32, 64)).thief_arch == "separable@64"
+    from octlib.config import other_arch
+
+    assert (other_arch("separable@64"), other_arch("victim"), other_arch("victim@32")) == (
+        "victim@64", "separable", "separable@32")
 
 
 def test_the_thief_size_is_chosen_on_validation_scans_only(victim, pool, monkeypatch):
