@@ -1,0 +1,63 @@
+"""Does the thieves' training length limit what they steal? Notebook 32's three augmented thieves (the no-query
+thief on the attacker's own labels, Copycat on the victim's answers, and own labels then Copycat) at one query
+budget, trained with each number of optimizer steps, on the full profile's attacker pools: fidelity on the
+attacker's validation scans and on the evaluation scans, and each thief's seconds. The profile's ``thief_steps``
+is chosen where the no-query thief stops improving, so that a gain over it is the queries' doing, not
+under-training's. Needs the cached study victim (notebook 10). Writes JSON (default
+benchmarks/results/thief-steps-<profile>.json); ``--merge`` keeps the rows of an earlier record of other steps.
+
+    python benchmarks/bench_thief_steps.py --profile full --steps 250 500 1000 2000 --budget 5000
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import _common
+
+
+def main() -> None:
+    parser = _common.parser(__doc__)
+    parser.add_argument("--steps", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--budget", type=int, default=None, help="queries (default: the largest augmented budget)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--merge", help="an earlier record whose rows (other steps or seeds) are kept")
+    args = parser.parse_args()
+
+    import octlib
+    from octlib import extraction
+    from octlib.artifacts import load_victim
+    from octlib.extraction import Thief
+
+    profile = octlib.get_profile(args.profile, split_policy="pooled")
+    splits, victim = load_victim(args.data, profile, seed=0, retrain="never")
+    ecfg = profile.extraction
+    budget = args.budget or max(ecfg.augmented_budgets)
+    attacker = extraction.attacker_pools(splits, ecfg, seed=0)
+    pool_x, pool_y = attacker.pools["oct"]
+    x_eval, y_eval = attacker.carved.test.x, attacker.carved.test.labels
+    thieves = (Thief("no-query", augment=True), Thief("copycat", augment=True),
+               Thief("copycat", augment=True, start="own-labels"))
+    rows = json.loads(Path(args.merge).read_text())["rows"] if args.merge else []
+    for steps in args.steps:
+        t0 = time.perf_counter()
+        report = extraction.sweep(victim.model, {"oct": (pool_x, pool_y)}, attacks=thieves, answers=("probabilities",),
+                                  budgets=(budget,), seeds=tuple(args.seeds), train_cfg=profile.train,
+                                  ecfg=replace(ecfg, thief_steps=steps), x_eval=x_eval, y_eval=y_eval,
+                                  x_val=attacker.val_x, progress=False)
+        for r in extraction.flat_rows(report):
+            rows.append({"steps": steps, "seed": r["seed"], "thief": r["thief"], "val_fidelity": r["val_fidelity"],
+                         "fidelity": r["fidelity"], "accuracy": r["accuracy"], "runtime_s": r["runtime_s"]})
+            print(rows[-1], flush=True)
+        print(f"{steps} steps: {time.perf_counter() - t0:.0f} s", flush=True)
+    record = {"benchmark": "thief optimizer steps", "profile": args.profile, "thief_arch": ecfg.thief_arch,
+              "budget": budget, "answers": "probabilities", "n_val": len(attacker.val_x), "n_eval": len(y_eval),
+              "victim": victim.path.name, "rows": sorted(rows, key=lambda r: (r["steps"], r["seed"], r["thief"]))}
+    print(f"wrote {_common.write_report(record, f'thief-steps-{args.profile}', args.out)}")
+
+
+if __name__ == "__main__":
+    main()
