@@ -2,8 +2,8 @@
 thief on the attacker's own labels, Copycat on the victim's answers, and own labels then Copycat) at one query
 budget, trained with each number of optimizer steps, on the full profile's attacker pools: fidelity on the
 attacker's validation scans and on the evaluation scans, and each thief's seconds. The profile's ``thief_steps``
-is chosen where the no-query thief stops improving, so that a gain over it is the queries' doing, not
-under-training's. Needs the cached study victim (notebook 10). Writes JSON (default
+is chosen where the no-query thief's fidelity stops rising, so that a gain over it is less likely to come from its
+training length alone. Needs the cached study victim (notebook 10). Writes JSON (default
 benchmarks/results/thief-steps-<profile>.json); ``--merge`` keeps the rows of an earlier record of other steps.
 
     python benchmarks/bench_thief_steps.py --profile full --steps 250 500 1000 2000 --budget 5000
@@ -41,7 +41,18 @@ def main() -> None:
     x_eval, y_eval = attacker.carved.test.x, attacker.carved.test.labels
     thieves = (Thief("no-query", augment=True), Thief("copycat", augment=True),
                Thief("copycat", augment=True, start="own-labels"))
-    rows = json.loads(Path(args.merge).read_text())["rows"] if args.merge else []
+    header = {"benchmark": "thief optimizer steps", "profile": args.profile, "thief_arch": ecfg.thief_arch,
+              "budget": budget, "answers": "probabilities", "n_val": len(attacker.val_x), "n_eval": len(y_eval),
+              "victim": victim.path.name}
+    rows = []
+    if args.merge:  # only a record of the same measurement; a rerun (steps, seed, thief) replaces the earlier row
+        earlier = json.loads(Path(args.merge).read_text())
+        differ = [k for k in header if earlier.get(k) != header[k]]
+        if differ:
+            raise SystemExit(f"--merge {args.merge}: its {', '.join(differ)} differ from this run's; merge only a "
+                             "record of the same profile, thief, budget, pools and victim (or write another --out)")
+        again = {(s, seed) for s in args.steps for seed in args.seeds}
+        rows = [r for r in earlier["rows"] if (r["steps"], r["seed"]) not in again]
     for steps in args.steps:
         t0 = time.perf_counter()
         report = extraction.sweep(victim.model, {"oct": (pool_x, pool_y)}, attacks=thieves, answers=("probabilities",),
@@ -49,13 +60,15 @@ def main() -> None:
                                   ecfg=replace(ecfg, thief_steps=steps), x_eval=x_eval, y_eval=y_eval,
                                   x_val=attacker.val_x, progress=False)
         for r in extraction.flat_rows(report):
-            rows.append({"steps": steps, "seed": r["seed"], "thief": r["thief"], "val_fidelity": r["val_fidelity"],
-                         "fidelity": r["fidelity"], "accuracy": r["accuracy"], "runtime_s": r["runtime_s"]})
+            if r["status"] != "ok" or r["steps"] != steps:
+                raise SystemExit(f"{r['thief']} (seed {r['seed']}, {steps} steps) did not train as asked: "
+                                 f"status {r['status']!r}, {r['steps']} steps")
+            rows.append({"steps": steps, "seed": r["seed"], "thief": r["thief"], "budget": r["budget"],
+                         "queries": r["queries"], "val_fidelity": r["val_fidelity"], "fidelity": r["fidelity"],
+                         "accuracy": r["accuracy"], "runtime_s": r["runtime_s"]})
             print(rows[-1], flush=True)
         print(f"{steps} steps: {time.perf_counter() - t0:.0f} s", flush=True)
-    record = {"benchmark": "thief optimizer steps", "profile": args.profile, "thief_arch": ecfg.thief_arch,
-              "budget": budget, "answers": "probabilities", "n_val": len(attacker.val_x), "n_eval": len(y_eval),
-              "victim": victim.path.name, "rows": sorted(rows, key=lambda r: (r["steps"], r["seed"], r["thief"]))}
+    record = {**header, "rows": sorted(rows, key=lambda r: (r["steps"], r["seed"], r["thief"]))}
     print(f"wrote {_common.write_report(record, f'thief-steps-{args.profile}', args.out)}")
 
 
