@@ -49,7 +49,7 @@ def main() -> None:
         earlier = json.loads(Path(args.merge).read_text())
         differ = [k for k in header if earlier.get(k) != header[k]]
         if differ:
-            raise SystemExit(f"--merge {args.merge}: its {', '.join(differ)} differ from this run's; merge only a "
+            raise SystemExit(f"--merge {args.merge}: not this run's {', '.join(differ)}; merge only a "
                              "record of the same profile, thief, budget, pools and victim (or write another --out)")
         again = {(s, seed) for s in args.steps for seed in args.seeds}
         rows = [r for r in earlier["rows"] if (r["steps"], r["seed"]) not in again]
